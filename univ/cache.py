@@ -1,0 +1,80 @@
+"""On-disk cache of trained models, keyed by a hash of everything that determines them.
+
+``cache_dir()/models/<name>-<hash>/`` holds model.safetensors + config.json (open_lth's layout: the
+folder name is the hash of the hyperparameters, the JSON holds them), so a rerun with the same config
+loads instead of training, and every cached model is traceable to its config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+from .data import Dataset
+from .models import ZooModel, build_model
+from .train import TrainConfig, load_metrics, load_model, save_model, train
+from .utils import cache_dir, stable_hash, tensor_hash, to_jsonable
+
+
+def model_key(name: str, model_cfg: dict, seed: int, data: Dataset, train_cfg: TrainConfig | None,
+              extra: dict | None = None) -> dict:
+    """Everything that determines a trained model: architecture, init seed, data, training, extras."""
+    return {
+        "model": name, "config": to_jsonable(model_cfg), "init_seed": seed,
+        "data": {**data.describe(), "hash": tensor_hash(data.x_train, data.y_train)},
+        "train": to_jsonable(train_cfg) if train_cfg is not None else None, "extra": extra or {},
+    }
+
+
+def cached_model(
+    name: str,
+    data: Dataset,
+    seed: int = 0,
+    train_cfg: TrainConfig | None = TrainConfig(),
+    model_cfg: dict | None = None,
+    attack: Callable | None = None,
+    attack_spec: dict | None = None,
+    root: str | Path | None = None,
+    progress: bool = True,
+    device=None,
+) -> tuple[ZooModel, dict]:
+    """Build (seeded) and train a zoo model, or load it if this exact configuration was trained before.
+
+    ``train_cfg=None`` gives the untrained, randomly initialised model (the baseline). ``attack`` trains
+    adversarially; ``attack_spec`` (a JSON-able description of it) must then be given for the key.
+    Set UNIV_NO_CACHE=1 to always retrain. Returns (model, metrics).
+    """
+    if attack is not None and attack_spec is None:
+        raise ValueError("attack_spec: required with attack, so that the cache key describes the attack")
+    model_cfg = dict(model_cfg or {})
+    model_cfg.setdefault("input_shape", list(data.input_shape))
+    model_cfg.setdefault("n_classes", data.n_classes)
+    key = model_key(name, model_cfg, seed, data, train_cfg, {"attack": attack_spec} if attack_spec else None)
+    folder = Path(root or cache_dir() / "models") / f"{name}-{stable_hash(key)}"
+    if (folder / "model.safetensors").exists() and os.environ.get("UNIV_NO_CACHE") != "1":
+        return load_model(folder, device), load_metrics(folder)
+    model = build_model(name, seed=seed, **model_cfg)
+    if device is not None:
+        model.to(device)
+    if train_cfg is None:
+        from .train import evaluate
+
+        metrics = {"train_acc": evaluate(model, data.x_train, data.y_train),
+                   "test_acc": evaluate(model, data.x_test, data.y_test), "steps": 0}
+    else:
+        model, metrics = train(model, data, train_cfg, attack=attack, progress=progress, device=device)
+    metrics = {k: v for k, v in metrics.items() if k != "history"}
+    save_model(model, folder, metrics)
+    (folder / "key.json").write_text(json.dumps(key, indent=2))
+    return model, metrics
+
+
+def is_cached(folder: Path) -> bool:
+    return (Path(folder) / "model.safetensors").exists()
+
+
+__all__ = ["cached_model", "model_key", "is_cached", "nn"]
