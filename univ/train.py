@@ -34,8 +34,8 @@ class TrainConfig:
 
     epochs: int = 30
     """Passes over the training set."""
-    batch_size: int = 128
-    lr: float = 1e-3
+    batch_size: int = 64
+    lr: float = 3e-3
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: float = 0.9
     """SGD momentum (ignored by Adam)."""
@@ -91,8 +91,8 @@ def train(
 ) -> tuple[nn.Module, dict]:
     """Train ``model`` on ``data`` with cross-entropy; returns (model, metrics).
 
-    attack: ``attack(model, x, y) -> x_adv`` for adversarial training (the model is in eval mode while
-        the attack runs and in train mode for the update).
+    attack: ``attack(model, x, y) -> x_adv`` for adversarial training; univ's attacks run the model in
+        eval mode and restore its mode, and the loop puts it back in train mode for the update.
     callback: called as ``callback(step, model)`` after every optimizer step (pruning masks, snapshots).
     metrics: train_acc, test_acc, final_loss, steps, seconds and a per-epoch ``history``.
     """

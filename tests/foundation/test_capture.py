@@ -1,0 +1,109 @@
+import pytest
+import torch
+from torch import nn
+
+import univ
+from univ.models import build_model
+
+
+def test_mlp_capture_equals_direct_submodule_calls():
+    m = build_model("mlp", widths=(16, 8), seed=0)
+    x = torch.rand(37, 1, 8, 8)
+    acts = univ.capture(m, x, ["fc1", "act1", "act2", "out"], batch_size=10)
+    h1 = torch.relu(m.fc1(x.reshape(37, -1)))
+    h2 = torch.relu(m.fc2(h1))
+    torch.testing.assert_close(acts["fc1"], m.fc1(x.reshape(37, -1)))
+    torch.testing.assert_close(acts["act1"], h1)
+    torch.testing.assert_close(acts["act2"], h2)
+    torch.testing.assert_close(acts["out"], m.out(h2))
+    assert list(acts) == ["fc1", "act1", "act2", "out"]
+
+
+def test_cnn_reductions():
+    m = build_model("cnn", channels=(4, 6), seed=0)
+    x = torch.rand(9, 1, 8, 8)
+    direct = torch.relu(m.conv1(x))  # (9, 4, 8, 8)
+    torch.testing.assert_close(univ.capture(m, x, "act1", reduce="flatten")["act1"], direct.reshape(9, -1))
+    torch.testing.assert_close(univ.capture(m, x, "act1", reduce="mean")["act1"], direct.mean((2, 3)))
+    torch.testing.assert_close(univ.capture(m, x, "act1", reduce="last")["act1"], direct[:, :, -1, -1])
+    assert univ.capture(m, x, "act1", reduce="none")["act1"].shape == (9, 4, 8, 8)
+
+
+def test_transformer_hookpoints_match_run_with_cache_and_aliases_dedupe():
+    m = build_model("transformer", d_model=16, n_layers=2, n_heads=2, seed=0).eval()
+    x = torch.rand(6, 1, 8, 8)
+    acts = univ.capture(m, x, ["blocks.0.hook_resid_post", "blocks.0.hook_out", "blocks.1.mlp.hook_post"],
+                        reduce="none")
+    assert list(acts) == ["blocks.0.hook_resid_post", "blocks.1.mlp.hook_post"]  # alias captured once
+    resid = m.hook_patch_embed(m.embed(m.tokens(x)) + m.pos)
+    _, cache = m.bridge.run_with_cache(resid, start_at_layer=0)
+    torch.testing.assert_close(acts["blocks.0.hook_resid_post"], cache["blocks.0.hook_resid_post"])
+    mean = univ.capture(m, x, ["blocks.0.hook_resid_post"])  # transformer default: mean over patches
+    torch.testing.assert_close(mean["blocks.0.hook_resid_post"], cache["blocks.0.hook_resid_post"].mean(1))
+
+
+def test_plain_tl_hooked_root_module():
+    from transformer_lens import HookedRootModule
+    from transformer_lens.hook_points import HookPoint
+
+    class Tiny(HookedRootModule):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 4)
+            self.hook_mid = HookPoint()
+            self.setup()
+
+        def forward(self, x):
+            return self.hook_mid(self.lin(x)) * 2
+
+    t = Tiny()
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(univ.capture(t, x, "hook_mid")["hook_mid"], t.lin(x))
+
+
+def test_hooks_removed_after_forward_raises():
+    class Boom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+
+        def forward(self, x):
+            self.lin(x)
+            raise RuntimeError("boom")
+
+    m = Boom().train()
+    with pytest.raises(RuntimeError, match="boom"):
+        univ.capture(m, torch.randn(3, 2), ["lin"])
+    assert not m.lin._forward_hooks
+    assert m.training  # mode restored
+
+
+def test_unknown_hook_lists_closest():
+    m = build_model("transformer", d_model=16, n_heads=2, seed=0)
+    with pytest.raises(ValueError, match="closest valid names: \\['blocks.0.hook_resid_post'"):
+        univ.capture(m, torch.rand(2, 64), ["blocks.0.hook_resid_pots"])
+
+
+def test_bad_inputs():
+    m = build_model("mlp", seed=0)
+    with pytest.raises(ValueError, match="inputs: contains 1 NaN"):
+        x = torch.rand(4, 64)
+        x[2, 3] = float("nan")
+        univ.capture(m, x, ["act1"])
+    with pytest.raises(ValueError, match="reduce"):
+        univ.capture(m, torch.rand(4, 64), ["act1"], reduce="max")
+    with pytest.raises(ValueError, match="x: MLP expects"):
+        univ.capture(m, torch.rand(4, 10), ["act1"])
+
+
+def test_disk_cache_round_trip(tmp_path):
+    m = build_model("mlp", seed=0)
+    x = torch.rand(20, 64)
+    a = univ.capture(m, x, ["act1", "out"], cache=tmp_path)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+    b = univ.capture(m, x, ["act1", "out"], cache=tmp_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with torch.no_grad():
+        m.out.bias.add_(1.0)  # new weights -> new key, no stale hit
+    c = univ.capture(m, x, ["act1", "out"], cache=tmp_path)
+    assert not torch.equal(a["out"], c["out"]) and len(list(tmp_path.glob("*.safetensors"))) == 2
