@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
-from torch import nn
+from tqdm.auto import tqdm
 
+from ._checks import unknown_name_error
 from .data import Dataset
 from .models import ZooModel, build_model
 from .train import TrainConfig, load_metrics, load_model, save_model, train
@@ -77,4 +79,41 @@ def is_cached(folder: Path) -> bool:
     return (Path(folder) / "model.safetensors").exists()
 
 
-__all__ = ["cached_model", "model_key", "is_cached", "nn"]
+
+
+class ZooEntry(NamedTuple):
+    """One model of a zoo: ``id`` like "cnn-s1" (trained) or "cnn-s1-init" (its untrained copy)."""
+
+    id: str
+    arch: str
+    seed: int
+    trained: bool
+    model: ZooModel
+    metrics: dict
+
+
+def zoo(
+    archs: Sequence[str],
+    seeds: Sequence[int],
+    data: Dataset,
+    train_cfg: TrainConfig,
+    model_cfgs: dict[str, dict] | None = None,
+    random_init: bool = True,
+    progress: bool = True,
+    device=None,
+) -> list[ZooEntry]:
+    """Train (or load from the cache) every architecture x seed; with ``random_init`` also each one's
+    untrained initialisation (same seed, no training), the baseline that trained similarity must beat."""
+    from .models import MODELS
+
+    for a in archs:
+        if a not in MODELS:
+            raise unknown_name_error("architecture", a, MODELS)
+    out = []
+    jobs = [(a, s, t) for a in archs for s in seeds for t in ((True, False) if random_init else (True,))]
+    for arch, seed, trained in tqdm(jobs, desc="zoo", disable=not progress):
+        model, metrics = cached_model(arch, data, seed=seed, train_cfg=train_cfg if trained else None,
+                                      model_cfg=(model_cfgs or {}).get(arch), progress=False, device=device)
+        out.append(ZooEntry(f"{arch}-s{seed}" + ("" if trained else "-init"), arch, seed, trained, model,
+                            metrics))
+    return out
