@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 import univ.adversarial as adv
 from univ.adversarial import controls
-from univ.adversarial import project as P
+from univ.adversarial import decompose as P
 
 
 class ToySAE:

@@ -50,14 +50,14 @@ def test_deepfool_on_digits(mlp, data):
 
 
 def test_lbfgs_digits_targets_and_table(mlp, data):
-    x, y = data.x_test[:20], data.y_test[:20]
+    x, y = data.x_test[:8], data.y_test[:8]
     t = (y + 3) % 10
-    x_adv, info = lbfgs(mlp, x, y, target=t, return_info=True, search_steps=6)
+    x_adv, info = lbfgs(mlp, x, y, target=t, return_info=True, search_steps=5, maxiter=50)
     assert info["success"].mean() > 0.9
     ok = torch.tensor(info["success"].to_numpy())
     assert (adv.predict(mlp, x_adv)[ok] == t[ok]).all()
     assert torch.allclose(torch.tensor(info["rms_distortion"].to_numpy()), rms_distortion(x, x_adv))
-    table = minimal_distortion_table({"mlp": mlp}, x, y, search_steps=6)
+    table = minimal_distortion_table({"mlp": mlp}, x, y, search_steps=5, maxiter=50)
     assert len(table) == 1 + len(SZEGEDY_TABLE1)
     mine = table.iloc[0]
     assert 0 < mine["av_min_distortion"] < 0.3 and mine["success_rate"] > 0.9
@@ -67,8 +67,8 @@ def test_registry_has_minimal_attacks(mlp, data):
     x, y = data.x_test[:10], data.y_test[:10]
     for name in ("lbfgs", "deepfool"):
         x_adv = adv.make_attack(name)(mlp, x, y) if name == "deepfool" else adv.make_attack(
-            name, search_steps=3)(mlp, x, y)
-        assert x_adv.shape == x.shape
+            name, search_steps=2, maxiter=20)(mlp, x[:4], y[:4])
+        assert x_adv.shape[1:] == x.shape[1:]
 
 
 def test_minimal_bad_input(mlp, data):

@@ -19,9 +19,7 @@ from .attacks import (
     robust_accuracy,
 )
 from .controls import gaussian_noise, layer_acts, matched_random
-from .lbfgs import SZEGEDY_TABLE1, lbfgs, minimal_distortion_table, rms_distortion
-from .minimal import deepfool
-from .project import (
+from .decompose import (
     code_changes,
     directions,
     latent_class_association,
@@ -33,6 +31,8 @@ from .project import (
     random_dictionary,
     random_orthonormal,
 )
+from .lbfgs import SZEGEDY_TABLE1, lbfgs, minimal_distortion_table, rms_distortion
+from .minimal import deepfool
 
 __all__ = [
     "ATTACKS", "canonical_norm", "eval_mode", "fgsm", "make_attack", "margin", "per_sample_norm", "pgd",
