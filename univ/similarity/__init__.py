@@ -1,1 +1,19 @@
+"""Representation similarity: CKA, CCA/SVCCA/PWCCA, Procrustes, RSA, mutual kNN, and all-pairs compare.
+
+Every metric takes X: (n, d1), Y: (n, d2) as numpy arrays or torch tensors (rows are samples, any
+float dtype), computes in float64 on ``device`` (default: the input's) and returns a float.
+"""
+
 from __future__ import annotations
+
+from .cca import CCAResult, cca, pwcca, svcca
+from .cka import StreamingLinearCKA, center_gram, gram_cka, linear_cka, minibatch_cka, rbf_cka, rbf_gram
+from .compare import METRICS, compare, get_metric, grid, grid_figure
+from .geometry import knn_indices, mutual_knn, procrustes, procrustes_distance, rsa
+
+__all__ = [
+    "linear_cka", "rbf_cka", "gram_cka", "rbf_gram", "center_gram", "StreamingLinearCKA", "minibatch_cka",
+    "cca", "CCAResult", "svcca", "pwcca",
+    "procrustes", "procrustes_distance", "rsa", "mutual_knn", "knn_indices",
+    "compare", "grid", "grid_figure", "METRICS", "get_metric",
+]

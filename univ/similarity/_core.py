@@ -1,0 +1,77 @@
+"""Shared numerics for the similarity metrics: input pairs, centering, fast symmetric Grams."""
+
+from __future__ import annotations
+
+import torch
+
+from .._checks import as_matrix, check_same_n
+
+
+def pair(X, Y, min_rows: int = 2, device=None, names=("X", "Y")) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate two sample matrices and return them as float64 tensors on ``device``."""
+    X = as_matrix(X, names[0], min_rows=min_rows, dtype=torch.float64, device=device)
+    Y = as_matrix(Y, names[1], min_rows=min_rows, dtype=torch.float64, device=device)
+    check_same_n(X, Y, names)
+    return X, Y
+
+
+def center(X: torch.Tensor) -> torch.Tensor:
+    """Column-centred copy of X: (n, d)."""
+    return X - X.mean(dim=0, keepdim=True)
+
+
+def gram(X: torch.Tensor, blocks: int = 8) -> torch.Tensor:
+    """X^T X: (d, d), computing only the upper block triangle.
+
+    BLAS gemm does not exploit symmetry (torch has no syrk); computing the upper blocks and mirroring
+    them halves the flops, which is most of the cost of every moment-based metric here.
+    """
+    d = X.shape[1]
+    if d < 128 or blocks < 2:
+        return X.T @ X
+    edges = torch.linspace(0, d, blocks + 1).long().tolist()
+    out = torch.empty(d, d, dtype=X.dtype, device=X.device)
+    for a, b in zip(edges[:-1], edges[1:]):
+        out[a:b, a:] = X[:, a:b].T @ X[:, a:]
+    return torch.triu(out) + torch.triu(out, diagonal=1).T
+
+
+def sym_fro2(X: torch.Tensor, blocks: int = 8) -> torch.Tensor:
+    """||X^T X||_F^2 without forming the lower triangle (diagonal blocks once, others twice)."""
+    d = X.shape[1]
+    if d < 128 or blocks < 2:
+        G = X.T @ X
+        return (G * G).sum()
+    edges = torch.linspace(0, d, blocks + 1).long().tolist()
+    total = X.new_zeros(())
+    for a, b in zip(edges[:-1], edges[1:]):
+        diag = X[:, a:b].T @ X[:, a:b]
+        total = total + (diag * diag).sum()
+        if b < d:
+            off = X[:, a:b].T @ X[:, b:]
+            total = total + 2 * (off * off).sum()
+    return total
+
+
+def degenerate_check(n: int, d1: int, d2: int, what: str, strict: bool = True) -> None:
+    """CCA-family guard (Kornblith et al. 2019, Theorem 1).
+
+    With n samples the centred data span at most n - 1 dimensions. If either side has >= n - 1
+    (linearly independent) features, every direction of the other side lies in its span and all
+    canonical correlations are 1 whatever the data: raise (or warn when ``strict`` is False). If
+    d1 + d2 > n - 1, at least d1 + d2 - (n - 1) correlations are 1 by construction: warn.
+    """
+    import warnings
+
+    if max(d1, d2) >= n - 1:
+        msg = (f"{what}: degenerate input: n={n} samples but {max(d1, d2)} features on one side "
+               f"(need n > d + 1); every canonical correlation would be 1 regardless of the data "
+               f"(Kornblith et al. 2019, Theorem 1). Use more samples or reduce dimension first.")
+        if strict:
+            raise ValueError(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    elif d1 + d2 > n - 1:
+        warnings.warn(
+            f"{what}: d1 + d2 = {d1 + d2} > n - 1 = {n - 1}: at least {d1 + d2 - n + 1} canonical "
+            f"correlations equal 1 by construction; the mean is inflated (Kornblith et al. 2019, Thm 1)",
+            RuntimeWarning, stacklevel=3)

@@ -1,0 +1,176 @@
+"""Canonical correlation analysis and its network-comparison variants: CCA, SVCCA, PWCCA.
+
+All three guard against the degenerate regime of Kornblith et al. (2019), Theorem 1: with n samples
+the centred data span at most n - 1 dimensions, so when a side has n - 1 or more features every
+canonical correlation is 1 whatever the data. ``cca`` and ``pwcca`` raise there (their input width is
+the raw feature count); ``svcca`` warns, since its width is only known after the SVD reduction.
+When d1 + d2 > n - 1, some correlations are forced to 1 and all three warn.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from .._checks import check_positive
+from ._core import center, degenerate_check, gram, pair
+
+
+class CCAResult(NamedTuple):
+    """rho: canonical correlations, sorted descending, shape (min(r1, r2),) (r = numerical rank);
+    mean: mean of rho; r2: mean of rho^2 (Kornblith et al.'s R^2_CCA)."""
+
+    rho: np.ndarray
+    mean: float
+    r2: float
+
+
+def _span_basis(Xc: torch.Tensor) -> torch.Tensor:
+    """Orthonormal basis (n, r) of the column span of Xc, r its numerical rank.
+
+    Householder QR then an SVD of R: no normal equations, so ill-conditioned activations (nearly
+    collinear neurons) do not lose half their digits the way covariance-based CCA does.
+    """
+    n, d = Xc.shape
+    Q, R = torch.linalg.qr(Xc)
+    U, S, _ = torch.linalg.svd(R)
+    tol = S[0] * max(n, d) * torch.finfo(S.dtype).eps
+    r = int((S > tol).sum())
+    return Q @ U[:, :r]
+
+
+def cca(X, Y, device=None) -> CCAResult:
+    """CCA between X: (n, d1) and Y: (n, d2) -> CCAResult(rho, mean, r2).
+
+    All min(d1, d2) canonical correlations are kept (not google/svcca's 98%-mass truncation); rank-
+    deficient sides (dead or duplicated neurons) contribute only their numerical rank. Raises when
+    n <= max(d1, d2) + 1 (degenerate, see module docstring). Invariant to any invertible linear
+    map and translation of either side; symmetric.
+    """
+    X, Y = pair(X, Y, min_rows=3, device=device)
+    n = X.shape[0]
+    degenerate_check(n, X.shape[1], Y.shape[1], "cca", strict=True)
+    Qx, Qy = _span_basis(center(X)), _span_basis(center(Y))
+    if Qx.shape[1] == 0 or Qy.shape[1] == 0:
+        raise ValueError(f"{'X' if Qx.shape[1] == 0 else 'Y'}: has zero variance; CCA is undefined")
+    rho = torch.linalg.svdvals(Qx.T @ Qy).clamp(0.0, 1.0)
+    return CCAResult(rho.cpu().numpy(), float(rho.mean()), float((rho * rho).mean()))
+
+
+def _pca_coefficients(Xc: torch.Tensor, variance_kept: float):
+    """(B: (d, k), k) with Xc @ B the orthonormal top-k principal directions keeping the variance.
+
+    Uses the eigendecomposition of the (d, d) scatter (O(n d^2) once, then O(d^3)); the kept
+    directions have the large eigenvalues, which the squared conditioning of the scatter does not hurt.
+    """
+    lam, V = torch.linalg.eigh(gram(Xc))
+    lam, V = lam.flip(0).clamp_min(0.0), V.flip(1)
+    frac = torch.cumsum(lam, 0) / lam.sum()
+    k = int((frac < variance_kept - 1e-12).sum()) + 1
+    rank = int((lam > lam[0] * max(Xc.shape) * torch.finfo(lam.dtype).eps).sum())
+    k = max(1, min(k, rank))
+    return V[:, :k] / torch.sqrt(lam[:k]), k
+
+
+def svcca(X, Y, variance_kept: float = 0.99, device=None) -> float:
+    """SVCCA (Raghu et al. 2017) between X: (n, d1) and Y: (n, d2) -> float in [0, 1].
+
+    google/svcca's recipe: centre, SVD, keep the smallest k whose cumulative squared singular values
+    reach ``variance_kept`` of the total, CCA on the kept directions, mean of all min(k1, k2)
+    canonical correlations. Invariant to orthogonal maps, isotropic scaling and translation (not to
+    general invertible maps, which change the kept subspace); symmetric. Warns when degenerate.
+    """
+    if not (0 < variance_kept <= 1):
+        raise ValueError(f"variance_kept: must be in (0, 1], got {variance_kept!r}")
+    X, Y = pair(X, Y, min_rows=3, device=device)
+    n = X.shape[0]
+    Xc, Yc = center(X), center(Y)
+    if n < max(X.shape[1], Y.shape[1]):
+        # d > n: PCA through the (n, n) sample Gram instead, giving orthonormal scores directly
+        Qx, Qy = _pca_scores(Xc, variance_kept), _pca_scores(Yc, variance_kept)
+        degenerate_check(n, Qx.shape[1], Qy.shape[1], "svcca", strict=False)
+        M = Qx.T @ Qy
+    else:
+        Bx, kx = _pca_coefficients(Xc, variance_kept)
+        By, ky = _pca_coefficients(Yc, variance_kept)
+        degenerate_check(n, kx, ky, "svcca", strict=False)
+        M = Bx.T @ (Xc.T @ Yc) @ By
+    return float(torch.linalg.svdvals(M).clamp(0.0, 1.0).mean())
+
+
+def _pca_scores(Xc: torch.Tensor, variance_kept: float) -> torch.Tensor:
+    lam, U = torch.linalg.eigh(Xc @ Xc.T)
+    lam, U = lam.flip(0).clamp_min(0.0), U.flip(1)
+    frac = torch.cumsum(lam, 0) / lam.sum()
+    k = int((frac < variance_kept - 1e-12).sum()) + 1
+    rank = int((lam > lam[0] * max(Xc.shape) * torch.finfo(lam.dtype).eps).sum())
+    return U[:, :max(1, min(k, rank))]
+
+
+def _inv_sqrt_psd(S: torch.Tensor) -> torch.Tensor:
+    """(pinv S)^(1/2) for a symmetric PSD S, as google/svcca's pinv + eigh square root."""
+    w, V = torch.linalg.eigh(S)
+    cutoff = 1e-15 * w.abs().max()
+    inv = torch.where(w > cutoff, 1.0 / torch.sqrt(w.clamp_min(cutoff)), torch.zeros_like(w))
+    return (V * inv) @ V.T
+
+
+def pwcca(X, Y, epsilon: float = 1e-10, device=None) -> float:
+    """Projection-weighted CCA (Morcos et al. 2018) between X: (n, d1) and Y: (n, d2) -> float in [0, 1].
+
+    Agrees with google/svcca's ``pwcca.compute_pwcca(A.T, B.T, epsilon)`` where A is the side with
+    fewer features (X on ties): canonical correlations from the epsilon-regularised covariance CCA;
+    directions u^T (A - mean) + mean, orthonormalised (QR); weights sum_j |<P_i, a_j>| over A's
+    uncentred neurons. Either argument order works (google's code crashes when the first is wider);
+    on equal widths the value depends on the order, as PWCCA weights by one side. Computed from
+    (d, d) moments: O(n d^2). Raises when degenerate (see module docstring).
+    """
+    check_positive(epsilon, "epsilon", strict=False)
+    X, Y = pair(X, Y, min_rows=3, device=device)
+    n = X.shape[0]
+    degenerate_check(n, X.shape[1], Y.shape[1], "pwcca", strict=True)
+    sides = []
+    for t, name in ((X, "X"), (Y, "Y")):
+        m = t.mean(0)
+        tc = t - m
+        C = gram(tc)
+        sides.append((name, t, tc, m, C))
+    # google's rescaling of each covariance by its largest entry, then its small-variance cut
+    scale = [float(s[4].abs().max()) / (n - 1) for s in sides]
+    keeps = []
+    for (name, *_, C), sc in zip(sides, scale):
+        if sc <= 0:
+            raise ValueError(f"{name}: has zero variance; PWCCA is undefined")
+        keeps.append(torch.diagonal(C) / (n - 1) / sc >= epsilon)
+    ia = 0 if int(keeps[0].sum()) <= int(keeps[1].sum()) else 1
+    ib = 1 - ia
+    (_, A, Ac, mA, Caa), (_, _, Bc, _, Cbb) = sides[ia], sides[ib]
+    ka, kb = keeps[ia], keeps[ib]
+    Ac, Bc, mA = Ac[:, ka], Bc[:, kb], mA[ka]
+    Caa, Cbb = Caa[ka][:, ka], Cbb[kb][:, kb]
+    Saa = Caa / (n - 1) / scale[ia] + epsilon * torch.eye(Caa.shape[0], dtype=Caa.dtype, device=Caa.device)
+    Sbb = Cbb / (n - 1) / scale[ib] + epsilon * torch.eye(Cbb.shape[0], dtype=Cbb.dtype, device=Cbb.device)
+    Sab = (Ac.T @ Bc) / (n - 1) / np.sqrt(scale[ia] * scale[ib])
+    arr = _inv_sqrt_psd(Saa) @ Sab @ _inv_sqrt_psd(Sbb)
+    # numpy's LAPACK SVD, not torch's: the sign of each singular vector changes the "+ mean" term
+    # of the directions below, and google's numbers come from numpy's sign convention
+    u_np, s_np, _ = np.linalg.svd(arr.cpu().numpy())
+    u = torch.from_numpy(u_np).to(Caa)
+    rho = torch.from_numpy(np.abs(s_np)).to(Caa)
+    # dirns D = u^T (A - mean)^T + mean 1^T: (ka, n). With C the centred scatter of A,
+    #   D D^T = u^T C u + n m m^T  and  D A = u^T C + n m m^T,
+    # so P = D^T R^-1 (QR of D^T, R^T R = D D^T) gives P^T A = L^-1 D A with L = chol(D D^T).
+    nmm = n * torch.outer(mA, mA)
+    DA = u.T @ Caa + nmm
+    L, info = torch.linalg.cholesky_ex(u.T @ Caa @ u + nmm)
+    if int(info) == 0:
+        proj = torch.linalg.solve_triangular(L, DA, upper=False)
+    else:  # rank-deficient directions: fall back to the explicit QR, as google does
+        D = u.T @ Ac.T + mA[:, None]
+        P, _ = torch.linalg.qr(D.T)
+        proj = P.T @ A[:, ka]
+    weights = proj.abs().sum(1)
+    weights = weights / weights.sum()
+    return float((weights[: rho.numel()] * rho).sum().clamp(0.0, 1.0))

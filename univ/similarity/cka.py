@@ -1,0 +1,269 @@
+"""Centered kernel alignment (Kornblith et al. 2019): linear, RBF, debiased, streaming, minibatch.
+
+Conventions (shared/DESIGN.md): rows are samples, centering is per column, computations in float64.
+Linear CKA uses the feature-space form ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) and switches
+to n x n Grams only when n is smaller than the feature dimensions. Debiased CKA replaces each HSIC
+by the unbiased estimator of Song et al. (2012), as in Kornblith et al.'s code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from .._checks import check_choice, check_positive
+from ._core import center, gram, pair, sym_fro2
+
+# ---------------------------------------------------------------------------------------------------
+# HSIC pieces
+
+
+def _debias(xty, ssr_x, ssr_y, sn_x, sn_y, n: int):
+    """Kornblith's feature-space unbiased-HSIC correction, times n (n - 3).
+
+    xty: ||Xc^T Yc||_F^2, ssr_*: per-row squared norms of the centred data (or their dot product when
+    a float is passed as ``ssr_x`` and ``ssr_y`` is None), sn_*: total squared norms.
+    """
+    dot = ssr_x if ssr_y is None else ssr_x @ ssr_y
+    return xty - n / (n - 2.0) * dot + sn_x * sn_y / ((n - 1.0) * (n - 2.0))
+
+
+def _ratio(num, den_x, den_y, debiased: bool) -> float:
+    if float(den_x) <= 0 or float(den_y) <= 0:
+        which = "X" if float(den_x) <= 0 else "Y"
+        why = ("its debiased self-HSIC is <= 0 (too few samples or nearly constant features)"
+               if debiased else "it has zero variance (all rows equal)")
+        raise ValueError(f"{which}: CKA is undefined because {why}")
+    return float(num / torch.sqrt(den_x * den_y))
+
+
+def _linear_terms(Xc: torch.Tensor, Yc: torch.Tensor):
+    """(||Xc^T Yc||^2, ||Xc^T Xc||^2, ||Yc^T Yc||^2), choosing feature- or sample-space products."""
+    n, d1 = Xc.shape
+    d2 = Yc.shape[1]
+    if n * n * (d1 + d2) < n * (d1 + d2) ** 2 / 2:  # n x n Grams are cheaper only when n << d
+        Kx, Ky = Xc @ Xc.T, Yc @ Yc.T
+        return (Kx * Ky).sum(), (Kx * Kx).sum(), (Ky * Ky).sum()
+    C = Xc.T @ Yc
+    return (C * C).sum(), sym_fro2(Xc), sym_fro2(Yc)
+
+
+def linear_cka(X, Y, debiased: bool = False, device=None) -> float:
+    """Linear CKA between X: (n, d1) and Y: (n, d2) (rows are samples) -> float in [0, 1].
+
+    ``debiased=True`` uses unbiased HSIC (needs n >= 4; the value may be slightly negative).
+    Invariant to orthogonal maps, isotropic scaling and translation of either side; symmetric.
+    """
+    X, Y = pair(X, Y, min_rows=4 if debiased else 2, device=device)
+    n = X.shape[0]
+    Xc, Yc = center(X), center(Y)
+    xty, xx, yy = _linear_terms(Xc, Yc)
+    if debiased:
+        rx, ry = (Xc * Xc).sum(1), (Yc * Yc).sum(1)
+        sx, sy = rx.sum(), ry.sum()
+        xty, xx, yy = _debias(xty, rx, ry, sx, sy, n), _debias(xx, rx, rx, sx, sx, n), \
+            _debias(yy, ry, ry, sy, sy, n)
+        return _ratio(xty, xx, yy, True)
+    return _ratio(xty, xx, yy, False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Kernel (Gram) CKA
+
+
+def _kth(flat: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.kthvalue(flat, k).values
+
+
+def rbf_gram(X: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Kornblith's gram_rbf: exp(-D^2 / (2 threshold^2 median(D^2))), median over all n^2 entries."""
+    dot = X @ X.T
+    sq = torch.diagonal(dot)
+    d2 = -2 * dot + sq[:, None] + sq[None, :]
+    flat = d2.flatten()
+    m = flat.numel()
+    # numpy's median: the mean of the two middle values when the count is even
+    med = _kth(flat, (m + 1) // 2) if m % 2 else (_kth(flat, m // 2) + _kth(flat, m // 2 + 1)) / 2
+    if float(med) <= 0:
+        raise ValueError("RBF bandwidth is 0: the median squared distance between samples is 0 "
+                         "(more than half the pairs of rows are identical)")
+    return torch.exp(-d2 / (2 * threshold**2 * med))
+
+
+def center_gram(K: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
+    """Double-centred copy of a symmetric Gram (n, n); ``unbiased`` as in Kornblith et al.'s code."""
+    K = K.clone()
+    n = K.shape[0]
+    if unbiased:
+        K.fill_diagonal_(0)
+        means = K.sum(0) / (n - 2)
+        means = means - means.sum() / (2 * (n - 1))
+        K = K - means[:, None] - means[None, :]
+        K.fill_diagonal_(0)
+    else:
+        means = K.mean(0)
+        means = means - means.mean() / 2
+        K = K - means[:, None] - means[None, :]
+    return K
+
+
+def gram_cka(Kx, Ky, debiased: bool = False) -> float:
+    """CKA between two symmetric (n, n) Gram matrices (any kernel)."""
+    Kx = center_gram(Kx, debiased)
+    Ky = center_gram(Ky, debiased)
+    return _ratio((Kx * Ky).sum(), (Kx * Kx).sum(), (Ky * Ky).sum(), debiased)
+
+
+def rbf_cka(X, Y, threshold: float = 0.8, debiased: bool = False, device=None) -> float:
+    """RBF-kernel CKA between X: (n, d1) and Y: (n, d2) -> float in [0, 1].
+
+    The bandwidth is Kornblith's: sigma^2 = threshold^2 * median squared pairwise distance (the n
+    zero diagonal entries included), per side. Builds (n, n) Grams: memory O(n^2).
+    Invariant to orthogonal maps, isotropic scaling (the bandwidth scales along) and translation.
+    """
+    check_positive(threshold, "threshold")
+    X, Y = pair(X, Y, min_rows=4 if debiased else 2, device=device)
+    return gram_cka(rbf_gram(X, threshold), rbf_gram(Y, threshold), debiased)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Streaming (exact) linear CKA
+
+
+class StreamingLinearCKA:
+    """Exact linear CKA accumulated batch by batch; memory O(d1^2 + d2^2 + d1 d2), not O(n).
+
+    Accumulates float64 moments of the data shifted by the first batch's mean (which keeps the
+    final centring free of cancellation), so ``value()`` equals ``linear_cka`` on the concatenated
+    data up to rounding (~1e-12). ``debiased=True`` also accumulates the row-norm moments the
+    unbiased HSIC needs.
+
+        s = StreamingLinearCKA()
+        for xb, yb in loader:        # xb: (b, d1), yb: (b, d2); batch sizes may differ
+            s.update(xb, yb)
+        s.value()
+    """
+
+    def __init__(self, debiased: bool = False, device=None):
+        self.debiased = debiased
+        self.device = device
+        self.n_ = 0
+
+    def update(self, xb, yb) -> StreamingLinearCKA:
+        """Add a batch: xb: (b, d1), yb: (b, d2)."""
+        xb, yb = pair(xb, yb, min_rows=1, device=self.device, names=("xb", "yb"))
+        if self.n_ == 0:
+            self.shift_x_, self.shift_y_ = xb.mean(0), yb.mean(0)
+            d1, d2 = xb.shape[1], yb.shape[1]
+            z = lambda *s: xb.new_zeros(s)
+            self.sxx_, self.syy_, self.sxy_ = z(d1, d1), z(d2, d2), z(d1, d2)
+            self.sx_, self.sy_ = z(d1), z(d2)
+            if self.debiased:
+                self.pq_, self.pp_, self.qq_, self.p_, self.q_ = z(), z(), z(), z(), z()
+                self.px_, self.qx_, self.py_, self.qy_ = z(d1), z(d1), z(d2), z(d2)
+        else:
+            for t, ref, name in ((xb, self.sx_, "xb"), (yb, self.sy_, "yb")):
+                if t.shape[1] != ref.shape[0]:
+                    raise ValueError(f"{name}: expected {ref.shape[0]} features as in earlier batches, "
+                                     f"got {t.shape[1]}")
+        xs, ys = xb - self.shift_x_, yb - self.shift_y_
+        self.sxx_ += gram(xs)
+        self.syy_ += gram(ys)
+        self.sxy_ += xs.T @ ys
+        self.sx_ += xs.sum(0)
+        self.sy_ += ys.sum(0)
+        if self.debiased:
+            p, q = (xs * xs).sum(1), (ys * ys).sum(1)
+            self.pq_ += p @ q
+            self.pp_ += p @ p
+            self.qq_ += q @ q
+            self.p_ += p.sum()
+            self.q_ += q.sum()
+            self.px_ += p @ xs
+            self.qx_ += q @ xs
+            self.py_ += p @ ys
+            self.qy_ += q @ ys
+        self.n_ += xb.shape[0]
+        return self
+
+    @staticmethod
+    def _row_norm_dot(pq, pv, qu, uv, su, sv, p, q, n, du, dv):
+        """sum_i ||u_i - du||^2 ||v_i - dv||^2 from moments of u, v and p_i = ||u_i||^2, q_i = ||v_i||^2."""
+        cu, cv = du @ du, dv @ dv
+        return (pq - 2 * dv @ pv + cv * p - 2 * du @ qu + 4 * du @ uv @ dv - 2 * cv * du @ su
+                + cu * q - 2 * cu * dv @ sv + n * cu * cv)
+
+    def value(self) -> float:
+        """Linear CKA (or debiased linear CKA) of all samples seen so far."""
+        n = self.n_
+        if n < (4 if self.debiased else 2):
+            raise ValueError(f"StreamingLinearCKA: needs at least {4 if self.debiased else 2} samples "
+                             f"in total, got {n}")
+        dx, dy = self.sx_ / n, self.sy_ / n
+        cxx = self.sxx_ - n * torch.outer(dx, dx)
+        cyy = self.syy_ - n * torch.outer(dy, dy)
+        cxy = self.sxy_ - n * torch.outer(dx, dy)
+        xty, xx, yy = (cxy * cxy).sum(), (cxx * cxx).sum(), (cyy * cyy).sum()
+        if not self.debiased:
+            return _ratio(xty, xx, yy, False)
+        sx, sy = torch.trace(cxx), torch.trace(cyy)
+        rd = self._row_norm_dot
+        ab = rd(self.pq_, self.py_, self.qx_, self.sxy_, self.sx_, self.sy_, self.p_, self.q_, n, dx, dy)
+        aa = rd(self.pp_, self.px_, self.px_, self.sxx_, self.sx_, self.sx_, self.p_, self.p_, n, dx, dx)
+        bb = rd(self.qq_, self.qy_, self.qy_, self.syy_, self.sy_, self.sy_, self.q_, self.q_, n, dy, dy)
+        return _ratio(_debias(xty, ab, None, sx, sy, n), _debias(xx, aa, None, sx, sx, n),
+                      _debias(yy, bb, None, sy, sy, n), True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Minibatch CKA (Nguyen et al. 2021)
+
+
+def _hsic1_terms(xb: torch.Tensor, yb: torch.Tensor, kernel: str, threshold: float):
+    """Unbiased HSIC estimates (Song et al. 2012) of (X, Y), (X, X), (Y, Y) on one batch."""
+    b = xb.shape[0]
+    scale = 1.0 / (b * (b - 3.0))
+    if kernel == "linear":
+        Xc, Yc = center(xb), center(yb)
+        xty, xx, yy = _linear_terms(Xc, Yc)
+        rx, ry = (Xc * Xc).sum(1), (Yc * Yc).sum(1)
+        sx, sy = rx.sum(), ry.sum()
+        return (scale * _debias(xty, rx, ry, sx, sy, b), scale * _debias(xx, rx, rx, sx, sx, b),
+                scale * _debias(yy, ry, ry, sy, sy, b))
+    Kx = center_gram(rbf_gram(xb, threshold), True)
+    Ky = center_gram(rbf_gram(yb, threshold), True)
+    return scale * (Kx * Ky).sum(), scale * (Kx * Kx).sum(), scale * (Ky * Ky).sum()
+
+
+def minibatch_cka(batches_or_X, Y=None, batch_size: int = 256, kernel: str = "linear",
+                  threshold: float = 0.8, device=None) -> float:
+    """Minibatch CKA of Nguyen et al. (2021): unbiased HSIC averaged over minibatches, then normalised.
+
+    Either ``minibatch_cka(batches)`` with an iterable of (xb: (b, d1), yb: (b, d2)) pairs, or
+    ``minibatch_cka(X, Y, batch_size=...)``, which splits X, Y into consecutive batches (shuffle
+    beforehand if the row order is not random); a final batch of fewer than 4 rows is dropped.
+    The estimate converges to the debiased CKA of the data as batches grow. ``kernel`` is "linear"
+    or "rbf" (per-batch median bandwidth, ``threshold`` as in :func:`rbf_cka`).
+    """
+    check_choice(kernel, "kernel", ("linear", "rbf"))
+    check_positive(threshold, "threshold")
+    if Y is not None:
+        X, Y = pair(batches_or_X, Y, min_rows=4, device=device)
+        if int(batch_size) < 4:
+            raise ValueError(f"batch_size: must be >= 4 (unbiased HSIC needs 4 samples), got {batch_size}")
+        batches: Iterable = [(X[i:i + batch_size], Y[i:i + batch_size])
+                             for i in range(0, X.shape[0], batch_size) if X.shape[0] - i >= 4]
+    else:
+        batches = batches_or_X
+    hxy = hxx = hyy = 0.0
+    n_batches = 0
+    for xb, yb in batches:
+        xb, yb = pair(xb, yb, min_rows=4, device=device, names=("xb", "yb"))
+        a, b, c = _hsic1_terms(xb, yb, kernel, threshold)
+        hxy, hxx, hyy = hxy + a, hxx + b, hyy + c
+        n_batches += 1
+    if n_batches == 0:
+        raise ValueError("batches_or_X: no batch of at least 4 samples was given")
+    return _ratio(torch.as_tensor(hxy), torch.as_tensor(hxx), torch.as_tensor(hyy), True)
+

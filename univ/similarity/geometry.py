@@ -1,0 +1,172 @@
+"""Shape and neighbourhood metrics: orthogonal Procrustes, RSA, mutual k-nearest neighbours."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._checks import check_choice
+from ._core import center, pair
+
+# ---------------------------------------------------------------------------------------------------
+# Procrustes (Williams et al. 2021)
+
+
+def procrustes(X, Y, device=None) -> float:
+    """Orthogonal-Procrustes similarity of X: (n, d1) and Y: (n, d2) -> float in [0, 1].
+
+    The cosine of Williams et al.'s (2021) angular shape metric: centre both, scale to unit
+    Frobenius norm, and take max over orthogonal Q of <X, Y Q> = ||Xc^T Yc||_* / (||Xc|| ||Yc||)
+    (nuclear norm; unequal widths are zero-padded implicitly). 1 iff the two are the same up to
+    rotation, reflection, translation and isotropic scaling. Symmetric and invariant to exactly
+    those. Distances: :func:`procrustes_distance`.
+    """
+    X, Y = pair(X, Y, min_rows=2, device=device)
+    Xc, Yc = center(X), center(Y)
+    nx, ny = torch.linalg.norm(Xc), torch.linalg.norm(Yc)
+    for v, name in ((nx, "X"), (ny, "Y")):
+        if float(v) == 0:
+            raise ValueError(f"{name}: has zero variance (all rows equal); Procrustes is undefined")
+    nuc = torch.linalg.svdvals(Xc.T @ Yc).sum()
+    return float((nuc / (nx * ny)).clamp(0.0, 1.0))
+
+
+def procrustes_distance(X, Y, kind: str = "angular", device=None) -> float:
+    """Procrustes distance between X: (n, d1) and Y: (n, d2) after centring and unit-norm scaling.
+
+    kind="angular": Williams et al.'s shape metric arccos(procrustes(X, Y)) in [0, pi/2], a metric
+    on shapes (satisfies the triangle inequality). kind="euclidean": min_Q ||X^ - Y^ Q||_F =
+    sqrt(2 - 2 procrustes(X, Y)) in [0, sqrt 2] (Ding et al. 2021's orthogonal Procrustes distance).
+    """
+    check_choice(kind, "kind", ("angular", "euclidean"))
+    s = procrustes(X, Y, device=device)
+    return math.acos(s) if kind == "angular" else math.sqrt(max(0.0, 2.0 - 2.0 * s))
+
+
+# ---------------------------------------------------------------------------------------------------
+# RSA
+
+
+def _rdm_upper(X: torch.Tensor, distance: str) -> torch.Tensor:
+    """Upper triangle (k > 0) of the (n, n) representational dissimilarity matrix, flattened."""
+    if distance == "correlation":
+        Z = X - X.mean(1, keepdim=True)
+        norms = torch.linalg.norm(Z, dim=1, keepdim=True)
+        if bool((norms == 0).any()):
+            raise ValueError("correlation distance is undefined for a sample whose features are all equal; "
+                             "use distance='euclidean'")
+        Z = Z / norms
+        D = 1.0 - Z @ Z.T
+    elif distance == "cosine":
+        norms = torch.linalg.norm(X, dim=1, keepdim=True)
+        if bool((norms == 0).any()):
+            raise ValueError("cosine distance is undefined for an all-zero sample; use distance='euclidean'")
+        Z = X / norms
+        D = 1.0 - Z @ Z.T
+    else:
+        Xc = center(X)  # centring first keeps the Gram trick accurate
+        sq = (Xc * Xc).sum(1)
+        D = torch.sqrt((sq[:, None] + sq[None, :] - 2 * Xc @ Xc.T).clamp_min(0.0))
+    iu = torch.triu_indices(X.shape[0], X.shape[0], offset=1, device=X.device)
+    return D[iu[0], iu[1]]
+
+
+def _average_ranks(v: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..m with ties given their average rank (as scipy.stats.rankdata)."""
+    order = torch.argsort(v)
+    sv = v[order]
+    _, inverse, counts = torch.unique_consecutive(sv, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).to(v.dtype)
+    avg = ends - (counts.to(v.dtype) - 1) / 2
+    ranks = torch.empty_like(v)
+    ranks[order] = avg[inverse]
+    return ranks
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    den = torch.linalg.norm(a) * torch.linalg.norm(b)
+    if float(den) == 0:
+        raise ValueError("RSA is undefined: one RDM is constant (all pairwise distances equal)")
+    return float((a @ b) / den)
+
+
+def rsa(X, Y, distance: str = "correlation", method: str = "spearman", device=None) -> float:
+    """Representational similarity analysis of X: (n, d1) and Y: (n, d2) -> float in [-1, 1].
+
+    Builds each side's (n, n) RDM and correlates their upper triangles. distance: "correlation"
+    (1 - Pearson r between two samples' feature vectors: Kriegeskorte et al. 2008's default),
+    "euclidean" or "cosine"; method: "spearman" (rank correlation, ties averaged) or "pearson".
+    Symmetric. Invariant to isotropic scaling with every choice; with "euclidean" also to orthogonal
+    maps and translation; "correlation" and "cosine" are not invariant to translation or to
+    general rotations of the feature space. Memory and time O(n^2).
+    """
+    check_choice(distance, "distance", ("correlation", "euclidean", "cosine"))
+    check_choice(method, "method", ("spearman", "pearson"))
+    X, Y = pair(X, Y, min_rows=3, device=device)
+    a, b = _rdm_upper(X, distance), _rdm_upper(Y, distance)
+    if method == "spearman":
+        a, b = _average_ranks(a), _average_ranks(b)
+    return _pearson(a, b)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mutual kNN (Huh et al. 2024)
+
+
+def knn_indices(X: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
+    """Indices (n, k) of each row's k largest inner products with the other rows (self excluded).
+
+    Exact in float64, at float32 speed: a float32 pass over row blocks of the (n, n) similarity
+    keeps m = 2k + 8 candidates per row (topk, no sort of the full row), the candidates are re-scored
+    in float64, and any row where a non-candidate could still beat the k-th (per the float32
+    rounding bound) is redone entirely in float64. Memory O(chunk * n).
+    """
+    n, d = X.shape
+    m = min(n - 1, 2 * k + 8)
+    Xf = X.float()
+    norms = torch.linalg.norm(X, dim=1)
+    # worst-case |fl32(x.y) - x.y| <= (d + 2) u32 ||x|| ||y|| (input rounding plus the dot product)
+    tol = (d + 2) * torch.finfo(torch.float32).eps * norms * norms.max() + 1e-30
+    out = torch.empty(n, k, dtype=torch.long, device=X.device)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        rows = torch.arange(stop - start, device=X.device)
+        S = Xf[start:stop] @ Xf.T
+        S[rows, rows + start] = -math.inf
+        v32, cand = torch.topk(S, m, dim=1, sorted=True)
+        exact = torch.einsum("rd,rmd->rm", X[start:stop], X[cand])
+        vk, pos = torch.topk(exact, k, dim=1)
+        out[start:stop] = torch.gather(cand, 1, pos)
+        if m < n - 1:
+            unsure = torch.nonzero(vk[:, -1] <= v32[:, -1].double() + tol[start:stop]).flatten()
+            if unsure.numel():
+                full = X[start + unsure] @ X.T
+                full[torch.arange(unsure.numel(), device=X.device), start + unsure] = -math.inf
+                out[start + unsure] = torch.topk(full, k, dim=1).indices
+    return out
+
+
+def mutual_knn(X, Y, k: int = 10, center: bool = False, normalize: bool = False, device=None) -> float:
+    """Mutual k-nearest-neighbour alignment (Huh et al. 2024) of X: (n, d1) and Y: (n, d2) -> [0, 1].
+
+    For each sample, the fraction of its k nearest neighbours (largest inner product, self excluded)
+    shared between the two spaces, averaged over samples. Defaults follow platonic-rep's
+    ``mutual_knn`` on raw rows, which is NOT translation invariant; ``center=True`` subtracts each
+    side's column mean first (then invariant to translation), ``normalize=True`` scales rows to unit
+    norm (what platonic-rep's ``measure_alignment`` does before calling it). Symmetric; invariant
+    to orthogonal maps and isotropic scaling. Needs 1 <= k < n.
+    """
+    X, Y = pair(X, Y, min_rows=2, device=device)
+    n = X.shape[0]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n:
+        raise ValueError(f"k: must be an integer with 1 <= k < n = {n} (self is excluded), got {k!r}")
+    if center:
+        X, Y = X - X.mean(0), Y - Y.mean(0)
+    if normalize:
+        X = X / torch.linalg.norm(X, dim=1, keepdim=True).clamp_min(1e-300)
+        Y = Y / torch.linalg.norm(Y, dim=1, keepdim=True).clamp_min(1e-300)
+    a, b = knn_indices(X, k), knn_indices(Y, k)
+    shared = (a[:, :, None] == b[:, None, :]).sum(dim=(1, 2))
+    return float(shared.double().mean() / k)
