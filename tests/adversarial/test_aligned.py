@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+import univ.adversarial as adv
+from univ.adversarial import aligned as A
+
+
+def test_layer_forward_matches_capture(mlp, data):
+    x = data.x_test[:20]
+    logits, acts = A.layer_forward(mlp, x, "2")
+    assert torch.allclose(logits, mlp(x))
+    assert torch.allclose(acts, adv.layer_acts(mlp, {"c": x}, "2")["c"].float())
+
+
+@pytest.mark.parametrize("increase", [True, False])
+def test_feature_attack_moves_the_feature(mlp, data, increase):
+    x = data.x_test[:50]
+    _, acts = A.layer_forward(mlp, x, "2")
+    j = int(acts.mean(0).argmax())  # a unit that is often on
+    v = torch.zeros(acts.shape[1])
+    v[j] = 1
+    f = A.direction_feature(v)
+    x_adv = A.feature_attack(mlp, x, "2", f, increase=increase, eps=0.1, steps=10)
+    _, acts_adv = A.layer_forward(mlp, x_adv, "2")
+    change = (acts_adv[:, j] - acts[:, j]).detach()
+    assert (change >= -1e-6).all() if increase else (change <= 1e-6).all()
+    assert float(change.abs().mean()) > 0.05
+    assert float(adv.per_sample_norm(x_adv - x, "inf").max()) <= 0.1 + 1e-6
+    assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
+
+
+def test_steering_and_transfer(mlp, mlp2, data):
+    x, y = data.x_test[:100], data.y_test[:100]
+    W = mlp[3].weight.detach()  # readout rows: steering along row c raises logit c
+    zero = A.steer(mlp, x, "2", torch.zeros(W.shape[1]), 1.0)
+    assert torch.allclose(zero, mlp(x), atol=1e-6)
+    eff = A.steering_effect(mlp, x, "2", W[:3], classes=[0, 1, 2], alphas=(0.5, 5.0))
+    feat = eff[eff.kind == "feature"]
+    assert (feat["dlogit_class"] > 0).all()
+    assert feat[feat.alpha == 5.0]["frac_to_class"].mean() > feat[feat.alpha == 0.5]["frac_to_class"].mean()
+    rand = eff[eff.kind == "random"]
+    assert feat["dlogit_class"].mean() > rand["dlogit_class"].mean()
+    advs = {("mlp", "pgd"): adv.pgd(mlp, x, y, eps=0.15, steps=10)}
+    tr = A.transfer_rates(advs, {"mlp": mlp, "mlp2": mlp2}, x, y)
+    white = tr[tr.white_box]["fool_rate"].item()
+    black = tr[~tr.white_box]["fool_rate"].item()
+    assert white >= black and white > 0.8  # no black-box transfer beats white-box
+
+
+def test_aligned_bad_input(mlp, data):
+    x = data.x_test[:4]
+    with pytest.raises(ValueError, match="unknown hook name"):
+        A.layer_forward(mlp, x, "fc9")
+    with pytest.raises(ValueError, match="eps"):
+        A.feature_attack(mlp, x, "2", lambda a: a[:, 0], eps=-1)
+    with pytest.raises(ValueError, match="vector"):
+        A.steer(mlp, x, "2", torch.ones(7))
