@@ -28,7 +28,9 @@ aligned). This is the expansion behind Combettes & Pesquet (2020)'s certificate 
 activations. Over an input box, interval bound propagation (IBP) finds neurons that are always off
 (A = B = 0) or always on (A = I, B = 0), which gives a local bound (:func:`local_split_bound`) valid
 for every pair of points in that box. Max-pool layers are forced breaks (their Jacobian selects one
-input per window, norm <= 1).
+input per window, norm <= 1), except where IBP proves every window's winner, which makes the pool a
+fixed selection matrix merged into its segment. As the box shrinks to a point, every unit and window is
+fixed and the local bound becomes the Jacobian norm there, the exact local Lipschitz constant.
 """
 
 from __future__ import annotations
@@ -233,9 +235,14 @@ def product_bound(bounds) -> float:
 # the split bound (global) and its IBP-localised version
 
 
-def _split_sum(steps: list[Step], relu_ab: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Sum over the 2^k break patterns of the ReLUs of the products of merged-segment norms."""
+def _split_sum(steps: list[Step], relu_ab: dict[str, tuple[torch.Tensor, torch.Tensor]],
+               fixed_pools: dict[str, torch.Tensor] | None = None) -> float:
+    """Sum over the 2^k break patterns of the ReLUs of the products of merged-segment norms.
+    fixed_pools: {pool layer: its selection matrix} for pools whose argmax IBP has fixed (linear)."""
+    fixed_pools = fixed_pools or {}
     mats = {s.name: dense_matrix(s.module, s.in_shape) for s in steps if s.kind in ("linear", "conv")}
+    mats.update(fixed_pools)
+    steps = [s._replace(kind="linear") if s.name in fixed_pools else s for s in steps]
     relus = [s.name for s in steps if s.kind == "relu" and relu_ab[s.name][1].any()]
     cache: dict[tuple, float] = {}
 
@@ -342,9 +349,32 @@ def local_split_bound(model: nn.Module, lower, upper, input_shape=None, global_b
             free = ~(on | off)
             a = torch.where(on, 1.0, torch.where(free, 0.5, 0.0)).double()
             ab[s.name] = (a, torch.where(free, 0.5, 0.0).double())
+    pools = {s.name: P for s in steps if s.kind == "pool"
+             if (P := _fixed_pool_matrix(s, *ib[s.name])) is not None}
     if global_bound is None:
         global_bound = split_bound(model, input_shape)
-    return min(_split_sum(steps, ab), global_bound)
+    return min(_split_sum(steps, ab, pools), global_bound)
+
+
+def _fixed_pool_matrix(step: Step, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor | None:
+    """The selection matrix (out, in) of a max-pool whose winner in every window is fixed on the box
+    (its lower bound >= every other entry's upper bound), else None."""
+    m = step.module
+    pool = F.max_pool2d if isinstance(m, nn.MaxPool2d) else F.max_pool1d
+    lo, hi = lo.reshape(1, *step.in_shape), hi.reshape(1, *step.in_shape)
+    args = (m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
+    lo_max, idx = pool(lo, *args, return_indices=True)
+    c = step.in_shape[0]
+    plane = math.prod(step.in_shape[1:])
+    others = hi.reshape(c, plane).clone()
+    others.scatter_(1, idx.reshape(c, -1), float("-inf"))
+    rival = pool(others.reshape(1, *step.in_shape), *args)
+    if not bool((lo_max >= rival).all()):
+        return None
+    cols = (idx.reshape(c, -1) + plane * torch.arange(c)[:, None]).flatten()
+    P = torch.zeros(len(cols), c * plane, dtype=torch.float64)
+    P[torch.arange(len(cols)), cols] = 1.0
+    return P
 
 
 # --------------------------------------------------------------------------------------------------

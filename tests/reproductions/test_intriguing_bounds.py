@@ -173,3 +173,14 @@ def test_top_activating_units_and_directions():
     assert idx.tolist() == [[1, 2], [3, 2]]
     d = torch.tensor([[1.0, 1.0]]) / math.sqrt(2)
     assert top_activating(acts, d, k=1).tolist() == [[3]]
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_local_bound_shrinks_to_the_jacobian_norm(nets, name):
+    """On a tiny box every ReLU and pool window is fixed: the local bound is the exact local constant."""
+    model = nets[name]
+    center = torch.rand(1, 4, 4, generator=torch.Generator().manual_seed(7)) + 0.5
+    local = B.local_split_bound(model, center - 1e-7, center + 1e-7)
+    assert local == pytest.approx(float(B.jacobian_norms(model, center[None])[0]), rel=1e-6)
+    wider = B.local_split_bound(model, center - 0.2, center + 0.2)
+    assert local <= wider * (1 + 1e-9)
