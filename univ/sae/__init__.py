@@ -1,1 +1,33 @@
-"""Sparse autoencoders."""
+"""Sparse autoencoders: train on any captured activations, evaluate, save/load, and match features across
+models.
+
+    sae = univ.sae.TopKSAE(d_in, d_sae, k=32).fit(acts)   # also ReluSAE, BatchTopKSAE, JumpReluSAE
+    z = sae.encode(acts); x_hat = sae.decode(z); out = sae(acts)   # out: SAEOutput(x_hat, codes, loss, losses)
+    univ.sae.evaluate(sae, acts)                  # L0, MSE, FVU, explained variance, dead/dense fractions
+    univ.sae.save(sae, folder); univ.sae.load(folder)   # safetensors + cfg.json (SAELens layout)
+    univ.sae.match(sae_a, acts_a, sae_b, acts_b, method="correlation")   # -> MatchResult(table, summary)
+"""
+
+from .io import load, save
+from .match import MATCH_METHODS, MatchResult, match
+from .metrics import (
+    SAEMetrics,
+    dead_fraction,
+    dense_fraction,
+    dictionary_recovery,
+    evaluate,
+    explained_variance,
+    fvu,
+    l0,
+    mse,
+    spliced_accuracy,
+)
+from .model import SAE, SAE_KINDS, BatchTopKSAE, JumpReluSAE, ReluSAE, SAEOutput, TopKSAE
+from .train import fit, geometric_median
+
+__all__ = [
+    "SAE", "SAE_KINDS", "SAEOutput", "ReluSAE", "TopKSAE", "BatchTopKSAE", "JumpReluSAE", "fit",
+    "geometric_median", "save", "load", "match", "MatchResult", "MATCH_METHODS", "evaluate", "SAEMetrics",
+    "l0", "mse", "fvu", "explained_variance", "dead_fraction", "dense_fraction", "dictionary_recovery",
+    "spliced_accuracy",
+]

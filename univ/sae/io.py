@@ -1,0 +1,102 @@
+"""Save and load SAEs: a folder with ``sae_weights.safetensors`` and ``cfg.json`` (SAELens's layout).
+
+cfg.json holds SAELens's fields (architecture, d_in, d_sae, dtype, device, apply_b_dec_to_input,
+normalize_activations, k for TopK kinds) plus a ``univ`` block with the kind and every constructor
+argument. The weights use SAELens's names (W_enc, b_enc, W_dec, b_dec, threshold) plus ``norm_scale``
+(univ's input normalisation factor). Loading restores every tensor exactly, so encode/decode after a
+round trip are bit-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .model import SAE, SAE_KINDS, JumpReluSAE
+
+WEIGHTS, CFG = "sae_weights.safetensors", "cfg.json"
+_DTYPES = {str(t): t for t in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+
+
+def _tensors(sae: SAE) -> dict[str, torch.Tensor]:
+    out = {"W_enc": sae.W_enc, "b_enc": sae.b_enc, "W_dec": sae.W_dec, "b_dec": sae.b_dec,
+           "norm_scale": sae.norm_scale.reshape(1)}
+    if isinstance(sae, JumpReluSAE):
+        out["log_threshold"] = sae.log_threshold
+        out["threshold"] = sae.threshold  # for SAELens; univ reloads from log_threshold (exact)
+    elif hasattr(sae, "threshold"):
+        out["threshold"] = sae.threshold.reshape(1)
+    return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+
+
+def save(sae: SAE, path: str | os.PathLike) -> Path:
+    """Write ``sae`` to the folder ``path`` (created) as safetensors + cfg.json; returns the folder."""
+    from safetensors.torch import save_file
+
+    if not isinstance(sae, SAE):
+        raise ValueError(f"sae: expected a univ.sae.SAE, got {type(sae).__name__}")
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    hp = sae.hparams()
+    cfg = {
+        "architecture": sae.architecture, "d_in": sae.d_in, "d_sae": sae.d_sae,
+        "dtype": str(sae.dtype).removeprefix("torch."), "device": str(sae.device),
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "expected_average_only_in" if float(sae.norm_scale) != 1.0 else "none",
+        "metadata": {}, "univ": {"kind": sae.kind, "hparams": hp, "format_version": 1},
+    }
+    if "k" in hp:
+        cfg["k"] = hp["k"]
+    save_file(_tensors(sae), str(folder / WEIGHTS))
+    (folder / CFG).write_text(json.dumps(cfg, indent=2))
+    return folder
+
+
+def load(path: str | os.PathLike, kind: str | None = None, d_in: int | None = None,
+         d_sae: int | None = None, device=None) -> SAE:
+    """Load an SAE written by :func:`save`.
+
+    kind / d_in / d_sae: what the caller expects; a file of another kind or shape raises ValueError
+    saying what was found. Weights whose shapes disagree with cfg.json also raise.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    if not (folder / CFG).is_file() or not (folder / WEIGHTS).is_file():
+        raise ValueError(f"path: {str(folder)!r} does not hold {CFG} and {WEIGHTS}")
+    cfg = json.loads((folder / CFG).read_text())
+    info = cfg.get("univ")
+    if not info or info.get("kind") not in SAE_KINDS:
+        raise ValueError(f"path: {str(folder)!r} is not a univ SAE (architecture "
+                         f"{cfg.get('architecture')!r}, univ kind {info and info.get('kind')!r}); "
+                         f"known kinds: {list(SAE_KINDS)}")
+    found = info["kind"]
+    if kind is not None and kind != found:
+        raise ValueError(f"kind: expected a {kind!r} SAE but {str(folder)!r} holds a {found!r} SAE")
+    for name, want in (("d_in", d_in), ("d_sae", d_sae)):
+        if want is not None and want != cfg[name]:
+            raise ValueError(f"{name}: expected {want} but {str(folder)!r} holds an SAE with {name}={cfg[name]}")
+    hp = dict(info["hparams"])
+    dtype = _DTYPES.get("torch." + cfg.get("dtype", "float32"), torch.float32)
+    sae = SAE_KINDS[found](**hp, dtype=dtype)
+    tensors = load_file(str(folder / WEIGHTS))
+    want_shapes = {k: tuple(v.shape) for k, v in _tensors(sae).items()}
+    for name, shape in want_shapes.items():
+        if name not in tensors:
+            raise ValueError(f"path: {WEIGHTS} lacks the tensor {name!r} that a {found!r} SAE needs")
+        if tuple(tensors[name].shape) != shape:
+            raise ValueError(f"path: tensor {name!r} has shape {tuple(tensors[name].shape)} in {WEIGHTS}, "
+                             f"but cfg.json (d_in={cfg['d_in']}, d_sae={cfg['d_sae']}) implies {shape}")
+    with torch.no_grad():
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            getattr(sae, name).copy_(tensors[name])
+        sae.norm_scale.copy_(tensors["norm_scale"].reshape(()))
+        if isinstance(sae, JumpReluSAE):
+            sae.log_threshold.copy_(tensors["log_threshold"])
+        elif "threshold" in want_shapes:
+            sae.threshold.copy_(tensors["threshold"].reshape(()))
+    sae.eval()
+    return sae.to(device) if device is not None else sae

@@ -1,0 +1,344 @@
+"""Training loop for every SAE kind: ``fit(sae, acts, ...)``, also reachable as ``sae.fit(acts, ...)``.
+
+The schedule needs no tuning: Adam with a linear learning-rate warm-up, a constant phase that lasts until
+the (smoothed) loss stops improving by ``tol`` for ``patience`` evaluations or until 80% of ``max_steps``,
+then a linear decay to zero over a fifth of the steps taken so far. Sparsity penalties (ReLU's L1,
+JumpReLU's L0) warm up linearly from zero; early stopping only starts counting once they are at full size.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from .._checks import check_choice, check_finite, check_positive, to_tensor
+from .model import SAE
+
+
+def geometric_median(x: Tensor, n_iter: int = 100, eps: float = 1e-8) -> Tensor:
+    """The point minimising the summed Euclidean distance to the rows of x: (n, d) (Weiszfeld)."""
+    x = x.double()
+    y = x.mean(0)
+    for _ in range(n_iter):
+        w = 1 / (x - y).norm(dim=1).clamp_min(eps)
+        y_new = (w[:, None] * x).sum(0) / w.sum()
+        if (y_new - y).norm() <= 1e-7 * y.norm().clamp_min(eps):
+            return y_new
+        y = y_new
+    return y
+
+
+def _check_batch(b, name: str, d_in: int, dtype, device) -> Tensor:
+    t = to_tensor(b, name)
+    if t.ndim != 2 or t.shape[0] == 0:
+        raise ValueError(f"{name}: expected a non-empty (n, {d_in}) batch, got shape {tuple(t.shape)}")
+    if t.shape[1] != d_in:
+        raise ValueError(f"{name}: expected {d_in} features (the SAE's d_in), got {t.shape[1]}")
+    return check_finite(t.to(dtype=dtype, device=device), name)
+
+
+class _Batches:
+    """Minibatches of ``batch_size`` rows from a tensor (reshuffled each epoch, reproducibly from the seed
+    and the epoch, so a resumed run sees the same order) or from an iterable of batches (re-chunked;
+    restarted for another pass when it can be, i.e. when it is not a one-shot iterator)."""
+
+    def __init__(self, acts, batch_size: int, d_in: int, dtype, device, seed: int):
+        self.batch_size, self.d_in, self.dtype, self.device, self.seed = batch_size, d_in, dtype, device, seed
+        self.tensor: Tensor | None = None
+        if isinstance(acts, Tensor) or hasattr(acts, "__array__"):
+            t = to_tensor(acts, "acts")
+            if t.ndim != 2:
+                raise ValueError(f"acts: expected a 2-D (n, d_in) array, got shape {tuple(t.shape)}")
+            if t.shape[0] < 2:
+                raise ValueError(f"acts: needs at least 2 samples (rows), got {t.shape[0]}")
+            self.tensor = _check_batch(t, "acts", d_in, dtype, "cpu")
+            self.batch_size = min(batch_size, len(t))
+        elif isinstance(acts, Iterable) or callable(acts):
+            self.source = acts
+            self.one_shot = isinstance(acts, Iterator)
+        else:
+            raise ValueError(f"acts: expected an array or an iterable of batches, got {type(acts).__name__}")
+        self.epoch, self.pos = 0, 0  # position in the tensor, for checkpoints
+        self.n_batches_seen = 0
+
+    def sample(self, n: int) -> Tensor:
+        """Up to n rows for initial statistics (the first rows of the stream)."""
+        if self.tensor is not None:
+            g = torch.Generator().manual_seed(self.seed + 7919)
+            idx = torch.randperm(len(self.tensor), generator=g)[:n]
+            return self.tensor[idx]
+        rows, got = [], 0
+        src = self.source() if callable(self.source) else self.source
+        for i, b in enumerate(src):
+            b = _check_batch(b, f"acts batch {i}", self.d_in, self.dtype, "cpu")
+            rows.append(b)
+            got += len(b)
+            if got >= n:
+                break
+        if got < 2:
+            raise ValueError("acts: the iterable yielded fewer than 2 rows")
+        if self.one_shot:  # the rows read are not lost: train on them first
+            self._pending = rows
+        return torch.cat(rows)[:n]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        if self.tensor is not None:
+            yield from self._tensor_batches()
+        else:
+            yield from self._stream_batches()
+
+    def _tensor_batches(self):
+        n, bs = len(self.tensor), self.batch_size
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            perm = torch.randperm(n, generator=g)
+            while self.pos + bs <= n:
+                idx = perm[self.pos:self.pos + bs]
+                self.pos += bs
+                yield self.tensor[idx].to(self.device)
+            self.epoch, self.pos = self.epoch + 1, 0
+
+    def _stream_batches(self):
+        buf: list[Tensor] = []
+        held = 0
+        while True:
+            src = self.source() if callable(self.source) else self.source
+            pending = getattr(self, "_pending", [])
+            self._pending = []
+            i = -1
+            for i, b in enumerate(pending + list(_lazy(src, len(pending)))):
+                if not isinstance(b, Tensor) or b.dtype != self.dtype or b.shape[1:] != (self.d_in,):
+                    b = _check_batch(b, f"acts batch {i}", self.d_in, self.dtype, "cpu")
+                elif i >= len(pending):
+                    check_finite(b, f"acts batch {i}")
+                buf.append(b)
+                held += len(b)
+                while held >= self.batch_size:
+                    cat = torch.cat(buf)
+                    yield cat[:self.batch_size].to(device=self.device, dtype=self.dtype)
+                    rest = cat[self.batch_size:]
+                    buf, held = ([rest] if len(rest) else []), len(rest)
+            if self.one_shot or i < 0:
+                if held:
+                    yield torch.cat(buf).to(device=self.device, dtype=self.dtype)
+                return
+            self.epoch += 1
+
+
+def _lazy(src, skip: int):
+    for j, b in enumerate(src):
+        if j >= skip:
+            yield b
+
+
+def _project_out_parallel_grad(W_dec: Tensor) -> None:
+    """Remove from each decoder row's gradient its component along the (unit) row, so that Adam's step
+    moves along the sphere and renormalising afterwards changes little."""
+    if W_dec.grad is not None:
+        g = W_dec.grad
+        g -= (g * W_dec.data).sum(1, keepdim=True) * W_dec.data
+
+
+def _normalise_rows(W_dec: Tensor) -> None:
+    W_dec.data /= W_dec.data.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def fit(
+    sae: SAE,
+    acts,
+    *,
+    batch_size: int = 512,
+    lr: float | None = None,
+    max_steps: int = 30_000,
+    patience: int | None = 3,
+    tol: float = 5e-3,
+    eval_every: int = 200,
+    warmup_steps: int = 100,
+    sparsity_warmup_steps: int = 1000,
+    decay_fraction: float = 0.2,
+    b_dec_init: str = "geometric_median",
+    normalize: bool = True,
+    dead_after: int = 20_000,
+    init_samples: int = 10_000,
+    seed: int | None = None,
+    device=None,
+    progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 1000,
+    resume: bool = False,
+    callback: Callable[[int, SAE, dict], None] | None = None,
+) -> SAE:
+    """Train ``sae`` on activations; returns ``sae`` (with ``history_``, ``n_steps_``, ``converged_``).
+
+    acts: (n, d_in) array/tensor, or an iterable of (n_i, d_in) batches (a list, a re-iterable loader, a
+        zero-argument callable returning a fresh iterator, or a one-shot generator: one pass), so data that
+        does not fit in memory streams from disk (e.g. the activation cache).
+    batch_size: rows per step. lr: Adam's learning rate (default 1e-3 * min(1, sqrt(4096 / d_sae))).
+    max_steps: cap on optimizer steps. patience / tol: stop once the smoothed loss has not improved by a
+        relative ``tol`` over ``patience`` evaluations (every ``eval_every`` steps); None trains to the cap.
+    warmup_steps: linear lr warm-up. sparsity_warmup_steps: linear warm-up of the L1/L0 coefficient.
+    decay_fraction: the final linear lr decay lasts this fraction of the steps taken before it.
+    b_dec_init: "geometric_median", "mean" or "zeros". normalize: rescale inputs so the mean norm is
+        sqrt(d_in) (the factor is stored in ``sae.norm_scale`` and undone on decode).
+    dead_after: a latent that has not fired on this many training rows counts as dead (AuxK, metrics).
+    checkpoint: a file path; the full training state is written every ``checkpoint_every`` steps and at
+        the end. resume: continue from that file when it exists (same data and arguments).
+    callback: called as callback(step, sae, record) after each evaluation.
+    Raises ValueError for NaN/Inf activations (naming the batch), a d_in mismatch, or bad arguments.
+    """
+    check_choice(b_dec_init, "b_dec_init", ["geometric_median", "mean", "zeros"])
+    for name, v in (("batch_size", batch_size), ("max_steps", max_steps), ("eval_every", eval_every)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: must be a positive int, got {v!r}")
+    if lr is not None:
+        check_positive(lr, "lr")
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience: must be >= 1 or None, got {patience!r}")
+    device = torch.device(device) if device is not None else sae.device
+    sae.to(device)
+    seed = sae.seed if seed is None else seed
+    data = _Batches(acts, batch_size, sae.d_in, sae.dtype, device, seed)
+    lr = lr if lr is not None else 1e-3 * min(1.0, math.sqrt(4096 / sae.d_sae))
+    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999))
+    has_sparsity = sae.kind in ("relu", "jumprelu")
+    state = {"step": 0, "best": math.inf, "bad": 0, "ema": None, "decay_start": None, "decay_len": 0,
+             "history": []}
+    since_fired = torch.zeros(sae.d_sae, dtype=torch.long, device=device)
+
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if resume and ckpt is not None and ckpt.exists():
+        saved = torch.load(ckpt, map_location=device, weights_only=False)
+        sae.load_state_dict(saved["sae"])
+        opt.load_state_dict(saved["opt"])
+        state.update(saved["state"])
+        since_fired = saved["since_fired"].to(device)
+        data.epoch, data.pos = saved["epoch"], saved["pos"]
+        if data.tensor is None:  # a stream cannot be rewound: skip the batches already used
+            data.skip = state["step"]
+    else:
+        _init_from_data(sae, data.sample(init_samples), b_dec_init, normalize)
+
+    def save_ckpt():
+        if ckpt is None:
+            return
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt.with_suffix(ckpt.suffix + ".tmp")
+        torch.save({"sae": sae.state_dict(), "opt": opt.state_dict(), "state": state,
+                    "since_fired": since_fired, "epoch": data.epoch, "pos": data.pos}, tmp)
+        os.replace(tmp, ckpt)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=max_steps, initial=state["step"], disable=not progress, desc=f"fit {sae.kind} SAE",
+               leave=False)
+    sae.train()
+    batches = iter(data)
+    for _ in range(getattr(data, "skip", 0)):
+        next(batches, None)
+    sum_parts: dict[str, float] = {}
+    n_parts = 0
+    try:
+        while not _finished(state, max_steps):
+            x = next(batches, None)
+            if x is None:
+                break
+            step = state["step"]
+            for group in opt.param_groups:
+                group["lr"] = lr * _lr_factor(step, warmup_steps, state)
+            sp = min(1.0, (step + 1) / sparsity_warmup_steps) if has_sparsity and sparsity_warmup_steps else 1.0
+            dead = since_fired >= dead_after
+            out = sae._step(x * sae.norm_scale, dead, sp, False)
+            loss = sum(out.losses.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            _project_out_parallel_grad(sae.W_dec)
+            opt.step()
+            with torch.no_grad():
+                _normalise_rows(sae.W_dec)
+                since_fired += len(x)
+                since_fired[out.fired] = 0
+            lv = float(loss.detach())
+            if not math.isfinite(lv):
+                raise FloatingPointError(f"fit: the loss became {lv} at step {step}; lower lr")
+            state["ema"] = lv if state["ema"] is None else 0.95 * state["ema"] + 0.05 * lv
+            for k, v in out.losses.items():
+                sum_parts["loss_" + k] = sum_parts.get("loss_" + k, 0.0) + float(v.detach())
+            sum_parts["l0_active"] = sum_parts.get("l0_active", 0.0) + float(out.l0)
+            n_parts += 1
+            state["step"] = step + 1
+            bar.update(1)
+            if state["step"] % eval_every == 0:
+                rec = _evaluate(state, sum_parts, n_parts, since_fired, dead_after, opt, patience, tol,
+                                warm=state["step"] >= (sparsity_warmup_steps if has_sparsity else 0)
+                                + warmup_steps, max_steps=max_steps, decay_fraction=decay_fraction)
+                sum_parts, n_parts = {}, 0
+                bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.3g}", dead=f"{rec['dead']:.2f}")
+                if callback is not None:
+                    callback(state["step"], sae, rec)
+            if ckpt is not None and state["step"] % checkpoint_every == 0:
+                save_ckpt()
+    finally:
+        bar.close()
+    save_ckpt()
+    sae.eval()
+    sae.history_ = pd.DataFrame(state["history"])
+    sae.n_steps_ = state["step"]
+    sae.converged_ = state["decay_start"] is not None and state.get("plateau", False)
+    sae.dead_fraction_ = float((since_fired >= dead_after).float().mean())
+    return sae
+
+
+@torch.no_grad()
+def _init_from_data(sae: SAE, x: Tensor, b_dec_init: str, normalize: bool) -> None:
+    x = x.to(sae.device, torch.float64)
+    scale = math.sqrt(sae.d_in) / float(x.norm(dim=1).mean().clamp_min(1e-12)) if normalize else 1.0
+    sae.norm_scale.fill_(scale)
+    xn = x * scale
+    if b_dec_init == "geometric_median":
+        sae.b_dec.copy_(geometric_median(xn).to(sae.dtype))
+    elif b_dec_init == "mean":
+        sae.b_dec.copy_(xn.mean(0).to(sae.dtype))
+    else:
+        sae.b_dec.zero_()
+
+
+def _finished(state: dict, max_steps: int) -> bool:
+    if state["step"] >= max_steps:
+        return True
+    return state["decay_start"] is not None and state["step"] >= state["decay_start"] + state["decay_len"]
+
+
+def _lr_factor(step: int, warmup: int, state: dict) -> float:
+    f = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    if state["decay_start"] is not None:
+        f *= max(0.0, 1 - (step - state["decay_start"]) / max(1, state["decay_len"]))
+    return f
+
+
+def _evaluate(state, parts, n, since_fired, dead_after, opt, patience, tol, warm, max_steps,
+              decay_fraction) -> dict:
+    rec = {"step": state["step"], "loss": state["ema"], "lr": opt.param_groups[0]["lr"],
+           "dead": float((since_fired >= dead_after).float().mean())}
+    for k, v in parts.items():
+        if k != "l0_active":
+            rec[k] = v / n
+    rec["l0"] = parts.get("l0_active", 0.0) / n
+    state["history"].append(rec)
+    if state["decay_start"] is None:
+        if warm and patience is not None:
+            if state["ema"] < state["best"] * (1 - tol):
+                state["best"], state["bad"] = state["ema"], 0
+            else:
+                state["bad"] += 1
+            if state["bad"] >= patience:
+                state["plateau"] = True
+        if state.get("plateau") or state["step"] >= int((1 - decay_fraction) * max_steps):
+            state["decay_start"] = state["step"]
+            state["decay_len"] = min(max(1, int(decay_fraction * state["step"])), max_steps - state["step"])
+    return rec
