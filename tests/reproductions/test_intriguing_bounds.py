@@ -184,3 +184,18 @@ def test_local_bound_shrinks_to_the_jacobian_norm(nets, name):
     assert local == pytest.approx(float(B.jacobian_norms(model, center[None])[0]), rel=1e-6)
     wider = B.local_split_bound(model, center - 0.2, center + 0.2)
     assert local <= wider * (1 + 1e-9)
+
+
+@pytest.mark.slow
+def test_intriguing_runs_end_to_end_on_a_tiny_config():
+    from analyses.intriguing import Config, run
+
+    cfg = Config(quick=True, lambdas=(1e-2,), widths=(16,), cnn=False, epochs=3, n_attack=6, search_steps=3,
+                 maxiter=20, n_random=5, n_points=2)
+    report = run(cfg)
+    t1 = report.tables["table1_min_distortion"]
+    assert list(t1["model"]) == ["FC10(1e-2)", "FC16-16-10"]
+    assert t1["paper_av_min_distortion"].iloc[0] == 0.1
+    assert report.tables["lipschitz_bounds"]["ordering_holds"].all()
+    t2 = report.tables["table2_transfer"]
+    assert set(t2["examples_for"]) >= {"Gaussian noise 0.1", "Gaussian noise 0.3"}
