@@ -24,8 +24,9 @@ sum of 2^(m-1) terms; in each term, a ReLU either passes (A_i joins the linear m
 breaks (``||S_i|| <= 1``), and the term is bounded by the product of the norms of the merged segments.
 Globally every term is at most ``2^-(m-1) prod ||W_k||``, so the sum never exceeds the product bound,
 and it is strictly smaller whenever ``||W_2 W_1|| < ||W_2|| ||W_1||`` (top singular directions not
-aligned). This is the expansion behind Combettes & Pesquet (2020)'s certificate for averaged
-activations. Over an input box, interval bound propagation (IBP) finds neurons that are always off
+aligned). Combettes & Pesquet (2020) bound networks with averaged activations by a similar sum over
+2^(m-1) products; this is the ReLU (firmly nonexpansive) case, proved here through the Jacobian.
+Over an input box, interval bound propagation (IBP) finds neurons that are always off
 (A = B = 0) or always on (A = I, B = 0), which gives a local bound (:func:`local_split_bound`) valid
 for every pair of points in that box. Max-pool layers are forced breaks (their Jacobian selects one
 input per window, norm <= 1), except where IBP proves every window's winner, which makes the pool a
