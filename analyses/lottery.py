@@ -291,11 +291,12 @@ def run(cfg: Config = Config()) -> Report:
 
 
 def _headline(acc_sum: pd.DataFrame, sim_sum: pd.DataFrame, layer: str) -> pd.DataFrame:
-    a = acc_sum.pivot_table(index=["dataset", "round", "remaining"], columns="kind", values=["acc_mean", "acc_sd"])
-    a.columns = [f"{k}_{v.replace('acc_', 'acc_')}" for v, k in a.columns]
+    idx = ["dataset", "round", "remaining"]
+    a = acc_sum.pivot_table(index=idx, columns="kind", values=["acc_mean", "acc_sd"], dropna=False)
+    a.columns = [f"{k}_{v}" for v, k in a.columns]
     s = sim_sum[(sim_sum.layer == layer) & (sim_sum.metric == "linear_cka")]
     s = s[s.comparison.isin(["ticket vs ticket (seeds)", "random vs random (seeds)", "ticket vs dense parent"])]
-    s = s.pivot_table(index=["dataset", "round", "remaining"], columns="comparison", values=["mean", "sd"])
+    s = s.pivot_table(index=idx, columns="comparison", values=["mean", "sd"], dropna=False)
     short = {"ticket vs ticket (seeds)": "cka_ticket_pairs", "random vs random (seeds)": "cka_random_pairs",
              "ticket vs dense parent": "cka_ticket_parent"}
     s.columns = [f"{short[c]}_{v}" for v, c in s.columns]
