@@ -107,3 +107,10 @@ def test_dtypes_and_numpy_torch_agree(ref_pair):
     assert sim.linear_cka(torch.from_numpy(X), torch.from_numpy(Y)) == pytest.approx(a, abs=1e-14)
     assert sim.linear_cka(X.astype(np.float32), Y.astype(np.float32)) == pytest.approx(a, abs=1e-6)
     assert sim.linear_cka(torch.from_numpy(X).half(), torch.from_numpy(Y).half()) == pytest.approx(a, abs=1e-3)
+
+
+def test_mixed_precision_close_to_float64(ref_pair):
+    X, Y = ref_pair
+    for debiased in (False, True):
+        exact = sim.linear_cka(X, Y, debiased=debiased)
+        assert sim.linear_cka(X, Y, debiased=debiased, precision="mixed") == pytest.approx(exact, abs=1e-6)

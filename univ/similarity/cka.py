@@ -38,27 +38,44 @@ def _ratio(num, den_x, den_y, debiased: bool) -> float:
     return float(num / torch.sqrt(den_x * den_y))
 
 
-def _linear_terms(Xc: torch.Tensor, Yc: torch.Tensor):
-    """(||Xc^T Yc||^2, ||Xc^T Xc||^2, ||Yc^T Yc||^2), choosing feature- or sample-space products."""
+def _linear_terms(Xc: torch.Tensor, Yc: torch.Tensor, mixed: bool = False):
+    """(||Xc^T Yc||^2, ||Xc^T Xc||^2, ||Yc^T Yc||^2), choosing feature- or sample-space products.
+
+    ``mixed``: float32 products over row chunks of 4096, accumulated in float64 (about 2x faster on
+    CPU; relative error ~1e-8 on the value for typical activations).
+    """
     n, d1 = Xc.shape
     d2 = Yc.shape[1]
     if n * n * (d1 + d2) < n * (d1 + d2) ** 2 / 2:  # n x n Grams are cheaper only when n << d
         Kx, Ky = Xc @ Xc.T, Yc @ Yc.T
         return (Kx * Ky).sum(), (Kx * Kx).sum(), (Ky * Ky).sum()
-    C = Xc.T @ Yc
-    return (C * C).sum(), sym_fro2(Xc), sym_fro2(Yc)
+    if not mixed:
+        C = Xc.T @ Yc
+        return (C * C).sum(), sym_fro2(Xc), sym_fro2(Yc)
+    C = Xc.new_zeros(d1, d2)
+    Gx, Gy = Xc.new_zeros(d1, d1), Yc.new_zeros(d2, d2)
+    for i in range(0, n, 4096):
+        xs, ys = Xc[i:i + 4096].float(), Yc[i:i + 4096].float()
+        C += (xs.T @ ys).double()
+        Gx += gram(xs).double()
+        Gy += gram(ys).double()
+    return (C * C).sum(), (Gx * Gx).sum(), (Gy * Gy).sum()
 
 
-def linear_cka(X, Y, debiased: bool = False, device=None) -> float:
+def linear_cka(X, Y, debiased: bool = False, device=None, precision: str = "float64") -> float:
     """Linear CKA between X: (n, d1) and Y: (n, d2) (rows are samples) -> float in [0, 1].
 
     ``debiased=True`` uses unbiased HSIC (needs n >= 4; the value may be slightly negative).
+    ``precision="mixed"`` centres in float64 but forms the (d, d) products in float32 over row chunks
+    accumulated in float64: about twice as fast on CPU, |error| typically ~1e-8 (not exact; the
+    default "float64" agrees with :class:`StreamingLinearCKA` to ~1e-12).
     Invariant to orthogonal maps, isotropic scaling and translation of either side; symmetric.
     """
+    check_choice(precision, "precision", ("float64", "mixed"))
     X, Y = pair(X, Y, min_rows=4 if debiased else 2, device=device)
     n = X.shape[0]
     Xc, Yc = center(X), center(Y)
-    xty, xx, yy = _linear_terms(Xc, Yc)
+    xty, xx, yy = _linear_terms(Xc, Yc, mixed=precision == "mixed")
     if debiased:
         rx, ry = (Xc * Xc).sum(1), (Yc * Yc).sum(1)
         sx, sy = rx.sum(), ry.sum()
