@@ -66,16 +66,22 @@ def layer_forward(model, x: torch.Tensor, layer: str, reduce: str | None = None)
     return logits, store["acts"]
 
 
-def sae_latent(sae, latent: int):
+def sae_latent(sae, latent):
     """A feature function ``acts (n, d) -> (n,)``: the pre-activation of SAE latent ``latent``
-    (differentiable, unlike ``sae.encode``)."""
-    if not 0 <= int(latent) < int(sae.d_sae):
+    (differentiable, unlike ``sae.encode``). latent: one index, or one per sample (n,)."""
+    idx = torch.as_tensor(latent).long()
+    if bool(((idx < 0) | (idx >= int(sae.d_sae))).any()):
         raise ValueError(f"latent: must lie in [0, {sae.d_sae}), got {latent}")
-    w, b = sae.W_enc[:, latent].detach(), sae.b_enc[latent].detach()
+    W, b = sae.W_enc.detach(), sae.b_enc.detach()
     b_dec, scale = sae.b_dec.detach(), sae.norm_scale.detach()
 
     def fn(acts: torch.Tensor) -> torch.Tensor:
-        return ((acts.to(w.dtype) * scale - b_dec) @ w) + b
+        centred = acts.to(W.dtype) * scale - b_dec  # (n, d)
+        if idx.ndim == 0:
+            return centred @ W[:, idx] + b[idx]
+        if len(idx) != len(acts):
+            raise ValueError(f"latent: {len(idx)} indices for {len(acts)} samples")
+        return (centred * W[:, idx].T).sum(1) + b[idx]
 
     return fn
 
