@@ -141,13 +141,12 @@ def robust_dataset(
     the new input shares with x_i, it got through the model's features only.
     """
     n = len(data.x_train)
-    g = torch.Generator().manual_seed(seed)
-    # random permutation with no fixed point: a start never equals its own target
-    start = torch.randperm(n, generator=g)
-    fixed = (start == torch.arange(n)).nonzero().flatten()
-    for i in fixed.tolist():
-        j = (i + 1) % n
-        start[i], start[j] = start[j].clone(), start[i].clone()
+    if n < 2:
+        raise ValueError(f"data: need at least 2 training inputs to start from another one, got {n}")
+    # a random derangement: each input in a random cycle starts from the next one, never from itself
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    start = torch.empty(n, dtype=torch.long)
+    start[order] = order.roll(-1)
     inv = invert_representation(model, layer, data.x_train, data.x_train[start], steps, step_size,
                                 data.bounds, batch_size)
     src = torch.arange(n)
