@@ -28,7 +28,11 @@ def available() -> dict[str, str]:
     for info in sorted(pkgutil.iter_modules(analyses.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
-        mod = importlib.import_module(f"analyses.{info.name}")
+        try:
+            mod = importlib.import_module(f"analyses.{info.name}")
+        except Exception as e:  # one broken analysis must not hide the others
+            out[info.name] = f"(cannot be imported: {type(e).__name__}: {e})"
+            continue
         if hasattr(mod, "Config") and hasattr(mod, "run"):
             out[info.name] = ((mod.__doc__ or "").strip().splitlines() or [""])[0]
     return out
@@ -38,7 +42,7 @@ def load_analysis(name: str):
     names = available()
     if name not in names:
         raise unknown_name_error("analysis", name, names)
-    return importlib.import_module(f"analyses.{name}")
+    return importlib.import_module(f"analyses.{name}")  # re-raises the import error of a broken one
 
 
 def _convert(raw: str, typ, field: str):

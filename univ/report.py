@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .utils import stable_hash, to_jsonable
+from .utils import stable_hash, to_jsonable  # noqa: F401 (stable_hash re-exported)
 
 
 @dataclass
