@@ -179,7 +179,7 @@ def fit(
     acts: (n, d_in) array/tensor, or an iterable of (n_i, d_in) batches (a list, a re-iterable loader, a
         zero-argument callable returning a fresh iterator, or a one-shot generator: one pass), so data that
         does not fit in memory streams from disk (e.g. the activation cache).
-    batch_size: rows per step. lr: Adam's learning rate (default 1e-3 * min(1, sqrt(4096 / d_sae))).
+    batch_size: rows per step. lr: Adam's learning rate (default 3e-3 * min(1, sqrt(1024 / d_sae))).
     max_steps: cap on optimizer steps. patience / tol: stop once the smoothed loss has not improved by a
         relative ``tol`` over ``patience`` evaluations (every ``eval_every`` steps); None trains to the cap.
     warmup_steps: linear lr warm-up. sparsity_warmup_steps: linear warm-up of the L1/L0 coefficient.
@@ -204,7 +204,7 @@ def fit(
     sae.to(device)
     seed = sae.seed if seed is None else seed
     data = _Batches(acts, batch_size, sae.d_in, sae.dtype, device, seed)
-    lr = lr if lr is not None else 1e-3 * min(1.0, math.sqrt(4096 / sae.d_sae))
+    lr = lr if lr is not None else 3e-3 * min(1.0, math.sqrt(1024 / sae.d_sae))
     opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999))
     has_sparsity = sae.kind in ("relu", "jumprelu")
     state = {"step": 0, "best": math.inf, "bad": 0, "ema": None, "decay_start": None, "decay_len": 0,
