@@ -55,3 +55,28 @@ def test_aligned_bad_input(mlp, data):
         A.feature_attack(mlp, x, "2", lambda a: a[:, 0], eps=-1)
     with pytest.raises(ValueError, match="vector"):
         A.steer(mlp, x, "2", torch.ones(7))
+
+
+def test_sae_latent_matches_encode(mlp, data):
+    from univ.sae import TopKSAE
+
+    acts = adv.layer_acts(mlp, {"x": data.x_train[:400]}, "2")["x"].float()
+    sae = TopKSAE(acts.shape[1], 128, k=8, seed=0).fit(acts, max_steps=50, patience=None, progress=False)
+    codes = sae.encode(acts)
+    j = int((codes > 0).sum(0).argmax())
+    pre = A.sae_latent(sae, j)(acts).detach()
+    on = codes[:, j] > 0
+    assert torch.allclose(codes[on, j], pre[on], atol=1e-4)
+    per_sample = A.sae_latent(sae, torch.full((len(acts),), j))(acts).detach()
+    assert torch.allclose(per_sample, pre, atol=1e-5)
+    x = data.x_test[:40]
+    xr = A.feature_attack(mlp, x, "2", A.sae_latent(sae, j), eps=0.1, steps=10)
+    with torch.no_grad():
+        z0 = sae.encode(adv.layer_acts(mlp, {"x": x}, "2")["x"].float())[:, j]
+        z1 = sae.encode(adv.layer_acts(mlp, {"x": xr}, "2")["x"].float())[:, j]
+    assert float(z1.mean()) > float(z0.mean())
+    df = adv.project(adv.layer_acts(mlp, {"x": xr}, "2")["x"] - adv.layer_acts(mlp, {"x": x}, "2")["x"], sae,
+                     clean=adv.layer_acts(mlp, {"x": x}, "2")["x"])
+    assert (df["method"] == "codes").all() and df["frac_top10"].between(0, 1 + 1e-9).all()
+    with pytest.raises(ValueError, match="latent"):
+        A.sae_latent(sae, 999)

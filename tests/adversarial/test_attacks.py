@@ -141,3 +141,26 @@ def test_make_attack_is_a_training_callable(mlp, batch):
     with torch.no_grad():  # a training loop may call it under no_grad
         x_adv = attack(mlp, x, y)
     assert not torch.equal(x_adv, x)
+
+
+def test_float64_numpy_input_to_float32_model(mlp, batch):
+    x, y = batch
+    x_adv = adv.pgd(mlp, x.double().numpy(), y.numpy(), eps=0.05, steps=3)
+    assert x_adv.dtype == torch.float32
+    assert float(adv.per_sample_norm(x_adv - x, "inf").max()) <= 0.05 + 1e-6
+
+
+def test_adversarial_training_through_univ_train(data):
+    """make_attack plugs into univ.train (Madry-style); the result resists PGD better than standard."""
+    from univ.models import build_model
+    from univ.train import TrainConfig, train
+
+    small = data.subset(n_train=600, n_test=200)
+    cfg = TrainConfig(epochs=10, lr=3e-3, batch_size=64, seed=0)
+    std, _ = train(build_model("mlp", seed=0, widths=[64]), small, cfg, progress=False)
+    rob, _ = train(build_model("mlp", seed=0, widths=[64]), small, cfg, progress=False,
+                   attack=adv.make_attack("fgsm", eps=0.2, random_start=True))
+    attack = adv.make_attack("pgd", eps=0.2, steps=10)
+    x, y = small.x_test, small.y_test
+    assert adv.robust_accuracy(rob, attack, x, y) > adv.robust_accuracy(std, attack, x, y) + 0.1
+    assert not rob.training

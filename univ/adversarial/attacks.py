@@ -70,13 +70,18 @@ def check_bounds(bounds, name: str = "bounds") -> tuple[float, float] | None:
 def check_inputs(model, x, y, bounds, tol: float = 1e-6):
     """Validate ``(x, y, bounds)`` for an attack on ``model``.
 
-    Returns ``(x, y, bounds, logits)``: x as a float tensor (n, ...), y as int64 (n,) on x's device,
+    Returns ``(x, y, bounds, logits)``: x as a float tensor (n, ...) in the model's parameter dtype (so
+    float64 numpy input works with a float32 model; attacks return x_adv in that dtype), y as int64 (n,)
+    on x's device,
     the checked bounds, and the clean logits (n, n_classes) computed in eval mode.
     """
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     x = to_tensor(x, "x")
-    if not x.is_floating_point():
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if dtype is not None and x.dtype != dtype:  # e.g. float64 numpy input to a float32 model
+        x = x.to(dtype)
+    elif not x.is_floating_point():
         x = x.float()
     if x.ndim < 2 or x.shape[0] == 0:
         raise ValueError(f"x: expected a batch of inputs (n, ...) with n >= 1, got shape {tuple(x.shape)}")

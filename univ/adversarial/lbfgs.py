@@ -56,8 +56,12 @@ def _solve(model, x, target, c, bounds, maxiter):
 
     lo, hi = bounds if bounds is not None else (None, None)
     z0 = x64.cpu().numpy().ravel()
-    res = minimize(f_and_grad, z0, jac=True, method="L-BFGS-B", bounds=[(lo, hi)] * z0.size,
-                   options={"maxiter": maxiter})
+    # L-BFGS-B's small dense updates only lose from BLAS threads (6x slower on a busy 2-core machine)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        res = minimize(f_and_grad, z0, jac=True, method="L-BFGS-B", bounds=[(lo, hi)] * z0.size,
+                       options={"maxiter": maxiter})
     return torch.from_numpy(res.x).to(device=x.device, dtype=dtype).reshape(shape)
 
 
