@@ -153,3 +153,28 @@ def test_nan_activations_name_the_batch(x):
 def test_numpy_and_float64_inputs(x):
     sae = make("topk").fit(x.double().numpy(), max_steps=20, eval_every=10, progress=False)
     assert sae.encode(x.double().numpy()).dtype == torch.float32
+
+
+def test_sparse_topk_gradients_match_dense_reference():
+    """TopK's sparse backward (univ.sae._sparse) equals autograd through the dense computation."""
+    torch.manual_seed(0)
+    sae = S.TopKSAE(6, 20, k=3, aux_k=4, dtype=torch.float64)
+    x = torch.randn(30, 6, dtype=torch.float64)
+    dead = torch.zeros(20, dtype=torch.bool)
+    dead[::3] = True
+    out = sae._step(x, dead, 1.0, False)
+    sum(out.losses.values()).backward()
+    sparse_grads = [p.grad.clone() for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec)]
+    sae.zero_grad()
+    pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+    vals, idx = pre.topk(3, dim=-1)
+    z = torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
+    x_hat = z @ sae.W_dec + sae.b_dec
+    mse = (x_hat - x).pow(2).sum(-1).mean() / 6
+    av, ai = torch.where(dead, pre, torch.full_like(pre, -math.inf)).topk(4, dim=-1)
+    e_hat = torch.zeros_like(pre).scatter(-1, ai, torch.relu(av)) @ sae.W_dec
+    e = (x - x_hat).detach()
+    aux = sae.aux_coefficient * (e_hat - e).pow(2).sum() / (e - e.mean(0)).pow(2).sum()
+    (mse + aux).backward()
+    for got, p in zip(sparse_grads, (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec), strict=True):
+        torch.testing.assert_close(got, p.grad)

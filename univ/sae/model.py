@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import as_matrix, check_positive
+from ._sparse import SparseDecode, SparseEncode
 
 
 class SAEOutput(NamedTuple):
@@ -138,18 +139,23 @@ class SAE(nn.Module, ABC):
     def _mse(self, x_hat: Tensor, xn: Tensor) -> Tensor:
         return (x_hat - xn).pow(2).sum(-1).mean() / self.d_in
 
-    def _auxk(self, pre: Tensor, residual: Tensor, dead: Tensor | None, aux_k: int, coef: float) -> Tensor:
+    def _auxk(self, x_c: Tensor, pre: Tensor, residual: Tensor, dead: Tensor | None, aux_k: int,
+              coef: float) -> Tensor:
         """AuxK (Gao et al. 2024): the top aux_k dead latents predict the residual x - x_hat.
 
-        Normalised by the residual's variance; scaled down while fewer than aux_k latents are dead.
+        x_c: (n, d_in) centred inputs (xn - b_dec); pre: (n, d_sae) pre-activations (their gradient is
+        taken sparsely, through x_c). Normalised by the residual's variance; scaled down while fewer than
+        aux_k latents are dead.
         """
         n_dead = 0 if dead is None else int(dead.sum())
         if n_dead == 0 or coef == 0:
             return pre.new_zeros(())
         k = min(aux_k, n_dead)
-        masked = torch.where(dead, pre, torch.full_like(pre, -math.inf))
-        vals, idx = masked.topk(k, dim=-1, sorted=False)
-        e_hat = F.embedding_bag(idx, self.W_dec, per_sample_weights=F.relu(vals), mode="sum")
+        with torch.no_grad():
+            masked = torch.where(dead, pre, torch.full_like(pre, -math.inf))
+            sel, idx = masked.topk(k, dim=-1, sorted=False)
+        vals = F.relu(SparseEncode.apply(x_c, self.W_enc, self.b_enc, idx, sel))
+        e_hat = SparseDecode.apply(vals, idx, self.W_dec)
         e = residual.detach()
         total = (e - e.mean(0)).pow(2).sum().clamp_min(1e-12)
         return coef * min(n_dead / aux_k, 1.0) * (e_hat - e).pow(2).sum() / total
@@ -190,7 +196,7 @@ class TopKSAE(SAE):
     """TopK SAE (Gao et al. 2024): keep the k largest ReLU pre-activations per row; AuxK for dead latents.
 
     aux_k: latents the AuxK loss may use (default d_in // 2); aux_coefficient: its weight (1/32).
-    Training decodes the k active latents sparsely (embedding_bag) instead of a dense matmul.
+    Training takes gradients through the k active latents only (sparse products, see ``_sparse``).
     """
 
     kind, architecture = "topk", "topk"
@@ -213,15 +219,16 @@ class TopKSAE(SAE):
         return torch.zeros_like(pre).scatter_(-1, idx, F.relu(vals))
 
     def _step(self, xn, dead, sparsity_scale, want_codes) -> StepOutput:
-        pre = self._pre(xn)
-        vals, idx = pre.topk(self.k, dim=-1, sorted=False)  # (n, k) each
-        vals = F.relu(vals)
-        x_hat = F.embedding_bag(idx, self.W_dec, per_sample_weights=vals, mode="sum") + self.b_dec
+        x_c = xn - self.b_dec
+        with torch.no_grad():  # dense forward; the backward only touches the k selected latents per row
+            pre = x_c @ self.W_enc + self.b_enc  # (n, d_sae)
+            sel, idx = pre.topk(self.k, dim=-1, sorted=False)  # (n, k) each
+        vals = F.relu(SparseEncode.apply(x_c, self.W_enc, self.b_enc, idx, sel))
+        x_hat = SparseDecode.apply(vals, idx, self.W_dec) + self.b_dec
         losses = {"mse": self._mse(x_hat, xn)}
-        losses["auxk"] = self._auxk(pre, xn - x_hat, dead, self.aux_k, self.aux_coefficient)
+        losses["auxk"] = self._auxk(x_c, pre, xn - x_hat, dead, self.aux_k, self.aux_coefficient)
         on = vals.detach() > 0
-        fired = torch.zeros(self.d_sae, dtype=torch.bool, device=xn.device)
-        fired[idx[on]] = True
+        fired = torch.zeros(self.d_sae, device=xn.device).index_add_(0, idx.flatten(), on.flatten().float()) > 0
         codes = None
         if want_codes:
             codes = torch.zeros_like(pre).scatter(-1, idx, vals)
@@ -274,7 +281,8 @@ class BatchTopKSAE(SAE):
                     self.threshold.copy_(m if self.threshold < 0 else b * self.threshold + (1 - b) * m)
         x_hat = codes @ self.W_dec + self.b_dec
         losses = {"mse": self._mse(x_hat, xn)}
-        losses["auxk"] = self._auxk(pre, xn - x_hat, dead, self.aux_k, self.aux_coefficient)
+        losses["auxk"] = self._auxk(xn - self.b_dec, pre.detach(), xn - x_hat, dead, self.aux_k,
+                                    self.aux_coefficient)
         active = codes.detach() > 0
         return StepOutput(x_hat, losses, active.any(0), active.sum(-1).float().mean(),
                           codes if want_codes else None)

@@ -120,6 +120,10 @@ class _Batches:
                 buf.append(b)
                 held += len(b)
                 while held >= self.batch_size:
+                    if len(buf) == 1 and held == self.batch_size:  # the common case: no copy
+                        yield buf[0].to(device=self.device, dtype=self.dtype)
+                        buf, held = [], 0
+                        break
                     cat = torch.cat(buf)
                     yield cat[:self.batch_size].to(device=self.device, dtype=self.dtype)
                     rest = cat[self.batch_size:]
@@ -205,7 +209,7 @@ def fit(
     seed = sae.seed if seed is None else seed
     data = _Batches(acts, batch_size, sae.d_in, sae.dtype, device, seed)
     lr = lr if lr is not None else 3e-3 * min(1.0, math.sqrt(1024 / sae.d_sae))
-    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999))
+    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), fused=sae.device.type == "cpu" or None)
     has_sparsity = sae.kind in ("relu", "jumprelu")
     state = {"step": 0, "best": math.inf, "bad": 0, "ema": None, "decay_start": None, "decay_len": 0,
              "history": []}
