@@ -169,6 +169,7 @@ def _top_inputs_figure(sae, acts_tr, x_tr, hits: pd.DataFrame, n_img: int = 6):
             ax.set_yticks([])
         axes[r, 0].set_ylabel(f"{h.direction}\nlatent {int(h.latent)}\nclass {int(h.top_class)}", fontsize=7)
     fig.suptitle("Top-activating training digits of the latents adversarial perturbations move most", fontsize=9)
+    fig.tight_layout()
     return fig
 
 
