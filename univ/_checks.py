@@ -15,10 +15,11 @@ import torch
 ArrayLike = "np.ndarray | torch.Tensor"
 
 
-def to_tensor(x, name: str, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
-    """Convert a numpy array or torch tensor to a tensor (no copy when already suitable)."""
+def to_tensor(x, name: str, dtype: torch.dtype | None = None, device=None, detach: bool = True) -> torch.Tensor:
+    """Convert a numpy array or torch tensor to a tensor (no copy when already suitable); ``detach=False``
+    keeps a tensor's autograd graph."""
     if isinstance(x, torch.Tensor):
-        t = x.detach()
+        t = x.detach() if detach else x
     elif isinstance(x, np.ndarray) or isinstance(x, (list, tuple)):
         arr = np.asarray(x)
         if arr.dtype == object:

@@ -119,11 +119,11 @@ def capture(
     check_choice(reduce, "reduce", REDUCTIONS)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: must be a positive integer, got {batch_size!r}")
-    x_all = to_tensor(inputs, "inputs")
+    x_all = to_tensor(inputs, "inputs", detach=not grad)
     if x_all.ndim == 0 or len(x_all) == 0:
         raise ValueError(f"inputs: need at least one sample, got shape {tuple(x_all.shape)}")
     if x_all.is_floating_point():
-        check_finite(x_all, "inputs")
+        check_finite(x_all.detach(), "inputs")
 
     table, channels_last = _hook_table(model)
     targets: dict[str, nn.Module] = {}

@@ -107,3 +107,13 @@ def test_disk_cache_round_trip(tmp_path):
         m.out.bias.add_(1.0)  # new weights -> new key, no stale hit
     c = univ.capture(m, x, ["act1", "out"], cache=tmp_path)
     assert not torch.equal(a["out"], c["out"]) and len(list(tmp_path.glob("*.safetensors"))) == 2
+
+
+def test_grad_reaches_the_inputs():
+    m = build_model("mlp", widths=(8,), seed=0)
+    x = torch.rand(4, 64, requires_grad=True)
+    acts = univ.capture(m, x, ["act1"], grad=True)
+    acts["act1"].sum().backward()
+    expected = torch.autograd.grad(torch.relu(m.fc1(x)).sum(), x)[0]
+    torch.testing.assert_close(x.grad, expected)
+    assert not univ.capture(m, x, ["act1"])["act1"].requires_grad
