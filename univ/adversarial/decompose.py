@@ -148,6 +148,8 @@ def project(delta, basis, k=K_DEFAULT, *, method: str = "auto", clean=None, supp
     ``clean`` -> "codes"; orthonormal matrix -> "lstsq"; otherwise "omp"), "lstsq", "omp", "codes".
     clean: (n, d) clean activations (required by "codes"). support: (n, m) bool mask for "lstsq", or
     "active" (with an SAE and ``clean``): the latents active on the clean or the perturbed input.
+    With "omp", ``share_top{k}`` uses the squared normalised correlations <delta, D_j/||D_j||>^2 and
+    ``participation_ratio`` is NaN (OMP has no coefficient vector over the whole dictionary).
 
     Returns a DataFrame, one row per sample: ``sample, norm, frac_top{k}..., share_top{k}...,
     participation_ratio, n_dirs, method``; "codes" adds ``n_changed`` (latents whose activation
@@ -162,7 +164,10 @@ def project(delta, basis, k=K_DEFAULT, *, method: str = "auto", clean=None, supp
     D = directions(basis, d)
     m = D.shape[0]
     if method == "auto":
-        method = "codes" if is_sae(basis) and clean is not None else "lstsq" if _is_orthonormal(D) else "omp"
+        if is_sae(basis) and clean is not None and support is None:
+            method = "codes"
+        else:
+            method = "lstsq" if support is not None or _is_orthonormal(D) else "omp"
     extra: dict = {}
     if method in ("codes",) or isinstance(support, str):
         if not is_sae(basis) or clean is None:
@@ -196,7 +201,9 @@ def project(delta, basis, k=K_DEFAULT, *, method: str = "auto", clean=None, supp
         out[f"frac_top{kk}"] = fracs[kk].numpy()
     for kk in ks:
         out[f"share_top{kk}"] = (top[:, min(kk, m) - 1] / tot).numpy()
-    out["participation_ratio"] = (tot.pow(2) / energy.pow(2).sum(1).clamp_min(1e-300)).numpy()
+    pr = (tot.pow(2) / energy.pow(2).sum(1).clamp_min(1e-300)).numpy()
+    # OMP has no coefficient vector over the whole dictionary, so no participation ratio
+    out["participation_ratio"] = np.full(n, np.nan) if method == "omp" else pr
     out["n_dirs"] = m
     out["method"] = method
     df = pd.DataFrame({**out, **extra})
