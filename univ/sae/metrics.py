@@ -117,17 +117,13 @@ def spliced_accuracy(model: torch.nn.Module, sae: SAE, inputs, labels, layer: st
                      batch_size: int = 512) -> dict:
     """Classifier accuracy with the output of module ``layer`` replaced by the SAE's reconstruction.
 
-    layer: a dotted module path (``model.get_submodule(layer)``); its output is flattened to (n, d_in),
-    reconstructed, and reshaped back. Returns {"clean": acc, "spliced": acc, "zero_ablated": acc,
-    "recovered": (spliced - zero) / (clean - zero)}: the fraction of the layer's contribution to accuracy
-    that the SAE keeps (1 = lossless; the analogue of SAELens's loss recovered).
+    layer: a name :func:`univ.capture` accepts (a TransformerLens hook name, reconstructed per position,
+    or a dotted module path, whose output is flattened to (n, d_in)); reconstructed and reshaped back.
+    Returns {"clean": acc, "spliced": acc, "zero_ablated": acc, "recovered": (spliced - zero) /
+    (clean - zero)}: the fraction of the layer's contribution to accuracy that the SAE keeps
+    (1 = lossless; the analogue of SAELens's loss recovered).
     """
-    try:
-        module = model.get_submodule(layer)
-    except AttributeError:
-        from .._checks import unknown_name_error
-
-        raise unknown_name_error("layer", layer, [n for n, _ in model.named_modules() if n]) from None
+    module, channels_last = _resolve(model, layer)
     x = inputs if isinstance(inputs, Tensor) else torch.as_tensor(inputs)
     y = labels if isinstance(labels, Tensor) else torch.as_tensor(labels)
     check_same_n(x, y, ("inputs", "labels"))
@@ -136,7 +132,9 @@ def spliced_accuracy(model: torch.nn.Module, sae: SAE, inputs, labels, layer: st
     def hook(_mod, _inp, out):
         if mode["value"] == "clean":
             return None
-        flat = out.reshape(len(out), -1)
+        # TransformerLens hook points are (batch, pos, d): the SAE reconstructs each position
+        per_pos = channels_last and out.ndim > 2 and out.shape[-1] == sae.d_in
+        flat = out.reshape(-1, out.shape[-1]) if per_pos else out.reshape(len(out), -1)
         if flat.shape[1] != sae.d_in:
             raise ValueError(f"layer {layer!r}: output has {flat.shape[1]} features, the SAE expects {sae.d_in}")
         new = sae.decode(sae.encode(flat)) if mode["value"] == "spliced" else torch.zeros_like(flat)
@@ -160,3 +158,18 @@ def spliced_accuracy(model: torch.nn.Module, sae: SAE, inputs, labels, layer: st
     gap = res["clean"] - res["zero_ablated"]
     res["recovered"] = (res["spliced"] - res["zero_ablated"]) / gap if gap != 0 else float("nan")
     return res
+
+
+def _resolve(model: torch.nn.Module, layer: str) -> tuple[torch.nn.Module, bool]:
+    """(module, channels_last) for a hook name or module path, as univ.capture resolves it."""
+    try:
+        from ..capture_mod import _hook_table
+
+        table, channels_last = _hook_table(model)
+    except ImportError:  # capture not available: plain module paths
+        table, channels_last = {n: m for n, m in model.named_modules() if n}, set()
+    if layer not in table:
+        from .._checks import unknown_name_error
+
+        raise unknown_name_error("layer", layer, list(table))
+    return table[layer], id(table[layer]) in channels_last

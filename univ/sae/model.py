@@ -333,7 +333,7 @@ class JumpReluSAE(SAE):
 
     kind, architecture = "jumprelu", "jumprelu"
 
-    def __init__(self, d_in: int, d_sae: int, l0_coefficient: float = 0.01, *, bandwidth: float = 0.05,
+    def __init__(self, d_in: int, d_sae: int, l0_coefficient: float = 0.1, *, bandwidth: float = 0.05,
                  threshold_init: float = 0.1, seed: int = 0, dtype: torch.dtype = torch.float32):
         super().__init__(d_in, d_sae, seed=seed, dtype=dtype)
         check_positive(l0_coefficient, "l0_coefficient", strict=False)
