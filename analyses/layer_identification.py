@@ -1,15 +1,17 @@
 """Layer identification (Kornblith et al. 2019, Table 2): does a metric find the corresponding layer of another net?
 
-Train architecturally identical networks (a deep ReLU MLP) from different seeds. For every ordered pair
-of networks (A, B) and every hidden layer i of A, a metric "identifies" the layer if, among all hidden
-layers of B, it gives the highest similarity to B's layer i. Accuracy is over all ordered pairs and
-layers (logits excluded). Kornblith et al. ran 10 ten-layer CNNs on CIFAR-10; this is the CPU-scale
-version on MNIST-1D (or sklearn digits) with an MLP of 8 hidden layers.
+Train architecturally identical networks from different seeds. For every ordered pair of networks
+(A, B) and every hidden layer i of A, a metric "identifies" the layer if, among all hidden layers of B,
+it gives the highest similarity to B's layer i. Accuracy is over all ordered pairs and layers (logits
+excluded). Kornblith et al. ran 10 ten-layer CNNs on CIFAR-10; this is the CPU-scale version on
+MNIST-1D: by default a 6-conv-layer 1-D CNN (``arch="cnn1d"``); ``arch="mlp"`` uses the zoo's MLP,
+whose deep layers converge to one another (a block structure) and are much harder to tell apart.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -17,35 +19,104 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load_model, save_model
+from threadpoolctl import threadpool_limits
+from torch import nn
 from tqdm.auto import tqdm
 
 import univ
 from univ import similarity as sim
 from univ.cache import cached_model
 from univ.report import Report, heatmap
-from univ.train import TrainConfig
+from univ.train import TrainConfig, train
+from univ.utils import cache_dir, stable_hash, tensor_hash, to_jsonable
 
 # Kornblith et al. (2019), Table 2 (accuracy %, CIFAR-10 CNNs); only the rows quoted in issue 3.
 PAPER = {"linear_cka": 99.3, "rbf_cka_0.4": 99.1, "cca_rho": 1.4, "svcca_rho": 9.9, "pwcca": 11.1}
 
 METRIC_NAMES = ("cca_rho", "cca_r2", "svcca_rho", "pwcca", "linear_cka", "linear_cka_debiased",
                 "rbf_cka_0.2", "rbf_cka_0.4", "rbf_cka_0.8", "procrustes", "rsa", "mutual_knn")
+DEFAULT_METRICS = tuple(m for m in METRIC_NAMES if m != "rsa")
+
+
+_MEMO: dict = {}  # per run: CCA results (shared by cca_rho and cca_r2) and each layer's kNN indices
+
+
+def _cca(X, Y):
+    key = ("cca", id(X), id(Y))
+    if key not in _MEMO:
+        _MEMO[key] = sim.cca(X, Y)
+    return _MEMO[key]
+
+
+def _mutual_knn(X, Y, k: int = 10):
+    """sim.mutual_knn(X, Y, k), with each layer's neighbour indices computed once per run."""
+    idx = []
+    for Z in (X, Y):
+        key = ("knn", id(Z))
+        if key not in _MEMO:
+            sim.mutual_knn(Z, Z, k=k)  # validates Z the same way
+            _MEMO[key] = sim.knn_indices(Z.double(), k)
+        idx.append(_MEMO[key])
+    return float((idx[0][:, :, None] == idx[1][:, None, :]).sum(dim=(1, 2)).double().mean() / k)
 
 
 def _pairwise(name: str):
     """(f(X, Y) -> float, symmetric) for the metrics computed pair by pair."""
     table = {
-        "cca_rho": (lambda X, Y: sim.cca(X, Y).mean, True),
-        "cca_r2": (lambda X, Y: sim.cca(X, Y).r2, True),
+        "cca_rho": (lambda X, Y: _cca(X, Y).mean, True),
+        "cca_r2": (lambda X, Y: _cca(X, Y).r2, True),
         "svcca_rho": (sim.svcca, True),
         "pwcca": (sim.pwcca, False),  # equal widths: PWCCA weights by the first argument's side
         "linear_cka": (sim.linear_cka, True),
         "linear_cka_debiased": (lambda X, Y: sim.linear_cka(X, Y, debiased=True), True),
         "procrustes": (sim.procrustes, True),
-        "rsa": (sim.rsa, True),
-        "mutual_knn": (sim.mutual_knn, True),
+        # euclidean RDMs: correlation distance is undefined for an input that silences a whole layer
+        "rsa": (lambda X, Y: sim.rsa(X, Y, distance="euclidean"), True),
+        "mutual_knn": (_mutual_knn, True),
     }
     return table[name]
+
+
+class DeepCNN1d(nn.Module):
+    """Six conv layers (kernel 5, same padding, ReLU), max-pooling after the 2nd and 4th, a linear
+    readout. The representation layers are the six ReLU outputs: (n, channels * length) flattened."""
+
+    def __init__(self, channels: int = 16, length: int = 40, n_classes: int = 10):
+        super().__init__()
+        mods, c = [], 1
+        for i in range(6):
+            mods += [nn.Conv1d(c, channels, 5, padding=2), nn.ReLU()]
+            if i in (1, 3):
+                mods.append(nn.MaxPool1d(2))
+            c = channels
+        self.features = nn.Sequential(*mods)
+        self.out = nn.Linear(channels * (length // 4), n_classes)
+        self.layers = [f"features.{i}" for i, m in enumerate(mods) if isinstance(m, nn.ReLU)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(x.reshape(len(x), 1, -1)).flatten(1))
+
+
+def _trained_cnn(data, channels: int, seed: int, train_cfg: TrainConfig) -> tuple[nn.Module, dict]:
+    """Train (or load from univ's cache, keyed by a hash of everything that determines it) one CNN."""
+    key = {"arch": "layer_identification.DeepCNN1d", "channels": channels, "seed": seed,
+           "data": {**data.describe(), "hash": tensor_hash(data.x_train, data.y_train)},
+           "train": to_jsonable(train_cfg)}
+    folder = cache_dir() / "models" / f"deepcnn1d-{stable_hash(key)}"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DeepCNN1d(channels, data.input_shape[-1], data.n_classes)
+    if (folder / "model.safetensors").exists():
+        load_model(model, str(folder / "model.safetensors"))
+        return model.eval(), json.loads((folder / "metrics.json").read_text())
+    model, metrics = train(model, data, train_cfg, progress=False)
+    metrics = {k: v for k, v in metrics.items() if k != "history"}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(folder / "model.safetensors"))
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "key.json").write_text(json.dumps(key, indent=2))
+    return model.eval(), metrics
 
 
 @dataclass(frozen=True)
@@ -53,22 +124,27 @@ class Config:
     """Settings of the layer-identification run (every field is a command-line flag)."""
 
     quick: bool = False
-    """Shrink everything (4 narrower, shallower nets, fewer epochs and samples) for CI and a first look."""
-    dataset: Literal["mnist1d", "digits"] = "mnist1d"
-    """Training data (both generated or shipped locally)."""
+    """Shrink everything (4 narrower nets, fewer epochs and samples) for CI and a first look."""
+    arch: Literal["cnn1d", "mlp"] = "cnn1d"
+    """cnn1d: 6 conv layers (DeepCNN1d); mlp: the zoo MLP with ``depth`` hidden layers of ``width``."""
+    dataset_size: int = 10000
+    """MNIST-1D samples generated (80% train, 20% test)."""
     n_networks: int = 10
     """Networks trained from different seeds (Kornblith et al.: 10)."""
+    channels: int = 16
+    """cnn1d channels per conv layer (layers of 640, 640, 320, 320, 160, 160 features); quick uses 8."""
     depth: int = 8
-    """Hidden layers of the MLP (the layers to identify); quick uses 6."""
+    """mlp hidden layers (the layers to identify)."""
     width: int = 128
-    """Units per hidden layer; quick uses 64."""
-    epochs: int = 40
+    """mlp units per hidden layer."""
+    epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
     """Adam learning rate."""
-    n_samples: int = 1000
-    """Test inputs whose activations are compared (must exceed 2 * width + 1 for CCA)."""
-    metrics: tuple[str, ...] = METRIC_NAMES
+    n_samples: int = 2000
+    """Test inputs whose activations are compared (must exceed 2 * (widest layer) + 1 for CCA)."""
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    """Metrics to evaluate (any of METRIC_NAMES; rsa is O(n^2 log n) per pair, so not by default)."""
     """Metrics to evaluate (see METRIC_NAMES)."""
     seed: int = 0
     """Offset of the network seeds (seed, seed + 1, ...)."""
@@ -83,11 +159,13 @@ class Config:
     def effective(self) -> dict:
         """The sizes actually used (``quick`` shrinks them)."""
         if self.quick:
-            return {"n_networks": min(self.n_networks, 4), "depth": min(self.depth, 6),
-                    "width": min(self.width, 64), "epochs": min(self.epochs, 15),
-                    "n_samples": min(self.n_samples, 400)}
-        return {"n_networks": self.n_networks, "depth": self.depth, "width": self.width,
-                "epochs": self.epochs, "n_samples": self.n_samples}
+            return {"n_networks": min(self.n_networks, 4), "channels": min(self.channels, 8),
+                    "depth": min(self.depth, 6), "width": min(self.width, 64),
+                    "epochs": min(self.epochs, 12), "dataset_size": min(self.dataset_size, 5000),
+                    "n_samples": min(self.n_samples, 1000)}
+        return {"n_networks": self.n_networks, "channels": self.channels, "depth": self.depth,
+                "width": self.width, "epochs": self.epochs, "dataset_size": self.dataset_size,
+                "n_samples": self.n_samples}
 
 
 def _kernel_cka_matrix(acts: list[dict[str, torch.Tensor]], threshold: float) -> np.ndarray:
@@ -136,43 +214,54 @@ def identification(S: np.ndarray) -> tuple[float, np.ndarray]:
 
 def run(cfg: Config) -> Report:
     eff = cfg.effective()
-    N, depth, width, n = eff["n_networks"], eff["depth"], eff["width"], eff["n_samples"]
-    data = univ.data.load(cfg.dataset)
+    N, n = eff["n_networks"], eff["n_samples"]
+    data = univ.data.load("mnist1d", num_samples=eff["dataset_size"])
     if n > len(data.x_test):
-        raise ValueError(f"n_samples: {n} exceeds the {len(data.x_test)} test inputs of {cfg.dataset}")
-    if n <= 2 * width + 1:
-        raise ValueError(f"n_samples: {n} must exceed 2 * width + 1 = {2 * width + 1} (CCA degenerates "
-                         f"otherwise: Kornblith et al. 2019, Theorem 1)")
-    train_cfg = TrainConfig(epochs=eff["epochs"], batch_size=cfg.batch_size, lr=cfg.lr)
-    names = [f"act{i}" for i in range(1, depth + 1)]
+        raise ValueError(f"n_samples: {n} exceeds the {len(data.x_test)} test inputs; raise dataset_size")
+    widest = eff["channels"] * data.input_shape[-1] if cfg.arch == "cnn1d" else eff["width"]
+    if any(m.startswith(("cca", "svcca", "pwcca")) for m in cfg.metrics) and n <= 2 * widest + 1:
+        raise ValueError(f"n_samples: {n} must exceed 2 * {widest} + 1 for the CCA metrics (they "
+                         f"degenerate otherwise: Kornblith et al. 2019, Theorem 1)")
+    _MEMO.clear()
     acts, nets = [], []
     for s in tqdm(range(cfg.seed, cfg.seed + N), desc="networks"):
-        model, metrics = cached_model("mlp", data, seed=s, train_cfg=TrainConfig(**{**train_cfg.__dict__, "seed": s}),
-                                      model_cfg={"widths": [width] * depth}, progress=False)
+        train_cfg = TrainConfig(epochs=eff["epochs"], batch_size=cfg.batch_size, lr=cfg.lr, seed=s)
+        if cfg.arch == "cnn1d":
+            model, metrics = _trained_cnn(data, eff["channels"], s, train_cfg)
+        else:
+            model, metrics = cached_model("mlp", data, seed=s, train_cfg=train_cfg,
+                                          model_cfg={"widths": [eff["width"]] * eff["depth"]}, progress=False)
+        names = model.layers if cfg.arch == "cnn1d" else model.layers[:-1]  # logits excluded
         nets.append({"seed": s, "train_acc": metrics["train_acc"], "test_acc": metrics["test_acc"]})
-        acts.append(univ.capture(model, data.x_test[:n], names=names))
+        acts.append({k: v.double() for k, v in univ.capture(model, data.x_test[:n], names=names).items()})
+    L = len(names)
+    shape = ", ".join(str(a.shape[1]) for a in acts[0].values())
+    what = (f"{N} 1-D CNNs (6 conv layers of {eff['channels']} channels)" if cfg.arch == "cnn1d"
+            else f"{N} MLPs ({eff['depth']} hidden ReLU layers of width {eff['width']})")
 
     report = Report("layer_identification")
     rows, per_layer, mean_sims = [], {}, {}
     for metric in tqdm(cfg.metrics, desc="metrics"):
         t0 = time.perf_counter()
-        S = _similarities(acts, metric)
+        # the metrics' small (d, d) LAPACK calls are slower with several BLAS threads on a busy machine
+        with threadpool_limits(1, user_api="blas"):
+            S = _similarities(acts, metric)
         acc, layer_acc = identification(S)
         per_layer[metric] = layer_acc * 100
         mean_sims[metric] = np.nanmean(S, axis=(0, 1))
         rows.append({"metric": metric, "accuracy_pct": 100 * acc, "paper_pct": PAPER.get(metric, np.nan),
-                     "chance_pct": 100 / depth, "trials": N * (N - 1) * depth,
+                     "chance_pct": 100 / L, "trials": N * (N - 1) * L,
                      "seconds": time.perf_counter() - t0})
     table = pd.DataFrame(rows)
     report.add_table(
         "identification", table,
-        f"{N} MLPs ({depth} hidden ReLU layers of width {width}, seeds {cfg.seed}..{cfg.seed + N - 1}) "
-        f"trained on {cfg.dataset}; activations of the post-ReLU layers on {n} test inputs. accuracy_pct: "
+        f"{what}, seeds {cfg.seed}..{cfg.seed + N - 1}, trained on MNIST-1D ({eff['dataset_size']} samples); "
+        f"post-ReLU activations (features: {shape}) on {n} test inputs. accuracy_pct: "
         f"% of (ordered network pair, layer) trials where the most similar layer of the other network is "
         f"the corresponding one. paper_pct: Kornblith et al. 2019 Table 2 (10 CNNs on CIFAR-10), for the "
         f"rows quoted in issue 3. rbf_cka_t: RBF CKA with bandwidth t * median distance.")
     report.summary = "identification"
-    report.add_table("per_layer", pd.DataFrame(per_layer, index=names).rename_axis("layer").reset_index(),
+    report.add_table("per_layer", pd.DataFrame(per_layer, index=list(names)).rename_axis("layer").reset_index(),
                      "Identification accuracy (%) per layer of the first network of each pair.")
     report.add_table("networks", pd.DataFrame(nets), "The trained networks.")
     shown = [m for m in ("linear_cka", "rbf_cka_0.4", "cca_rho", "svcca_rho", "pwcca") if m in mean_sims]
@@ -184,10 +273,11 @@ def run(cfg: Config) -> Report:
 
         fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.2))
         for ax, m in zip(np.atleast_1d(axes), shown):
-            heatmap(pd.DataFrame(mean_sims[m], index=names, columns=names), title=m, ax=ax, annot=False,
+            heatmap(pd.DataFrame(mean_sims[m], index=list(names), columns=list(names)), title=m, ax=ax, annot=False,
                     xlabel="layer of net B", ylabel="layer of net A")
         fig.tight_layout()
         report.add_figure("mean_similarity", fig, "Similarity between layers of different networks, "
                           "averaged over network pairs. A metric identifies layers when the diagonal "
                           "dominates each row.")
+    _MEMO.clear()
     return report
