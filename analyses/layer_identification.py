@@ -67,6 +67,57 @@ def _cca(X, Y):
     return _MEMO[key]
 
 
+def _pwcca(X, Y):
+    """sim.pwcca(X, Y) with each layer's side statistics (scatter, inverse square root) memoised."""
+    sides = []
+    for Z, name in ((X, "X"), (Y, "Y")):
+        key = ("pwcca_side", id(Z))
+        if key not in _MEMO:
+            _MEMO[key] = sim.pwcca_side(Z, name=name)
+        sides.append(_MEMO[key])
+    return sim.pwcca_from_sides(*sides)
+
+
+FEATURE_GROUP = ("linear_cka", "linear_cka_debiased", "procrustes")
+
+
+def _feature_group(acts: list[dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
+    """Linear CKA, debiased linear CKA and Procrustes for every cross-network layer pair in one pass:
+    all three are functions of the cross product Xc^T Yc and per-layer terms, so that product is
+    formed once per pair (the same formulas as sim.linear_cka / sim.procrustes)."""
+    N, L = len(acts), len(acts[0])
+    n = next(iter(acts[0].values())).shape[0]
+    stats = []
+    for a in acts:
+        row = []
+        for X in a.values():
+            Xc = X - X.mean(0)
+            r = (Xc * Xc).sum(1)
+            ss = float(r.sum())
+            g = Xc.T @ Xc
+            xx = float((g * g).sum())
+            row.append((Xc, r, ss, xx, _debias_term(xx, r, r, ss, ss, n)))
+        stats.append(row)
+    out = {m: np.full((N, N, L, L), np.nan) for m in FEATURE_GROUP}
+    for a, b in itertools.combinations(range(N), 2):
+        for i, j in itertools.product(range(L), range(L)):
+            Xc, rx, sx, xx, dx = stats[a][i]
+            Yc, ry, sy, yy, dy = stats[b][j]
+            C = Xc.T @ Yc
+            xy = float((C * C).sum())
+            out["linear_cka"][a, b, i, j] = xy / np.sqrt(xx * yy)
+            out["linear_cka_debiased"][a, b, i, j] = _debias_term(xy, rx, ry, sx, sy, n) / np.sqrt(dx * dy)
+            out["procrustes"][a, b, i, j] = float(torch.linalg.svdvals(C).sum()) / np.sqrt(sx * sy)
+    for m in FEATURE_GROUP:
+        for a, b in itertools.combinations(range(N), 2):
+            out[m][b, a] = out[m][a, b].T
+    return out
+
+
+def _debias_term(xty, rx, ry, sx, sy, n):
+    return float(xty - n / (n - 2.0) * float(rx @ ry) + sx * sy / ((n - 1.0) * (n - 2.0)))
+
+
 def _svcca(X, Y):
     return float(torch.linalg.svdvals(_basis(X, "svcca").T @ _basis(Y, "svcca")).clamp(0.0, 1.0).mean())
 
@@ -89,7 +140,7 @@ def _pairwise(name: str):
         "cca_rho": (lambda X, Y: _cca(X, Y).mean, True),
         "cca_r2": (lambda X, Y: _cca(X, Y).r2, True),
         "svcca_rho": (_svcca, True),
-        "pwcca": (sim.pwcca, False),  # equal widths: PWCCA weights by the first argument's side
+        "pwcca": (_pwcca, False),  # equal widths: PWCCA weights by the first argument's side
         "linear_cka": (sim.linear_cka, True),
         "linear_cka_debiased": (lambda X, Y: sim.linear_cka(X, Y, debiased=True), True),
         "procrustes": (sim.procrustes, True),
@@ -209,6 +260,10 @@ def _similarities(acts: list[dict[str, torch.Tensor]], metric: str) -> np.ndarra
     """S[a, b, i, j] = metric(layer i of net a, layer j of net b) for a != b (NaN on a == b)."""
     N, L = len(acts), len(acts[0])
     S = np.full((N, N, L, L), np.nan)
+    if metric in FEATURE_GROUP:
+        if ("S", metric) not in _MEMO:
+            _MEMO.update({("S", m): S for m, S in _feature_group(acts).items()})
+        return _MEMO[("S", metric)]
     if metric.startswith("rbf_cka_"):
         M = _kernel_cka_matrix(acts, float(metric.rsplit("_", 1)[1]))
         for a, b in itertools.permutations(range(N), 2):

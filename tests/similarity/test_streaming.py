@@ -70,3 +70,12 @@ def test_minibatch_unbiased_hsic_is_not_biased_by_batch_size():
     g = torch.Generator().manual_seed(0)
     X, Y = torch.randn(4000, 30, generator=g), torch.randn(4000, 30, generator=g)
     assert abs(sim.minibatch_cka(X, Y, batch_size=8)) < 0.05
+
+
+def test_blocked_gram_helpers_match_plain_products():
+    from univ.similarity._core import gram, sym_fro2
+
+    X = torch.randn(50, 200, dtype=torch.float64)
+    G = X.T @ X
+    assert torch.allclose(gram(X), G, rtol=0, atol=1e-10)
+    assert float(sym_fro2(X)) == pytest.approx(float((G * G).sum()), rel=1e-12)

@@ -117,43 +117,42 @@ def _inv_sqrt_psd(S: torch.Tensor) -> torch.Tensor:
     return (V * inv) @ V.T
 
 
-def pwcca(X, Y, epsilon: float = 1e-10, device=None) -> float:
-    """Projection-weighted CCA (Morcos et al. 2018) between X: (n, d1) and Y: (n, d2) -> float in [0, 1].
+class PWCCASide(NamedTuple):
+    """What PWCCA needs from one side, reusable across pairs (see :func:`pwcca_side`)."""
 
-    Agrees with google/svcca's ``pwcca.compute_pwcca(A.T, B.T, epsilon)`` where A is the side with
-    fewer features (X on ties): canonical correlations from the epsilon-regularised covariance CCA;
-    directions u^T (A - mean) + mean, orthonormalised (QR); weights sum_j |<P_i, a_j>| over A's
-    uncentred neurons. Either argument order works (google's code crashes when the first is wider);
-    on equal widths the value depends on the order, as PWCCA weights by one side. Computed from
-    (d, d) moments: O(n d^2). Raises when degenerate (see module docstring).
-    """
-    check_positive(epsilon, "epsilon", strict=False)
-    X, Y = pair(X, Y, min_rows=3, device=device)
+    name: str
+    raw: torch.Tensor  # (n, d)
+    centered: torch.Tensor  # (n, k) kept columns, centred
+    mean: torch.Tensor  # (k,)
+    scatter: torch.Tensor  # (k, k) centred scatter of the kept columns
+    keep: torch.Tensor  # (d,) bool: google's small-variance cut
+    inv_sqrt: torch.Tensor  # (k, k) inverse square root of the rescaled, regularised covariance
+
+
+def pwcca_side(X: torch.Tensor, epsilon: float = 1e-10, name: str = "X") -> PWCCASide:
+    """Per-side statistics of :func:`pwcca` for a validated float64 X: (n, d). Comparing one layer with
+    many others, compute this once per layer and call :func:`pwcca_from_sides`."""
     n = X.shape[0]
-    degenerate_check(n, X.shape[1], Y.shape[1], "pwcca", strict=True)
-    sides = []
-    for t, name in ((X, "X"), (Y, "Y")):
-        m = t.mean(0)
-        tc = t - m
-        C = gram(tc)
-        sides.append((name, t, tc, m, C))
+    m = X.mean(0)
+    Xc = X - m
+    C = gram(Xc)
     # google's rescaling of each covariance by its largest entry, then its small-variance cut
-    scale = [float(s[4].abs().max()) / (n - 1) for s in sides]
-    keeps = []
-    for (name, *_, C), sc in zip(sides, scale):
-        if sc <= 0:
-            raise ValueError(f"{name}: has zero variance; PWCCA is undefined")
-        keeps.append(torch.diagonal(C) / (n - 1) / sc >= epsilon)
-    ia = 0 if int(keeps[0].sum()) <= int(keeps[1].sum()) else 1
-    ib = 1 - ia
-    (_, A, Ac, mA, Caa), (_, _, Bc, _, Cbb) = sides[ia], sides[ib]
-    ka, kb = keeps[ia], keeps[ib]
-    Ac, Bc, mA = Ac[:, ka], Bc[:, kb], mA[ka]
-    Caa, Cbb = Caa[ka][:, ka], Cbb[kb][:, kb]
-    Saa = Caa / (n - 1) / scale[ia] + epsilon * torch.eye(Caa.shape[0], dtype=Caa.dtype, device=Caa.device)
-    Sbb = Cbb / (n - 1) / scale[ib] + epsilon * torch.eye(Cbb.shape[0], dtype=Cbb.dtype, device=Cbb.device)
-    Sab = (Ac.T @ Bc) / (n - 1) / np.sqrt(scale[ia] * scale[ib])
-    arr = _inv_sqrt_psd(Saa) @ Sab @ _inv_sqrt_psd(Sbb)
+    scale = float(C.abs().max()) / (n - 1)
+    if scale <= 0:
+        raise ValueError(f"{name}: has zero variance; PWCCA is undefined")
+    keep = torch.diagonal(C) / (n - 1) / scale >= epsilon
+    C = C[keep][:, keep]
+    S = C / (n - 1) / scale + epsilon * torch.eye(C.shape[0], dtype=C.dtype, device=C.device)
+    return PWCCASide(name, X, Xc[:, keep], m[keep], C, keep, _inv_sqrt_psd(S) / np.sqrt(scale))
+
+
+def pwcca_from_sides(sx: PWCCASide, sy: PWCCASide) -> float:
+    """PWCCA from two :func:`pwcca_side` results (the same n); see :func:`pwcca`."""
+    a, b = (sx, sy) if int(sx.keep.sum()) <= int(sy.keep.sum()) else (sy, sx)
+    n = a.raw.shape[0]
+    Caa, mA = a.scatter, a.mean
+    # inv_sqrt carries 1/sqrt(scale), so this is google's rescaled (Saa^-1/2 Sab Sbb^-1/2)
+    arr = a.inv_sqrt @ ((a.centered.T @ b.centered) / (n - 1)) @ b.inv_sqrt
     # numpy's LAPACK SVD, not torch's: the sign of each singular vector changes the "+ mean" term
     # of the directions below, and google's numbers come from numpy's sign convention
     u_np, s_np, _ = np.linalg.svd(arr.cpu().numpy())
@@ -168,9 +167,28 @@ def pwcca(X, Y, epsilon: float = 1e-10, device=None) -> float:
     if int(info) == 0:
         proj = torch.linalg.solve_triangular(L, DA, upper=False)
     else:  # rank-deficient directions: fall back to the explicit QR, as google does
-        D = u.T @ Ac.T + mA[:, None]
+        D = u.T @ a.centered.T + mA[:, None]
         P, _ = torch.linalg.qr(D.T)
-        proj = P.T @ A[:, ka]
+        proj = P.T @ a.raw[:, a.keep]
     weights = proj.abs().sum(1)
     weights = weights / weights.sum()
     return float((weights[: rho.numel()] * rho).sum().clamp(0.0, 1.0))
+
+
+def pwcca(X, Y, epsilon: float = 1e-10, device=None) -> float:
+    """Projection-weighted CCA (Morcos et al. 2018) between X: (n, d1) and Y: (n, d2) -> float in [0, 1].
+
+    Agrees with google/svcca's ``pwcca.compute_pwcca(A.T, B.T, epsilon)`` where A is the side with
+    fewer features (X on ties): canonical correlations from the epsilon-regularised covariance CCA;
+    directions u^T (A - mean) + mean, orthonormalised (QR); weights sum_j |<P_i, a_j>| over A's
+    uncentred neurons. Either argument order works (google's code crashes when the first is wider);
+    on equal widths the value depends on the order, as PWCCA weights by one side. Computed from
+    (d, d) moments: O(n d^2). Raises when degenerate (see module docstring).
+
+    Note: the "+ mean" term makes google's PWCCA depend on the arbitrary sign of each singular
+    vector (by ~1e-5 to 1e-3); univ reproduces numpy's signs to agree with the published numbers.
+    """
+    check_positive(epsilon, "epsilon", strict=False)
+    X, Y = pair(X, Y, min_rows=3, device=device)
+    degenerate_check(X.shape[0], X.shape[1], Y.shape[1], "pwcca", strict=True)
+    return pwcca_from_sides(pwcca_side(X, epsilon, "X"), pwcca_side(Y, epsilon, "Y"))
