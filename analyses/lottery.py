@@ -301,6 +301,7 @@ def _headline(acc_sum: pd.DataFrame, sim_sum: pd.DataFrame, layer: str) -> pd.Da
              "ticket vs dense parent": "cka_ticket_parent"}
     s.columns = [f"{short[c]}_{v}" for v, c in s.columns]
     out = a.join(s).reset_index()
+    out = out.dropna(subset=[c for c in out.columns if c.endswith("_acc_mean")], how="all")  # dropna=False's fill
     keep = ["dataset", "round", "remaining"] + [c for c in (
         "ticket_acc_mean", "ticket_acc_sd", "ticket_late_acc_mean", "reinit_acc_mean", "random_acc_mean",
         "random_acc_sd", "cka_ticket_pairs_mean", "cka_ticket_pairs_sd", "cka_random_pairs_mean",
