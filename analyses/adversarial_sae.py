@@ -271,7 +271,6 @@ def _sae_aligned_examples(model, layer, sae, assoc, x, y, eps, seed):
 
 
 def run(cfg: Config = Config()) -> Report:
-    torch.set_num_threads(1)
     eff = cfg.effective()
     data = univ.data.digits(seed=cfg.seed)
     models = _models(cfg, eff, data)

@@ -188,7 +188,6 @@ def _example_figure(data: Dataset, built: dict[str, ConstructedDataset], n: int 
 
 
 def run(cfg: Config) -> Report:
-    torch.set_num_threads(1)
     eff = cfg.effective()
     t0 = time.perf_counter()
     data = digits(seed=cfg.seed)

@@ -123,7 +123,6 @@ def _image_grid(columns: dict[str, torch.Tensor], n: int, signed: bool, titles: 
 
 
 def run(cfg: Config) -> Report:
-    torch.set_num_threads(1)
     eff = cfg.effective()
     t0 = time.perf_counter()
     data = digits(seed=cfg.seed)

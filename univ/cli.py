@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--quick", action="store_true", help="small, fast version (for CI and a first look)")
     p_run.add_argument("--out", default="runs", help="parent folder of the run folder (default: runs)")
     p_run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a Config field")
-    p_run.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p_run.add_argument("--threads", type=int, default=1,
+                       help="torch threads (default 1: univ's models and matrices are small, and one thread is "
+                       "usually fastest, far faster on a busy machine)")
     p_show = sub.add_parser("config", help="print an analysis's Config fields and defaults")
     p_show.add_argument("name")
     args, extra = parser.parse_known_args(argv)
@@ -161,10 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         from .report import check_writable, run_dir, write
 
         folder = check_writable(run_dir(args.out, args.name, cfg))  # fail before any training starts
-        if args.threads:
-            import torch
+        if args.threads < 1:
+            raise ValueError(f"--threads: must be >= 1, got {args.threads}")
+        import torch
 
-            torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
         t0 = time.perf_counter()
         report = mod.run(cfg)
         elapsed = time.perf_counter() - t0

@@ -49,7 +49,8 @@ class ZooModel(nn.Module):
 
 
 class MLP(ZooModel):
-    """Fully connected ReLU network: fc1 -> act1 -> ... -> out.
+    """Fully connected ReLU network: fc1 -> act1 -> ... -> out. ``widths=()`` gives softmax regression
+    (a single linear layer, Szegedy et al.'s FC10).
 
     Hookable modules: ``fc{i}`` (pre-activation), ``act{i}`` (post-ReLU), ``out`` (logits).
     """
@@ -59,8 +60,8 @@ class MLP(ZooModel):
     def __init__(self, input_shape: Sequence[int] = (1, 8, 8), widths: Sequence[int] = (128, 64),
                  n_classes: int = 10, bias: bool = True):
         super().__init__(input_shape)
-        if not widths or any(int(w) < 1 for w in widths):
-            raise ValueError(f"widths: need at least one positive width, got {list(widths)}")
+        if any(int(w) < 1 for w in widths):
+            raise ValueError(f"widths: every width must be a positive integer, got {list(widths)}")
         self.config = {"input_shape": list(self.input_shape), "widths": [int(w) for w in widths],
                        "n_classes": int(n_classes), "bias": bias}
         prev = self.in_features

@@ -77,3 +77,17 @@ def pin_threads(n: int) -> None:
     torch.set_num_threads(n)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
+
+
+_BLAS_CONTROLLER = None
+
+
+def one_blas_thread():
+    """Context manager limiting numpy's BLAS/LAPACK to one thread (for small matrices, where thread
+    start-up costs far more than the work)."""
+    global _BLAS_CONTROLLER
+    from threadpoolctl import ThreadpoolController
+
+    if _BLAS_CONTROLLER is None:
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")

@@ -28,6 +28,8 @@ from .attacks import check_inputs, eval_mode, random_other_class, resolve_target
 #: softmax on a sparse autoencoder's 400 features.
 SZEGEDY_TABLE1 = pd.DataFrame({
     "model": ["FC10(1e-4)", "FC10(1e-2)", "FC10(1)", "FC100-100-10", "FC200-200-10", "AE400-10"],
+    "train_err": [0.067, 0.10, 0.212, 0.0, 0.0, 0.0057],
+    "test_err": [0.074, 0.094, 0.20, 0.0164, 0.0154, 0.019],
     "av_min_distortion": [0.062, 0.1, 0.14, 0.058, 0.065, 0.086],
 })
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .._checks import check_positive
+from ..utils import one_blas_thread
 from ._core import center, degenerate_check, gram, pair
 
 
@@ -155,7 +156,8 @@ def pwcca_from_sides(sx: PWCCASide, sy: PWCCASide) -> float:
     arr = a.inv_sqrt @ ((a.centered.T @ b.centered) / (n - 1)) @ b.inv_sqrt
     # numpy's LAPACK SVD, not torch's: the sign of each singular vector changes the "+ mean" term
     # of the directions below, and google's numbers come from numpy's sign convention
-    u_np, s_np, _ = np.linalg.svd(arr.cpu().numpy())
+    with one_blas_thread():  # a threaded LAPACK SVD of a small matrix is ~100x slower, worse on a busy machine
+        u_np, s_np, _ = np.linalg.svd(arr.cpu().numpy())
     u = torch.from_numpy(u_np).to(Caa)
     rho = torch.from_numpy(np.abs(s_np)).to(Caa)
     # dirns D = u^T (A - mean)^T + mean 1^T: (ka, n). With C the centred scatter of A,
