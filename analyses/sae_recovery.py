@@ -1,4 +1,6 @@
-"""Do univ's SAEs recover a known dictionary? (``univ run sae_recovery [--quick]``)
+"""Do univ's SAEs recover a known dictionary? MMCS, atoms recovered, L0, FVU, dead per kind and sparsity.
+
+Run: ``univ run sae_recovery [--quick]``.
 
 Data: ``univ.data.sparse_coding``: x = M z + noise, M: (d, n_atoms) unit-norm atoms, each sample with
 a-1..a+1 active atoms (magnitudes in [0.5, 1.5]) for each sparsity level a. An SAE of every kind (ReLU-L1,
