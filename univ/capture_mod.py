@@ -44,6 +44,37 @@ def _hook_table(model: nn.Module) -> tuple[dict[str, nn.Module], set[int]]:
     return table, channels_last
 
 
+def resolve(model: nn.Module, name: str) -> tuple[nn.Module, bool]:
+    """(module, channels_last) behind a hook name or module path, as :func:`capture` resolves it;
+    unknown names raise ValueError listing the closest valid ones."""
+    table, channels_last = _hook_table(model)
+    if name not in table:
+        raise unknown_name_error("hook name", name, table)
+    return table[name], id(table[name]) in channels_last
+
+
+def layer_forward(model: nn.Module, x: torch.Tensor, layer: str, reduce: str | None = None):
+    """One forward pass returning (output, acts) with the autograd graph kept to ``x``: acts (n, d) at
+    ``layer``, reduced as :func:`capture` would (``model.reduce`` or "flatten" by default). The model's
+    mode is left as it is (callers doing attacks or inversion set eval mode themselves)."""
+    mod, channels_last = resolve(model, layer)
+    reduce = reduce or getattr(model, "reduce", "flatten")
+    check_choice(reduce, "reduce", REDUCTIONS)
+    store = {}
+
+    def hook(_m, _i, out):
+        store["acts"] = _reduce(_first_tensor(out), reduce, channels_last)
+
+    handle = mod.register_forward_hook(hook)
+    try:
+        out = model(x)
+    finally:
+        handle.remove()
+    if "acts" not in store:
+        raise RuntimeError(f"hook {layer!r} did not fire during the forward pass")
+    return out, store["acts"]
+
+
 def hook_names(model: nn.Module) -> list[str]:
     """Every name :func:`capture` accepts for ``model`` (TransformerLens hook names first)."""
     return list(_hook_table(model)[0])

@@ -36,8 +36,11 @@ class Report:
     summary: str | None = None
     meta: dict = field(default_factory=dict)
 
-    def add_table(self, name: str, df: pd.DataFrame, text: str = "") -> None:
+    def add_table(self, name: str, df: pd.DataFrame, text: str = "", inline: bool = True) -> None:
+        """Add a table; ``inline=False`` keeps a long table out of report.md (CSV + Markdown files only)."""
         self.tables[name] = df
+        if not inline:
+            self.meta.setdefault("not_inline", []).append(name)
         self.sections.append((name, text))
 
     def add_figure(self, name: str, fig, text: str = "") -> None:
@@ -108,7 +111,9 @@ def write(report: Report, folder: str | Path, config=None, elapsed_s: float | No
         lines += [f"## {title}", ""]
         if text:
             lines += [text, ""]
-        if title in report.tables:
+        if title in report.tables and title in report.meta.get("not_inline", []):
+            lines += [f"({len(report.tables[title])} rows: [{title}.csv]({title}.csv), [{title}.md]({title}.md))", ""]
+        elif title in report.tables:
             lines += [format_table(report.tables[title]), ""]
         if title in report.figures:
             lines += [f"![{title}]({title}.png)", ""]

@@ -117,3 +117,18 @@ def test_grad_reaches_the_inputs():
     expected = torch.autograd.grad(torch.relu(m.fc1(x)).sum(), x)[0]
     torch.testing.assert_close(x.grad, expected)
     assert not univ.capture(m, x, ["act1"])["act1"].requires_grad
+
+
+def test_layer_forward_matches_capture_and_keeps_graph():
+    from univ.capture_mod import layer_forward, resolve
+
+    m = build_model("transformer", d_model=16, n_heads=2, seed=0).eval()
+    x = torch.rand(3, 64, requires_grad=True)
+    out, acts = layer_forward(m, x, "blocks.0.hook_resid_post")
+    torch.testing.assert_close(acts, univ.capture(m, x, ["blocks.0.hook_resid_post"])["blocks.0.hook_resid_post"])
+    torch.testing.assert_close(out, m(x))
+    acts.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert resolve(m, "blocks.0.hook_resid_post")[0] is resolve(m, "blocks.0.hook_out")[0]
+    with pytest.raises(ValueError, match="closest valid names"):
+        resolve(m, "blocks.9.hook_out")

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._checks import check_finite, check_positive, to_tensor, unknown_name_error
+from .._checks import check_finite, check_positive, to_tensor
 from .attacks import (
     _bcast,
     _clip,
@@ -31,12 +31,9 @@ from .attacks import (
 
 
 def _module(model, layer: str):
-    from ..capture_mod import _hook_table
+    from ..capture_mod import resolve
 
-    table, channels_last = _hook_table(model)
-    if layer not in table:
-        raise unknown_name_error("hook name", layer, table)
-    return table[layer], id(table[layer]) in channels_last
+    return resolve(model, layer)
 
 
 @contextlib.contextmanager
@@ -50,20 +47,10 @@ def _hooked(model, layer: str, fn):
 
 
 def layer_forward(model, x: torch.Tensor, layer: str, reduce: str | None = None):
-    """(logits, acts) with the autograd graph kept: acts (n, d) at ``layer``, reduced as
-    :func:`univ.capture` would (``model.reduce`` or "flatten" by default)."""
-    from ..capture_mod import _first_tensor, _reduce
+    """(logits, acts) with the autograd graph kept: see :func:`univ.capture_mod.layer_forward`."""
+    from ..capture_mod import layer_forward as _layer_forward
 
-    _, channels_last = _module(model, layer)
-    reduce = reduce or getattr(model, "reduce", "flatten")
-    store = {}
-
-    def hook(_m, _i, out):
-        store["acts"] = _reduce(_first_tensor(out), reduce, channels_last)
-
-    with _hooked(model, layer, hook):
-        logits = model(x)
-    return logits, store["acts"]
+    return _layer_forward(model, x, layer, reduce)
 
 
 def sae_latent(sae, latent):

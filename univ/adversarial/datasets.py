@@ -25,28 +25,11 @@ from .attacks import _clip, check_bounds, eval_mode, per_sample_norm, pgd
 
 
 def layer_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """(n, d) output of ``layer`` on ``x``, differentiable w.r.t. ``x``.
+    """(n, d) flattened output of ``layer`` on ``x``, differentiable w.r.t. ``x``; ``layer`` is a hook name
+    or module path, as in :func:`univ.capture`."""
+    from ..capture_mod import layer_forward
 
-    ``layer``: a TransformerLens hook name (``model.hook_dict``) or a module path, as in
-    :func:`univ.capture`. (``univ.capture(grad=True)`` detaches its inputs, so it cannot give input
-    gradients; this helper keeps the graph to ``x``.)
-    """
-    hooks = getattr(model, "hook_dict", None) or {}
-    try:
-        mod = hooks[layer] if layer in hooks else model.get_submodule(layer)
-    except AttributeError as e:
-        from .._checks import unknown_name_error
-        from ..capture_mod import hook_names
-
-        raise unknown_name_error("layer", layer, hook_names(model)) from e
-    store: dict[str, torch.Tensor] = {}
-    handle = mod.register_forward_hook(lambda _m, _i, out: store.__setitem__("out", out))
-    try:
-        model(x)
-    finally:
-        handle.remove()
-    out = store["out"]
-    return (out[0] if isinstance(out, (tuple, list)) else out).reshape(len(x), -1)
+    return layer_forward(model, x, layer, reduce="flatten")[1]
 
 
 class Inversion(NamedTuple):
