@@ -1,6 +1,8 @@
 """Training throughput (activations/s) of univ's TopK and ReLU SAEs against sae-lens's, one run.
 
-    python benchmarks/sae.py [--threads 2] [--steps 20] [--warmup 4] [--repeats 2]
+    python benchmarks/sae.py [--threads 1] [--steps 20] [--warmup 4] [--repeats 2]
+
+Results are printed and written to benchmarks/results/sae.json (ignored by git).
 
 Configuration: d_in=256, d_sae=2048, k=32, batch 4096, float32, CPU, Gaussian activations (a pool of 8
 batches, cycled). Each side trains in its own subprocess with torch threads pinned (torch.set_num_threads
@@ -122,7 +124,7 @@ def _versions(python: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=4)
     p.add_argument("--repeats", type=int, default=2)
@@ -153,7 +155,14 @@ def main() -> None:
                 print(f"  {side:15s} {k:5s} {r:10.0f} activations/s", flush=True)
     print(f"\nd_in={D_IN} d_sae={D_SAE} k={K} batch={BATCH}, torch threads={args.threads}, steps={args.steps} "
           f"(after {args.warmup} warm-up), best of {args.repeats}; peer versions {_versions(peer)}")
+    out = HERE / "results" / "sae.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"config": {"d_in": D_IN, "d_sae": D_SAE, "k": K, "batch": BATCH, **vars(args)},
+                               "peer_versions": _versions(peer),
+                               "activations_per_s": {f"{s}/{k}": v for (s, k), v in results.items()}}, indent=2))
     for kind in args.kinds.split(","):
+        if ("univ", kind) not in results:
+            continue
         ours = results[("univ", kind)]
         for side in ("saelens", "saelens-sparse"):
             if (side, kind) in results:
