@@ -90,3 +90,32 @@ def test_spliced_accuracy_identity_and_broken():
     assert res["spliced"] == res["zero_ablated"] and res["recovered"] == pytest.approx(0.0)
     with pytest.raises(ValueError, match="layer"):
         S.spliced_accuracy(model, sae, x, y, "fc9")
+
+
+def test_spliced_accuracy_on_a_transformerlens_hook_point():
+    """A HookPoint's (batch, pos, d) output is reconstructed per position, as capture reads it."""
+    from transformer_lens import HookedRootModule
+    from transformer_lens.hook_points import HookPoint
+
+    class Tiny(HookedRootModule):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Linear(3, 4)
+            self.hook_resid = HookPoint()
+            self.unembed = torch.nn.Linear(4, 2)
+            self.setup()
+
+        def forward(self, x):  # x: (n, pos, 3) -> logits at the last position (n, 2)
+            return self.unembed(self.hook_resid(torch.relu(self.embed(x))))[:, -1]
+
+    torch.manual_seed(0)
+    model = Tiny()
+    x = torch.randn(64, 5, 3)
+    y = model(x).argmax(-1)
+    sae = S.ReluSAE(4, 8)
+    with torch.no_grad():
+        eye = torch.eye(4)
+        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+    res = S.spliced_accuracy(model, sae, x, y, "hook_resid")
+    assert res["clean"] == 1.0 and res["spliced"] == pytest.approx(1.0)

@@ -120,6 +120,22 @@ def test_checkpoint_resume_matches_uninterrupted(x, tmp_path):
     torch.testing.assert_close(resumed.b_enc, ref.b_enc, rtol=0, atol=0)
 
 
+def test_checkpoint_resume_of_a_stream(x, tmp_path):
+    batches = [x[i:i + 64] for i in range(0, 384, 64)]  # re-iterable: a resumed run skips what it used
+    kw = dict(max_steps=30, eval_every=10, progress=False, patience=None, batch_size=64, init_samples=128)
+    ref = make("relu").fit(batches, **kw)
+
+    def crash(step, sae, rec):
+        if step == 20:
+            raise KeyboardInterrupt
+
+    ck = tmp_path / "ck.pt"
+    with pytest.raises(KeyboardInterrupt):
+        make("relu").fit(batches, checkpoint=ck, checkpoint_every=10, callback=crash, **kw)
+    resumed = make("relu").fit(batches, checkpoint=ck, resume=True, **kw)
+    torch.testing.assert_close(resumed.W_enc, ref.W_enc, rtol=0, atol=0)
+
+
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="k"):
         S.TopKSAE(8, 16, k=17)
