@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "data", "models", "train", "capture_mod", "similarity", "sae", "adversarial", "report", "utils",
-    "pruning", "bounds", "cache",
+    "pruning", "bounds", "cache", "purity",
 }
 
 

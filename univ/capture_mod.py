@@ -44,12 +44,12 @@ def _hook_table(model: nn.Module) -> tuple[dict[str, nn.Module], set[int]]:
     return table, channels_last
 
 
-def resolve(model: nn.Module, name: str) -> tuple[nn.Module, bool]:
+def resolve(model: nn.Module, name: str, what: str = "hook name") -> tuple[nn.Module, bool]:
     """(module, channels_last) behind a hook name or module path, as :func:`capture` resolves it;
-    unknown names raise ValueError listing the closest valid ones."""
+    unknown names raise ValueError ("unknown <what> ...") listing the closest valid ones."""
     table, channels_last = _hook_table(model)
     if name not in table:
-        raise unknown_name_error("hook name", name, table)
+        raise unknown_name_error(what, name, table)
     return table[name], id(table[name]) in channels_last
 
 

@@ -162,14 +162,6 @@ def spliced_accuracy(model: torch.nn.Module, sae: SAE, inputs, labels, layer: st
 
 def _resolve(model: torch.nn.Module, layer: str) -> tuple[torch.nn.Module, bool]:
     """(module, channels_last) for a hook name or module path, as univ.capture resolves it."""
-    try:
-        from ..capture_mod import _hook_table
+    from ..capture_mod import resolve
 
-        table, channels_last = _hook_table(model)
-    except ImportError:  # capture not available: plain module paths
-        table, channels_last = {n: m for n, m in model.named_modules() if n}, set()
-    if layer not in table:
-        from .._checks import unknown_name_error
-
-        raise unknown_name_error("layer", layer, list(table))
-    return table[layer], id(table[layer]) in channels_last
+    return resolve(model, layer, what="layer")
