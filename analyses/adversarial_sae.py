@@ -24,7 +24,7 @@ import torch
 import univ
 from univ import adversarial as adv
 from univ.adversarial import aligned
-from univ.cache import cached_model
+from univ.cache import cached_model, cached_sae
 from univ.report import Report, heatmap
 from univ.train import TrainConfig
 
@@ -206,8 +206,9 @@ def _analyse_subject(name, model, arch, data, x, y, cfg, eff, report_rows):
     g = torch.Generator().manual_seed(cfg.seed + 7919)  # not the random dictionary's seed
     acts_tr = univ.capture(model, data.x_train, [layer])[layer]
     d = acts_tr.shape[1]
-    sae = univ.sae.TopKSAE(d, cfg.expansion * d, k=min(cfg.k, cfg.expansion * d), seed=cfg.seed)
-    sae.fit(acts_tr, max_steps=eff["sae_steps"], patience=None, progress=False, batch_size=256, seed=cfg.seed)
+    sae = cached_sae("topk", acts_tr, d_sae=cfg.expansion * d, k=min(cfg.k, cfg.expansion * d), seed=cfg.seed,
+                     fit_max_steps=eff["sae_steps"], fit_patience=None, fit_progress=False, fit_batch_size=256,
+                     fit_seed=cfg.seed)
     acts_te = univ.capture(model, data.x_test, [layer])[layer]
     with torch.no_grad():
         fvu = float(univ.sae.fvu(acts_te, sae.decode(sae.encode(acts_te))))

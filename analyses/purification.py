@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 import univ
 from univ import purity as P
 from univ.adversarial import make_attack, robust_accuracy
+from univ.cache import cached_sae
 from univ.data import Dataset
 from univ.models import build_model
 from univ.report import Report
@@ -140,8 +141,8 @@ def _readout_dirs(x: torch.Tensor, codes: torch.Tensor, ridge: float = 1e-3) -> 
 
 
 def _sae_scores(acts_tr, acts_te, x_te, Z_te, M, cfg: Config, eff: dict, seed: int) -> dict:
-    sae = univ.sae.TopKSAE(acts_tr.shape[1], 2 * eff["n_atoms"], k=int(cfg.k[1]), seed=seed)
-    sae.fit(acts_tr, max_steps=eff["sae_steps"], patience=None, progress=False, batch_size=256)
+    sae = cached_sae("topk", acts_tr, d_sae=2 * eff["n_atoms"], k=int(cfg.k[1]), seed=seed,
+                     fit_max_steps=eff["sae_steps"], fit_patience=None, fit_progress=False, fit_batch_size=256)
     with torch.no_grad():
         codes = sae.encode(acts_te)
         fvu = univ.sae.fvu(acts_te, sae.decode(codes))

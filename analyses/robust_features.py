@@ -22,7 +22,7 @@ import torch
 
 from univ.adversarial.attacks import make_attack, per_sample_norm, robust_accuracy
 from univ.adversarial.datasets import ConstructedDataset, layer_output, nonrobust_dataset, robust_dataset
-from univ.cache import cached_model
+from univ.cache import cached_model, cached_sae
 from univ.data import Dataset, digits
 from univ.report import Report
 from univ.train import TrainConfig, evaluate
@@ -132,14 +132,13 @@ def _sae_view(std, layer: str, data: Dataset, d_det: ConstructedDataset, d_rand:
     inputs. (A probe trained on D_det's t would be vacuous: t = y + 1 is a function of y.)"""
     from sklearn.linear_model import LogisticRegression
 
-    import univ.sae
 
     with torch.no_grad():
         acts_clean = layer_output(std, layer, data.x_train)
         acts_det = layer_output(std, layer, d_det.data.x_train)
         acts_rand = layer_output(std, layer, d_rand.data.x_train)
-    sae = univ.sae.TopKSAE(acts_clean.shape[1], cfg.sae_expansion * acts_clean.shape[1], k=cfg.sae_k, seed=cfg.seed)
-    sae.fit(acts_clean, max_steps=eff["sae_steps"], batch_size=256, progress=False, seed=cfg.seed)
+    sae = cached_sae("topk", acts_clean, d_sae=cfg.sae_expansion * acts_clean.shape[1], k=cfg.sae_k, seed=cfg.seed,
+                     fit_max_steps=eff["sae_steps"], fit_batch_size=256, fit_progress=False, fit_seed=cfg.seed)
     with torch.no_grad():
         views = {
             "SAE codes": (sae.encode(acts_clean), sae.encode(acts_det), sae.encode(acts_rand)),
