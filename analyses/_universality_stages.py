@@ -28,7 +28,7 @@ def _layer(entry) -> str:
     return entry.model.layers[-2]  # the last hidden layer
 
 
-def feature_stage(cfg, eff, entries, data, report: Report, device) -> dict:
+def feature_stage(cfg, eff, entries, data, report: Report) -> dict:
     """An SAE per model at its last hidden layer (fit on training inputs), cross-model matching on test
     inputs; returns {model id: (sae, layer, test activations, match tables by partner id)}."""
     from .universality import model_pairs
@@ -117,7 +117,7 @@ def _matching_sentence(summary: pd.DataFrame) -> str:
             "shuffled pairings. In this run: " + "; ".join(bits) + ".")
 
 
-def adversarial_stage(cfg, eff, entries, data, report: Report, device, saes: dict | None) -> None:
+def adversarial_stage(cfg, eff, entries, data, report: Report, saes: dict | None) -> None:
     trained = [e for e in entries if e.trained]
     n = min(eff["n_attack"], len(data.x_test))
     x, y = data.x_test[:n], data.y_test[:n]

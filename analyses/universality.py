@@ -69,7 +69,7 @@ class Config:
     n_attack: int = 300
     """Test inputs attacked per model."""
     device: str = "cpu"
-    """"cpu", "cuda" or "auto"."""
+    """Where the zoo trains: "cpu", "cuda" or "auto" (the analysis itself runs on the CPU: its tensors are small)."""
     seed: int = 0
     """Offset of the model seeds (seeds used: seed, seed+1, ...)."""
 
@@ -144,7 +144,7 @@ def similarity_stage(cfg: Config, entries, acts, eff, report: Report) -> pd.Data
             {k: v for k, v in acts[b.id].items() if k in hidden_layers(b)},
             metrics=list(cfg.metrics),
             baseline="permutation" if trained_pair else None, n_permutations=eff["n_permutations"],
-            ci=0.95 if trained_pair else None, n_bootstrap=eff["n_bootstrap"], seed=cfg.seed, device=cfg.device)
+            ci=0.95 if trained_pair else None, n_bootstrap=eff["n_bootstrap"], seed=cfg.seed)
         df.insert(0, "model_b", b.id)
         df.insert(0, "model_a", a.id)
         df.insert(0, "category", _category(a, b))
@@ -240,6 +240,8 @@ def run(cfg: Config) -> Report:
                     "copies of every network serve as the random-init baseline.")
     entries = zoo(cfg.archs, [cfg.seed + i for i in range(eff["seeds"])], data,
                   TrainConfig(epochs=eff["epochs"], seed=cfg.seed), model_cfgs=ARCH_CFGS[cfg.data], device=device)
+    for e in entries:
+        e.model.cpu()
     models = pd.DataFrame([{"model": e.id, "arch": e.arch, "seed": e.seed, "trained": e.trained,
                             "params": univ.models.n_params(e.model), "layers": ", ".join(hidden_layers(e)),
                             "train_acc": e.metrics["train_acc"], "test_acc": e.metrics["test_acc"]} for e in entries])
@@ -254,9 +256,9 @@ def run(cfg: Config) -> Report:
     for metric in cfg.metrics:
         similarity_figures(sim, entries, metric, report)
     if cfg.sae:
-        sae_models = feature_stage(cfg, eff, entries, data, report, device)
+        sae_models = feature_stage(cfg, eff, entries, data, report)
     if cfg.adversarial:
-        adversarial_stage(cfg, eff, entries, data, report, device, sae_models if cfg.sae else None)
+        adversarial_stage(cfg, eff, entries, data, report, sae_models if cfg.sae else None)
     return report
 
 
