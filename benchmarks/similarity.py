@@ -294,6 +294,7 @@ def main() -> None:
 
     add("linear_cka", "univ", lambda: sim.linear_cka(X, Y))
     add("linear_cka", "numpy", lambda: np_linear_cka(X, Y))
+    add("linear_cka", "univ precision='mixed'", lambda: sim.linear_cka(X, Y, precision="mixed"))
     add("linear_cka", "univ streaming (1000/batch)", stream)
     add("linear_cka_debiased", "univ", lambda: sim.linear_cka(X, Y, debiased=True))
     add("rbf_cka", "univ", lambda: sim.rbf_cka(Xr, Yr))
