@@ -35,6 +35,8 @@ def to_tensor(x, name: str, dtype: torch.dtype | None = None, device=None, detac
 def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
     """Raise if ``t`` holds NaN or Inf, saying how many and where the first one is."""
     if t.is_floating_point() or t.is_complex():
+        if t.numel() and bool(torch.isfinite(t.sum())):  # fast path: a finite sum means no NaN/Inf
+            return t
         bad = ~torch.isfinite(t)
         if bool(bad.any()):
             n_bad = int(bad.sum())

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .._checks import as_matrix, check_same_n
 
 
 def matrix(x, name: str, min_rows: int = 2, device=None) -> torch.Tensor:
-    """``as_matrix(x, name, min_rows)`` as float64, with a fast path for the common valid case.
-
-    A sum is finite only if every entry is (NaN and Inf propagate; an overflow just falls through),
-    so one reduction replaces the elementwise isfinite mask, which costs as much as a CKA's centring.
-    Anything unusual goes through ``as_matrix`` and gets its exact error message.
-    """
-    if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim == 2 and x.shape[0] >= max(min_rows, 1) \
-            and x.shape[1] > 0 and x.dtype in (np.float64, np.float32, torch.float64, torch.float32,
-                                              torch.float16, torch.bfloat16):
-        t = (x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x)))
-        t = t.to(dtype=torch.float64, device=device)
-        if bool(torch.isfinite(t.sum())):
-            return t
+    """``as_matrix(x, name, min_rows)`` as float64 (its NaN/Inf check is one reduction in the common case)."""
     return as_matrix(x, name, min_rows=min_rows, dtype=torch.float64, device=device)
 
 
