@@ -114,3 +114,12 @@ def test_mixed_precision_close_to_float64(ref_pair):
     for debiased in (False, True):
         exact = sim.linear_cka(X, Y, debiased=debiased)
         assert sim.linear_cka(X, Y, debiased=debiased, precision="mixed") == pytest.approx(exact, abs=1e-6)
+
+
+def test_mixed_precision_multi_chunk_with_large_offset():
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((9000, 16)) + 100.0  # three row chunks; a mean far from zero
+    Y = X @ rng.standard_normal((16, 12)) + rng.standard_normal((9000, 12))
+    for debiased in (False, True):
+        exact = sim.linear_cka(X, Y, debiased=debiased)
+        assert sim.linear_cka(X, Y, debiased=debiased, precision="mixed") == pytest.approx(exact, abs=1e-6)
