@@ -100,6 +100,43 @@ def _first_tensor(out):
     raise TypeError(f"hooked module returned {type(out).__name__}, not a tensor")
 
 
+def cached_batches(path: str | Path, name: str, batch_size: int = 4096):
+    """A zero-argument callable yielding (batch, d) float tensors of activation ``name`` read lazily from a
+    capture cache file (``capture(..., cache=...)``; see :func:`cache_path`), so an SAE can be fit on
+    more activations than fit in memory: ``sae.fit(cached_batches(path, "act2"))``."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"path: no activation cache file at {str(path)!r}")
+    with safe_open(str(path), framework="pt") as f:
+        if name not in f.keys():
+            raise unknown_name_error("cached activation", name, list(f.keys()))
+        n = f.get_slice(name).get_shape()[0]
+
+    def batches():
+        with safe_open(str(path), framework="pt") as f:
+            sl = f.get_slice(name)
+            for i in range(0, n, batch_size):
+                yield sl[i:i + batch_size]
+
+    return batches
+
+
+def cache_path(model: nn.Module, inputs, names: Sequence[str], reduce: str | None = None,
+               folder: str | Path | None = None) -> Path:
+    """The file :func:`capture` caches these activations in (``folder``: as given to ``cache=``)."""
+    reduce = reduce or getattr(model, "reduce", "flatten")
+    table, _ = _hook_table(model)
+    kept, seen = [], set()
+    for n in names:
+        if n in table and id(table[n]) not in seen:
+            seen.add(id(table[n]))
+            kept.append(n)
+    path = _cache_path(model, to_tensor(inputs, "inputs"), kept, reduce)
+    return Path(folder) / path.name if folder is not None else path
+
+
 def _cache_path(model: nn.Module, inputs: torch.Tensor, names: Sequence[str], reduce: str) -> Path:
     key = stable_hash({
         "model": type(model).__name__,

@@ -132,3 +132,20 @@ def test_layer_forward_matches_capture_and_keeps_graph():
     assert resolve(m, "blocks.0.hook_resid_post")[0] is resolve(m, "blocks.0.hook_out")[0]
     with pytest.raises(ValueError, match="closest valid names"):
         resolve(m, "blocks.9.hook_out")
+
+
+def test_sae_streams_from_the_activation_cache(tmp_path):
+    from univ.capture_mod import cache_path, cached_batches
+    from univ.sae import TopKSAE
+
+    m = build_model("mlp", widths=(16,), seed=0)
+    x = torch.rand(300, 64)
+    acts = univ.capture(m, x, ["act1"], cache=tmp_path)
+    path = cache_path(m, x, ["act1"], folder=tmp_path)
+    assert path.exists()
+    stream = cached_batches(path, "act1", batch_size=64)
+    assert torch.equal(torch.cat(list(stream())), acts["act1"])  # re-iterable, lazily read, same rows
+    sae = TopKSAE(16, 32, k=4).fit(stream, max_steps=20, progress=False)
+    assert sae.n_steps_ == 20
+    with pytest.raises(ValueError, match="closest valid names"):
+        cached_batches(path, "act2")
