@@ -22,7 +22,6 @@ def _fit(model, x, y, steps=300, lr=1e-2, seed=0):
 
 @pytest.fixture(scope="session")
 def data():
-    torch.set_num_threads(1)
     return digits()
 
 

@@ -12,11 +12,6 @@ from univ import bounds as B
 from univ.models import build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 def _circular_conv_matrix(w, n):
     """Dense matrix of the stride-1 circular conv of kernel w (c_out, c_in, k, k) on an n x n grid."""
     c_in, k = w.shape[1], w.shape[-1]

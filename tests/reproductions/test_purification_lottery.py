@@ -10,8 +10,6 @@ from univ.data import Dataset
 from univ.models import build_model
 from univ.train import TrainConfig
 
-torch.set_num_threads(1)
-
 
 def tiny_mlp(seed=0):
     return build_model("mlp", seed=seed, input_shape=(12,), widths=[16, 8], n_classes=3)

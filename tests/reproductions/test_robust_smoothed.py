@@ -11,7 +11,6 @@ from univ.data import digits
 
 @pytest.fixture(scope="module")
 def data():
-    torch.set_num_threads(1)
     return digits().subset(n_train=400, n_test=100)
 
 

@@ -11,12 +11,6 @@ import univ.sae as S
 KINDS = list(S.SAE_KINDS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def trained(kind, d_in=8, d_sae=24):

@@ -8,14 +8,6 @@ import univ.sae as S
 from univ.data import sparse_coding
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def saes():
     ds = sparse_coding(n_samples=4000, d=32, n_atoms=64, k=(3, 5), seed=1)

@@ -15,13 +15,6 @@ def make(kind, d_in=8, d_sae=32, seed=0):
     return S.SAE_KINDS[kind](d_in, d_sae, seed=seed, **kw)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one torch thread is faster, and kinder to the shared cores (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -4,18 +4,9 @@
 """
 
 import pytest
-import torch
 
 import univ.sae as S
 from univ.data import sparse_coding
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
