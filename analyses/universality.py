@@ -61,7 +61,7 @@ class Config:
     sae_k: int = 8
     """Active latents per sample of the TopK SAEs."""
     sae_steps: int = 2000
-    """Optimizer steps per SAE (a cap: the fit stops earlier once its loss plateaus; --quick uses 600)."""
+    """Optimizer steps per SAE (a cap: the fit stops earlier once its loss plateaus; --quick uses 400)."""
     adversarial: bool = True
     """Stage 3: PGD attacks, transfer matrix and projections onto the SAE bases."""
     eps: float = 0.1
@@ -95,7 +95,7 @@ class Config:
         if self.quick:
             return {"seeds": min(self.seeds, 2), "epochs": min(self.epochs, 6), "n_permutations": min(
                 self.n_permutations, 3), "n_bootstrap": min(self.n_bootstrap, 3), "n_attack": min(self.n_attack, 100),
-                "sae_steps": 600, "n_test": 300}
+                "sae_steps": 400, "n_test": 300}
         return {"seeds": self.seeds, "epochs": self.epochs, "n_permutations": self.n_permutations,
                 "n_bootstrap": self.n_bootstrap, "n_attack": self.n_attack, "sae_steps": self.sae_steps,
                 "n_test": None}
