@@ -23,6 +23,8 @@ _p.add_argument("--n", type=int, default=10_000)
 _p.add_argument("--d", type=int, default=512)
 _p.add_argument("--n-rbf", type=int, default=2_000)
 _p.add_argument("--repeat", type=int, default=3)
+_p.add_argument("--n-small", type=int, default=2_000, help="second, smaller n for the peer comparison")
+_p.add_argument("--peer-timeout", type=float, default=120.0, help="seconds per peer call (its own subprocess)")
 _p.add_argument("--no-peers", action="store_true")
 ARGS = _p.parse_args() if __name__ == "__main__" else _p.parse_args([])
 for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -185,87 +187,131 @@ def ensure_peer_venv() -> dict[str, str]:
     return status
 
 
-PEER_CODE = r'''
-import json, os, sys, time
+# One subprocess per peer call, with a timeout. Both sides read the same float64 arrays from .npy files
+# in one temp dir; the univ side is timed in this process right before each peer call (back to back, so
+# load from other jobs on the shared box hits both sides alike).
+
+PEER_RUNNER = r"""
+import json, sys, time
 import numpy as np
 import torch
 torch.set_num_threads(int(sys.argv[2]))
-X = np.load(sys.argv[1] + "/X.npy"); Y = np.load(sys.argv[1] + "/Y.npy")
-Xr = np.load(sys.argv[1] + "/Xr.npy"); Yr = np.load(sys.argv[1] + "/Yr.npy")
-repeat = int(sys.argv[3]); out = []
+A = np.load(sys.argv[1] + "/" + sys.argv[3] + ".npy"); B = np.load(sys.argv[1] + "/" + sys.argv[4] + ".npy")
+repeat, code = int(sys.argv[5]), sys.argv[6]
+ns = {"A": A, "B": B, "np": np, "torch": torch}
+exec(code, ns)  # imports the peer, defines fn() (setup such as tensor conversion is not timed)
+fn, best, val, calls, spent = ns["fn"], float("inf"), None, 0, 0.0
+while calls < repeat and not (calls and spent > 10.0):  # a slow peer is called once, not `repeat` times
+    t0 = time.perf_counter(); val = float(fn()); dt = time.perf_counter() - t0
+    best, calls, spent = min(best, dt), calls + 1, spent + dt
+print("@@" + json.dumps({"value": val, "seconds": best, "calls": calls}))
+"""
 
-def bench(metric, impl, fn):
-    best, val = float("inf"), None
-    try:
-        for _ in range(repeat):
-            t0 = time.perf_counter(); val = float(fn()); best = min(best, time.perf_counter() - t0)
-        out.append({"metric": metric, "impl": impl, "value": val, "seconds": best})
-    except Exception as e:  # a peer's failure is a result too
-        out.append({"metric": metric, "impl": impl, "value": float("nan"), "seconds": float("nan"),
-                    "note": f"{type(e).__name__}: {str(e)[:150]}"})
-
-PEERS_CODE
-
-print("@@" + json.dumps(out))
-'''
-
-PEER_SNIPPETS = {
-    "ckatorch": r'''
-try:
-    import ckatorch
-    Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
-    bench("linear_cka", "ckatorch", lambda: ckatorch.cka_base(Xt, Yt, kernel="linear"))
-    Xrt, Yrt = torch.from_numpy(Xr), torch.from_numpy(Yr)
-    bench("rbf_cka", "ckatorch", lambda: ckatorch.cka_base(Xrt, Yrt, kernel="rbf", threshold=0.8))
-except ImportError as e:
-    out.append({"metric": "linear_cka", "impl": "ckatorch", "note": str(e)})
-''',
-    "rsatoolbox": r'''
-try:
-    import rsatoolbox
-    def rsa():
-        a = rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(Xr), method="correlation")
-        b = rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(Yr), method="correlation")
-        return rsatoolbox.rdm.compare(a, b, method="spearman")[0, 0]
-    bench("rsa", "rsatoolbox", rsa)
-except ImportError as e:
-    out.append({"metric": "rsa", "impl": "rsatoolbox", "note": str(e)})
-''',
-    "cca-zoo": r'''
-try:
-    from cca_zoo.linear import CCA
-    k = min(X.shape[1], Y.shape[1])
-    bench("cca", "cca-zoo CCA.score", lambda: CCA(n_components=k).fit([X, Y]).score([X, Y]))
-except ImportError as e:
-    out.append({"metric": "cca", "impl": "cca-zoo", "note": str(e)})
-''',
-    "repsim": r'''
-try:
-    import repsim
-    bench("linear_cka", "repsim", lambda: repsim.cka([X, Y], kernel_type="linear")[0, 1])
-    bench("svcca", "repsim (Yanai summary)", lambda: repsim.svcca([X, Y])[0, 1])
-    bench("pwcca", "repsim", lambda: repsim.pwcca([X, Y])[0, 1])
-except ImportError as e:
-    out.append({"metric": "linear_cka", "impl": "repsim", "note": str(e)})
-''',
-}
+# (peer, metric, univ call, peer label, peer code defining fn(), convention note).
+# The univ call and the peer see the same (A, B).
+PEER_JOBS = [
+    ("ckatorch", "linear_cka", lambda A, B: sim.linear_cka(A, B), "ckatorch cka_base(linear)",
+     "import ckatorch\nAt, Bt = torch.from_numpy(A), torch.from_numpy(B)\n"
+     "fn = lambda: ckatorch.cka_base(At, Bt, kernel='linear')",
+     "same convention (biased HSIC); peer builds two n x n Gram matrices"),
+    ("ckatorch", "linear_cka_debiased", lambda A, B: sim.linear_cka(A, B, debiased=True),
+     "ckatorch cka_base(linear, unbiased=True)",
+     "import ckatorch\nAt, Bt = torch.from_numpy(A), torch.from_numpy(B)\n"
+     "fn = lambda: ckatorch.cka_base(At, Bt, kernel='linear', unbiased=True)",
+     "same convention (unbiased HSIC, Song et al.); n x n Grams"),
+    ("ckatorch", "rbf_cka", lambda A, B: sim.rbf_cka(A, B, threshold=0.8), "ckatorch cka_base(rbf, threshold=0.8)",
+     "import ckatorch\nAt, Bt = torch.from_numpy(A), torch.from_numpy(B)\n"
+     "fn = lambda: ckatorch.cka_base(At, Bt, kernel='rbf', threshold=0.8)",
+     "same convention (Kornblith: sigma = 0.8 x sqrt(median squared distance))"),
+    ("repsim", "linear_cka", lambda A, B: sim.linear_cka(A, B), "repsim cka(linear, gretton)",
+     "import repsim\nfn = lambda: repsim.cka([A, B], kernel_type='linear', estimator='gretton')[0, 1]",
+     "same convention (Gretton = biased HSIC)"),
+    ("repsim", "linear_cka_debiased", lambda A, B: sim.linear_cka(A, B, debiased=True), "repsim cka(linear, song)",
+     "import repsim\nfn = lambda: repsim.cka([A, B], kernel_type='linear', estimator='song')[0, 1]",
+     "nominally the same estimator (Song et al. unbiased HSIC) but repsim's value DIFFERS (0.03-0.07 in a "
+     "small test) while ckatorch's unbiased CKA matches univ to ~1e-15: repsim's debiasing recipe differs"),
+    ("repsim", "svcca", lambda A, B: sim.svcca(A, B), "repsim svcca (Yanai GCD summary)",
+     "import repsim\nfn = lambda: repsim.svcca([A, B])[0, 1]",
+     "DIFFERENT summary: repsim reports Yanai's GCD of the CCA subspaces, univ the mean rho "
+     "(google/svcca); |diff| is not an error"),
+    ("repsim", "pwcca", lambda A, B: sim.pwcca(A, B), "repsim pwcca",
+     "import repsim\nfn = lambda: repsim.pwcca([A, B])[0, 1]",
+     "Morcos et al. PWCCA; repsim's weighting/sign recipe may differ from google/svcca's (univ follows google)"),
+    ("cca-zoo", "cca", lambda A, B: sim.cca(A, B).mean, "cca-zoo CCA(n_components=d).fit().score()",
+     "from cca_zoo.linear import CCA\nk = min(A.shape[1], B.shape[1])\n"
+     "fn = lambda: CCA(n_components=k).fit([A, B]).score([A, B])",
+     "same quantity (mean canonical correlation), fit by cca-zoo's own solver"),
+    ("rsatoolbox", "rsa", lambda A, B: sim.rsa(A, B), "rsatoolbox calc_rdm(correlation) + compare(spearman)",
+     "import rsatoolbox\n"
+     "def fn():\n"
+     "    a = rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(A), method='correlation')\n"
+     "    b = rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(B), method='correlation')\n"
+     "    return rsatoolbox.rdm.compare(a, b, method='spearman')[0, 0]",
+     "same convention (correlation RDM, Spearman with ties averaged)"),
+]
+# torch-cka installs but compares two nn.Modules over a DataLoader, not two arrays: not timed.
+NOT_TIMED = {"torch-cka": "skipped: API compares two nn.Modules over a DataLoader, not two arrays"}
+KERNEL_METRICS = {"rbf_cka", "rsa"}  # run at n_rbf (the O(n^2)-by-design metrics)
 
 
-def run_peers(X, Y, Xr, Yr, status: dict[str, str]) -> list[dict]:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for name, arr in (("X", X), ("Y", Y), ("Xr", Xr), ("Yr", Yr)):
-        np.save(RESULTS / f"{name}.npy", arr)
-    code = PEER_CODE.replace("PEERS_CODE", "\n".join(s for p, s in PEER_SNIPPETS.items() if status.get(p) == "ok"))
-    script = RESULTS / "_peers.py"
-    script.write_text(code)
-    env = {**os.environ, "OMP_NUM_THREADS": str(ARGS.threads)}
-    res = subprocess.run([str(PEER_VENV / "bin" / "python"), str(script), str(RESULTS), str(ARGS.threads),
-                          str(ARGS.repeat)], capture_output=True, text=True, env=env)
-    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("@@")]
-    if not lines:
-        print("peer run failed:", res.stderr[-2000:])
-        return []
-    return json.loads(lines[-1][2:])
+def run_peers(arrays: dict[str, np.ndarray], status: dict[str, str]) -> list[dict]:
+    """Every PEER_JOB at the full size (n, or n_rbf for kernel metrics) and, for the rest, also at
+    n_small; one subprocess per call, killed after ARGS.peer_timeout seconds."""
+    import tempfile
+
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="univ-sim-"))
+    for name, arr in arrays.items():
+        np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr, dtype=np.float64))
+    runner = tmp / "_peer.py"
+    runner.write_text(PEER_RUNNER)
+    env = {**os.environ, **{v: str(ARGS.threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                            "OPENBLAS_NUM_THREADS")}}
+    for peer, metric, ours, label, code, note in PEER_JOBS:
+        if status.get(peer) != "ok":
+            rows.append({"metric": metric, "impl": label, "note": f"{peer} {status.get(peer, 'not installed')}"})
+            continue
+        pairs = [("Xr", "Yr")] if metric in KERNEL_METRICS else [("Xs", "Ys"), ("X", "Y")]
+        for a, b in pairs:
+            A, B = np.load(tmp / f"{a}.npy"), np.load(tmp / f"{b}.npy")
+            u_val, u_t = best_time(lambda f=ours, A=A, B=B: f(A, B), ARGS.repeat)
+            row = {"metric": metric, "n": A.shape[0], "d": A.shape[1], "univ_seconds": u_t, "univ_value": u_val,
+                   "impl": label, "note": note}
+            t0 = time.perf_counter()
+            try:
+                res = subprocess.run([str(PEER_VENV / "bin" / "python"), str(runner), str(tmp), str(ARGS.threads),
+                                      a, b, str(ARGS.repeat), code], capture_output=True, text=True, env=env,
+                                     timeout=ARGS.peer_timeout)
+                lines = [ln for ln in res.stdout.splitlines() if ln.startswith("@@")]
+                if lines:
+                    row.update(json.loads(lines[-1][2:]))
+                else:
+                    err = (res.stderr.strip().splitlines() or ["no output"])[-1][:200]
+                    row["note"] = f"FAILED (rc {res.returncode}): {err}"
+            except subprocess.TimeoutExpired:
+                row["note"] = (f"TIMED OUT: no result within {ARGS.peer_timeout:.0f} s "
+                               f"(wall {time.perf_counter() - t0:.0f} s incl. import); " + note)
+            if "seconds" in row:
+                row["ratio_peer_over_univ"] = row["seconds"] / u_t
+                row["abs_diff"] = abs(row["value"] - u_val)
+            rows.append(row)
+            print(f"  {metric:20s} n={row['n']:>6} {label:45s} univ {u_t:8.3f}s  peer "
+                  f"{row.get('seconds', float('nan')):8.3f}s  |diff| {row.get('abs_diff', float('nan')):.3g}"
+                  + ("" if "seconds" in row else "  " + row["note"][:60]), flush=True)
+    for f in tmp.iterdir():
+        f.unlink()
+    tmp.rmdir()
+    return rows
+
+
+def machine() -> str:
+    import platform
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    return (f"{cpu}, {os.cpu_count()} cores (shared box: other CPU-heavy jobs may run), "
+            f"load avg {os.getloadavg()[0]:.2f}; python {platform.python_version()}, torch {torch.__version__}, "
+            f"numpy {np.__version__}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -311,23 +357,36 @@ def main() -> None:
     add("rsa", "scipy", lambda: scipy_rsa(Xr, Yr))
     add("mutual_knn", "univ", lambda: sim.mutual_knn(X, Y, k=10))
     add("mutual_knn", "torch argsort (platonic-rep recipe)", lambda: torch_mutual_knn_argsort(X, Y, k=10))
-    peer_status = {}
-    if not ARGS.no_peers:
-        peer_status = ensure_peer_venv()
-        rows += run_peers(X, Y, Xr, Yr, peer_status)
-
     df = pd.DataFrame(rows)
     ours = df[df.impl == "univ"].set_index("metric")
     df["abs_diff_vs_univ"] = [abs(r.value - ours.value.get(r.metric, np.nan)) for r in df.itertuples()]
-    df["univ_speedup"] = [r.seconds / ours.seconds.get(r.metric, np.nan) for r in df.itertuples()]
+    df["ratio_over_univ"] = [r.seconds / ours.seconds.get(r.metric, np.nan) for r in df.itertuples()]
     RESULTS.mkdir(parents=True, exist_ok=True)
     df.to_csv(RESULTS / "similarity.csv", index=False)
-    print(f"threads={ARGS.threads}  n={n}  d={d}  (rbf/rsa n={ARGS.n_rbf})  best of {ARGS.repeat}  "
-          f"torch {torch.__version__}  numpy {np.__version__}")
+    print(f"machine: {machine()}")
+    print(f"threads={ARGS.threads} (OMP/MKL/OPENBLAS_NUM_THREADS, torch.set_num_threads)  n={n}  d={d}  "
+          f"(rbf/rsa n={ARGS.n_rbf})  best of {ARGS.repeat}  ratio = other time / univ time")
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
-    if peer_status:
-        print("peers:", json.dumps(peer_status, indent=1))
+
+    if ARGS.no_peers:
+        return
+    status = {**ensure_peer_venv(), **NOT_TIMED}
+    print(f"\npeers (benchmarks/.venv-sim), one subprocess per call, timeout {ARGS.peer_timeout:.0f} s, "
+          f"threads={ARGS.threads} on both sides; univ timed right before each peer call on the same .npy arrays")
+    ns = ARGS.n_small
+    prow = run_peers({"X": X, "Y": Y, "Xr": Xr, "Yr": Yr, "Xs": X[:ns], "Ys": Y[:ns]}, status)
+    pdf = pd.DataFrame(prow)
+    pdf.to_csv(RESULTS / "similarity_peers.csv", index=False)
+    cols = ["metric", "n", "d", "univ_seconds", "impl", "seconds", "calls", "ratio_peer_over_univ", "univ_value",
+            "value", "abs_diff"]
+    print(f"\nmachine: {machine()}")
+    with pd.option_context("display.width", 250, "display.max_colwidth", 50):
+        print(pdf[[c for c in cols if c in pdf]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print("notes:")
+    for r in pdf.itertuples():
+        print(f"  {r.metric} n={getattr(r, 'n', '')} {r.impl}: {r.note}")
+    print("peer install status:", json.dumps(status))
 
 
 if __name__ == "__main__":
