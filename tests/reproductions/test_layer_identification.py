@@ -1,0 +1,37 @@
+"""Building blocks of analyses/layer_identification.py (Kornblith et al. 2019, Table 2) on tiny inputs."""
+
+import numpy as np
+import pytest
+import torch
+
+import univ
+from analyses.layer_identification import Config, PlainCNN1d, identification
+
+
+def test_plain_cnn_layers_are_flattened_relu_outputs_at_shrinking_resolution():
+    torch.manual_seed(0)
+    model = PlainCNN1d(channels=4, length=40, n_classes=10).eval()
+    x = torch.randn(7, 1, 40)
+    assert model(x).shape == (7, 10)
+    acts = univ.capture(model, x, names=model.layers, reduce="flatten")
+    assert [a.shape[1] for a in acts.values()] == [80, 80, 40, 40, 20, 20]
+    assert all(bool((a >= 0).all()) for a in acts.values())
+
+
+def test_identification_counts_argmax_on_the_diagonal():
+    N, L = 3, 4
+    S = np.zeros((N, N, L, L))
+    S[:, :] = np.eye(L)
+    S[0, 1, 2] = [0, 0, 0, 1]  # one miss: layer 2 of net 0 matched to layer 3 of net 1
+    acc, per_layer = identification(S)
+    assert acc == pytest.approx(1 - 1 / (N * (N - 1) * L))
+    assert per_layer[2] == pytest.approx(1 - 1 / (N * (N - 1)))
+
+
+def test_config_defaults_and_validation():
+    assert Config().effective()["channels"] == 32
+    assert Config(arch="cnn1d").effective()["channels"] == 16
+    with pytest.raises(ValueError, match="strides"):
+        Config(strides=(1,))
+    with pytest.raises(ValueError, match="metrics"):
+        Config(metrics=("nope",))
