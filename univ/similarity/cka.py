@@ -54,7 +54,7 @@ def _sample_space(n: int, d1: int, d2: int) -> bool:
     return n * n * (d1 + d2) < n * (d1 + d2) ** 2 / 2  # n x n Grams are cheaper only when n << d
 
 
-def _mixed_terms(X: torch.Tensor, Y: torch.Tensor, chunk: int = 4096):
+def _mixed_terms(X: torch.Tensor, Y: torch.Tensor, chunk: int = 4096, row_norms: bool = True):
     """The feature-space terms of :func:`_linear_terms` from UNcentred float64 X, Y: each row chunk is
     centred in float64 and multiplied in float32, products accumulated in float64 (never materialising
     centred float64 copies). Also returns the centred rows' squared norms (for the debiased form)."""
@@ -65,8 +65,9 @@ def _mixed_terms(X: torch.Tensor, Y: torch.Tensor, chunk: int = 4096):
     on_cpu = X.device.type == "cpu"
     for i in range(0, X.shape[0], chunk):
         xc, yc = X[i:i + chunk] - mx, Y[i:i + chunk] - my
-        rx.append((xc * xc).sum(1))
-        ry.append((yc * yc).sum(1))
+        if row_norms:
+            rx.append((xc * xc).sum(1))
+            ry.append((yc * yc).sum(1))
         xs, ys = xc.float(), yc.float()
         C += (xs.T @ ys).double()
         if on_cpu:  # numpy's A.T @ A dispatches to BLAS syrk (half a gemm); torch has no syrk
@@ -76,7 +77,8 @@ def _mixed_terms(X: torch.Tensor, Y: torch.Tensor, chunk: int = 4096):
         else:
             Gx += gram(xs).double()
             Gy += gram(ys).double()
-    return (C * C).sum(), (Gx * Gx).sum(), (Gy * Gy).sum(), torch.cat(rx), torch.cat(ry)
+    norms = (torch.cat(rx), torch.cat(ry)) if row_norms else (None, None)
+    return (C * C).sum(), (Gx * Gx).sum(), (Gy * Gy).sum(), *norms
 
 
 def linear_cka(X, Y, debiased: bool = False, device=None, precision: str = "float64") -> float:
@@ -92,11 +94,12 @@ def linear_cka(X, Y, debiased: bool = False, device=None, precision: str = "floa
     X, Y = pair(X, Y, min_rows=4 if debiased else 2, device=device)
     n = X.shape[0]
     if precision == "mixed" and not _sample_space(n, X.shape[1], Y.shape[1]):
-        xty, xx, yy, rx, ry = _mixed_terms(X, Y)
+        xty, xx, yy, rx, ry = _mixed_terms(X, Y, row_norms=debiased)
     else:
         Xc, Yc = center(X), center(Y)
         xty, xx, yy = _linear_terms(Xc, Yc)
-        rx, ry = (Xc * Xc).sum(1), (Yc * Yc).sum(1)
+        if debiased:
+            rx, ry = (Xc * Xc).sum(1), (Yc * Yc).sum(1)
     if debiased:
         sx, sy = rx.sum(), ry.sum()
         xty, xx, yy = _debias(xty, rx, ry, sx, sy, n), _debias(xx, rx, rx, sx, sx, n), \
