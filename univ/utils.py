@@ -82,12 +82,16 @@ def pin_threads(n: int) -> None:
 _BLAS_CONTROLLER = None
 
 
-def one_blas_thread():
-    """Context manager limiting numpy's BLAS/LAPACK to one thread (for small matrices, where thread
-    start-up costs far more than the work)."""
+def blas_threads(n: int):
+    """Context manager limiting numpy's BLAS/LAPACK to ``n`` threads (e.g. torch's own thread count)."""
     global _BLAS_CONTROLLER
     from threadpoolctl import ThreadpoolController
 
     if _BLAS_CONTROLLER is None:
         _BLAS_CONTROLLER = ThreadpoolController()
-    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+    return _BLAS_CONTROLLER.limit(limits=max(1, int(n)), user_api="blas")
+
+
+def one_blas_thread():
+    """One BLAS thread: for small matrices, where thread start-up costs far more than the work."""
+    return blas_threads(1)

@@ -64,11 +64,13 @@ def _mixed_terms(X: torch.Tensor, Y: torch.Tensor, chunk: int = 4096, row_norms:
     rx, ry = [], []
     on_cpu = X.device.type == "cpu"
     for i in range(0, X.shape[0], chunk):
-        xc, yc = X[i:i + chunk] - mx, Y[i:i + chunk] - my
         if row_norms:
+            xc, yc = X[i:i + chunk] - mx, Y[i:i + chunk] - my
             rx.append((xc * xc).sum(1))
             ry.append((yc * yc).sum(1))
-        xs, ys = xc.float(), yc.float()
+            xs, ys = xc.float(), yc.float()
+        else:  # centre in float32 against the float64 mean: one pass, error ~eps32 * |mean| / std
+            xs, ys = X[i:i + chunk].float() - mx.float(), Y[i:i + chunk].float() - my.float()
         C += (xs.T @ ys).double()
         if on_cpu:  # numpy's A.T @ A dispatches to BLAS syrk (half a gemm); torch has no syrk
             xn, yn = xs.numpy(), ys.numpy()
