@@ -112,6 +112,39 @@ class CNN(ZooModel):
         return self.out(self.act3(self.fc1(h)))
 
 
+class PlainCNN(ZooModel):
+    """Kornblith et al.'s plain CNN (2-D for images, 1-D for signals): one conv -> BatchNorm -> ReLU per
+    entry of ``strides`` (a stride of 2 halves the resolution), global average pooling, a linear readout.
+
+    Hookable modules: ``features.{3i}`` (conv), ``features.{3i+2}`` (ReLU; these are ``layers``), ``out``.
+    """
+
+    name = "plain_cnn"
+
+    def __init__(self, input_shape: Sequence[int] = (1, 40), channels: int = 32,
+                 strides: Sequence[int] = (2, 1, 2, 1, 2, 1), n_classes: int = 10, kernel_size: int = 3):
+        super().__init__(input_shape)
+        if len(self.input_shape) not in (2, 3):
+            raise ValueError(f"input_shape: PlainCNN needs (C, L) or (C, H, W), got {self.input_shape}")
+        if not strides or any(int(st) < 1 for st in strides):
+            raise ValueError(f"strides: need at least one stride >= 1, got {list(strides)}")
+        self.config = {"input_shape": list(self.input_shape), "channels": int(channels),
+                       "strides": [int(st) for st in strides], "n_classes": int(n_classes),
+                       "kernel_size": int(kernel_size)}
+        conv, bn = (nn.Conv2d, nn.BatchNorm2d) if len(self.input_shape) == 3 else (nn.Conv1d, nn.BatchNorm1d)
+        mods, c = [], self.input_shape[0]
+        for st in strides:
+            mods += [conv(c, channels, kernel_size, stride=int(st), padding=kernel_size // 2), bn(channels),
+                     nn.ReLU()]
+            c = channels
+        self.features = nn.Sequential(*mods)
+        self.out = nn.Linear(channels, n_classes)
+        self.layers = [f"features.{i}" for i, m in enumerate(mods) if isinstance(m, nn.ReLU)] + ["out"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(self._as_input(x)).flatten(2).mean(2))
+
+
 def _bridge(d_model: int, n_layers: int, n_heads: int, n_ctx: int, d_vocab: int, d_out: int, seed: int,
             d_mlp: int | None = None):
     from transformer_lens import TransformerBridge, TransformerBridgeConfig
@@ -210,7 +243,8 @@ class TokenTransformer(ZooModel):
 
 
 MODELS: dict[str, type[ZooModel]] = {
-    "mlp": MLP, "cnn": CNN, "transformer": PatchTransformer, "token_transformer": TokenTransformer,
+    "mlp": MLP, "cnn": CNN, "plain_cnn": PlainCNN, "transformer": PatchTransformer,
+    "token_transformer": TokenTransformer,
 }
 
 

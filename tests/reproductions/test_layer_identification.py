@@ -5,15 +5,15 @@ import pytest
 import torch
 
 import univ
-from analyses.layer_identification import Config, PlainCNN1d, identification
+from analyses.layer_identification import Config, identification
+from univ.models import build_model
 
 
 def test_plain_cnn_layers_are_flattened_relu_outputs_at_shrinking_resolution():
-    torch.manual_seed(0)
-    model = PlainCNN1d(channels=4, length=40, n_classes=10).eval()
+    model = build_model("plain_cnn", input_shape=(1, 40), channels=4, seed=0).eval()
     x = torch.randn(7, 1, 40)
     assert model(x).shape == (7, 10)
-    acts = univ.capture(model, x, names=model.layers, reduce="flatten")
+    acts = univ.capture(model, x, names=model.layers[:-1], reduce="flatten")
     assert [a.shape[1] for a in acts.values()] == [80, 80, 40, 40, 20, 20]
     assert all(bool((a >= 0).all()) for a in acts.values())
 
@@ -30,7 +30,6 @@ def test_identification_counts_argmax_on_the_diagonal():
 
 def test_config_defaults_and_validation():
     assert Config().effective()["channels"] == 32
-    assert Config(arch="cnn1d").effective()["channels"] == 16
     with pytest.raises(ValueError, match="strides"):
         Config(strides=(1,))
     with pytest.raises(ValueError, match="metrics"):
