@@ -105,6 +105,25 @@ def build_config(module, overrides: dict[str, str], quick: bool = False):
     return cls(**values)
 
 
+def field_docs(cls) -> dict[str, str]:
+    """Each dataclass field's docstring (the string literal under it), read from the class source."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr) \
+                and isinstance(getattr(nxt, "value", None), ast.Constant) and isinstance(nxt.value.value, str):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
 def _parse_extra(extra: list[str]) -> dict[str, str]:
     out, i = {}, 0
     while i < len(extra):
@@ -146,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "config":
             mod = load_analysis(args.name)
+            docs = field_docs(mod.Config)
             for f in dataclasses.fields(mod.Config):
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                print(f"--{f.name.replace('_', '-'):24s} {default!r}")
+                print(f"--{f.name.replace('_', '-'):22s} {default!r:24s} {docs.get(f.name, '')}")
             return 0
         if extra and args.command != "run":
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

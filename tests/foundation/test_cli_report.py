@@ -71,3 +71,9 @@ def test_unwritable_output_folder(tmp_path):
     blocker.write_text("x")
     with pytest.raises(ValueError, match="out: cannot write"):
         report.check_writable(blocker / "sub")
+
+
+def test_config_command_shows_defaults_and_field_docs(capsys):
+    assert main(["config", "universality"]) == 0
+    out = capsys.readouterr().out
+    assert "--seeds" in out and "Trained networks per architecture" in out
