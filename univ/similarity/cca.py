@@ -142,9 +142,10 @@ def pwcca_side(X: torch.Tensor, epsilon: float = 1e-10, name: str = "X") -> PWCC
     if scale <= 0:
         raise ValueError(f"{name}: has zero variance; PWCCA is undefined")
     keep = torch.diagonal(C) / (n - 1) / scale >= epsilon
-    C = C[keep][:, keep]
+    if not bool(keep.all()):  # boolean indexing copies (n, d): only when something is cut
+        C, Xc, m = C[keep][:, keep], Xc[:, keep], m[keep]
     S = C / (n - 1) / scale + epsilon * torch.eye(C.shape[0], dtype=C.dtype, device=C.device)
-    return PWCCASide(name, X, Xc[:, keep], m[keep], C, keep, _inv_sqrt_psd(S) / np.sqrt(scale))
+    return PWCCASide(name, X, Xc, m, C, keep, _inv_sqrt_psd(S) / np.sqrt(scale))
 
 
 def pwcca_from_sides(sx: PWCCASide, sy: PWCCASide) -> float:
@@ -171,7 +172,7 @@ def pwcca_from_sides(sx: PWCCASide, sy: PWCCASide) -> float:
     else:  # rank-deficient directions: fall back to the explicit QR, as google does
         D = u.T @ a.centered.T + mA[:, None]
         P, _ = torch.linalg.qr(D.T)
-        proj = P.T @ a.raw[:, a.keep]
+        proj = P.T @ (a.raw if bool(a.keep.all()) else a.raw[:, a.keep])
     weights = proj.abs().sum(1)
     weights = weights / weights.sum()
     return float((weights[: rho.numel()] * rho).sum().clamp(0.0, 1.0))
