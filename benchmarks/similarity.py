@@ -26,6 +26,9 @@ _p.add_argument("--repeat", type=int, default=3)
 _p.add_argument("--n-small", type=int, default=2_000, help="second, smaller n for the peer comparison")
 _p.add_argument("--peer-timeout", type=float, default=120.0, help="seconds per peer call (its own subprocess)")
 _p.add_argument("--no-peers", action="store_true")
+_p.add_argument("--paired-rounds", type=int, default=15,
+                help="interleaved rounds for the linear-CKA speed ratio (the machine is noisy: a ratio from "
+                     "one best-of-3 pair can swing between 1.4x and 2.1x)")
 ARGS = _p.parse_args() if __name__ == "__main__" else _p.parse_args([])
 for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_v] = str(ARGS.threads)
@@ -49,6 +52,24 @@ PEER_VENV = HERE / ".venv-sim"
 TORCH_PIN = "torch==2.13.0"
 PEERS = ["ckatorch", "rsatoolbox", "cca-zoo", "repsim", "torch-cka"]
 # torch-cka installs, but it compares two nn.Modules over a DataLoader, not two arrays: not timed here
+
+
+def paired_ratios(base, fns: dict, rounds: int) -> dict:
+    """Time ``base`` and each of ``fns`` in interleaved rounds; per name, the per-round ratios
+    base time / fn time (so load changes hit both sides of a ratio alike)."""
+    base()
+    for fn in fns.values():
+        fn()
+    ratios = {name: [] for name in fns}
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        base()
+        tb = time.perf_counter() - t0
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            ratios[name].append(tb / (time.perf_counter() - t0))
+    return ratios
 
 
 def best_time(fn, repeat: int):
@@ -368,6 +389,14 @@ def main() -> None:
           f"(rbf/rsa n={ARGS.n_rbf})  best of {ARGS.repeat}  ratio = other time / univ time")
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+    ratios = paired_ratios(lambda: np_linear_cka(X, Y), {
+        "float64": lambda: sim.linear_cka(X, Y),
+        "precision='mixed'": lambda: sim.linear_cka(X, Y, precision="mixed")}, ARGS.paired_rounds)
+    print(f"\nlinear CKA speed-up over the numpy float64 formula, {ARGS.paired_rounds} interleaved rounds "
+          f"(numpy time / univ time per round):")
+    for name, r in ratios.items():
+        q = np.percentile(r, [0, 25, 50, 75, 100])
+        print(f"  univ {name:20s} median {q[2]:.2f}x  (quartiles {q[1]:.2f}-{q[3]:.2f}, range {q[0]:.2f}-{q[4]:.2f})")
 
     if ARGS.no_peers:
         return

@@ -1,5 +1,6 @@
 """Known answers: Kornblith et al.'s CKA demo and the reference implementations' values."""
 
+import math
 import json
 from pathlib import Path
 
@@ -123,3 +124,40 @@ def test_mixed_precision_multi_chunk_with_large_offset():
     for debiased in (False, True):
         exact = sim.linear_cka(X, Y, debiased=debiased)
         assert sim.linear_cka(X, Y, debiased=debiased, precision="mixed") == pytest.approx(exact, abs=1e-6)
+
+
+def _brute_knn_scores(X: torch.Tensor, k: int) -> torch.Tensor:
+    """Sorted float64 scores of each row's true top-k (self excluded): compares neighbour SETS up to
+    exact ties, whose members are interchangeable."""
+    S = X @ X.T
+    S.fill_diagonal_(-math.inf)
+    return torch.topk(S, k, dim=1).values.sort(1).values
+
+
+@pytest.mark.parametrize("kind", ["gauss", "duplicates", "near_ties", "integers", "sparse", "huge", "tiny"])
+def test_knn_indices_equal_float64_sets(kind):
+    # several row blocks (chunk=64), including rows whose float32 top-k is ambiguous (near-ties that
+    # only float64 resolves, exact ties from duplicated rows and integer data) and values that would
+    # under/overflow float32 unscaled
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(300, 24, generator=g, dtype=torch.float64)
+    if kind == "duplicates":
+        X[150:] = X[:150]
+    elif kind == "near_ties":  # 80 rows float32 cannot tell apart, but float64 can
+        X[1:81] = X[1] + 1e-9 * torch.randn(80, 24, generator=g, dtype=torch.float64)
+    elif kind == "integers":
+        X = torch.randint(0, 3, (300, 24), generator=g).double()
+    elif kind == "sparse":
+        X = torch.relu(X - 1.5)
+    elif kind == "huge":
+        X = X * 1e150
+    elif kind == "tiny":
+        X = X * 1e-150
+    for k in (1, 7, 40, 299):
+        idx = sim.knn_indices(X, k, chunk=64)
+        assert idx.shape == (300, k)
+        assert bool((idx != torch.arange(300)[:, None]).all())  # self is never a neighbour
+        assert all(len(set(row.tolist())) == k for row in idx)  # no index twice
+        S = X @ X.T
+        got = torch.gather(S, 1, idx).sort(1).values
+        assert torch.equal(got, _brute_knn_scores(X, k))
