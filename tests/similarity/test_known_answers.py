@@ -1,7 +1,7 @@
 """Known answers: Kornblith et al.'s CKA demo and the reference implementations' values."""
 
-import math
 import json
+import math
 from pathlib import Path
 
 import numpy as np

@@ -88,7 +88,8 @@ def linear_cka(X, Y, debiased: bool = False, device=None, precision: str = "floa
 
     ``debiased=True`` uses unbiased HSIC (needs n >= 4; the value may be slightly negative).
     ``precision="mixed"`` centres each row chunk in float64 but forms the (d, d) products in float32,
-    accumulated in float64: about twice as fast on CPU, |error| typically ~1e-8 (not exact; the
+    accumulated in float64: 1.2-2.2x faster than float64 on the CPU (median
+    1.7x against numpy at n = 10,000, d = 512, one thread), |error| typically ~1e-8 (not exact; the
     default "float64" agrees with :class:`StreamingLinearCKA` to ~1e-12).
     Invariant to orthogonal maps, isotropic scaling and translation of either side; symmetric.
     """
