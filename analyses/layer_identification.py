@@ -42,38 +42,43 @@ DEFAULT_METRICS = tuple(m for m in METRIC_NAMES if m != "rsa")
 _MEMO: dict = {}  # per run: CCA results (shared by cca_rho and cca_r2) and each layer's kNN indices
 
 
+def _memo(tag: str, fn, *layers):
+    """fn(), computed once per (tag, layers). Keyed by the layers' ids; the layers are stored with the
+    value and checked by identity, so a new tensor that reuses a freed one's id is not served stale."""
+    key = (tag, *map(id, layers))
+    hit = _MEMO.get(key)
+    if hit is None or any(a is not b for a, b in zip(hit[0], layers)):
+        hit = _MEMO[key] = (layers, fn())
+    return hit[1]
+
+
 def _basis(X, kind: str):
     """Orthonormal basis of a layer, computed once per run: its centred column span (CCA) or its
     top principal directions keeping 99% of the variance (SVCCA), exactly as sim.cca / sim.svcca."""
-    key = (kind, id(X))
-    if key not in _MEMO:
+    def compute():
         Xc = X - X.mean(0)
         if kind == "cca":
-            _MEMO[key] = _span_basis(Xc)
-        else:
-            B, _ = _pca_coefficients(Xc, 0.99)
-            _MEMO[key] = Xc @ B
-    return _MEMO[key]
+            return _span_basis(Xc)
+        B, _ = _pca_coefficients(Xc, 0.99)
+        return Xc @ B
+
+    return _memo(kind, compute, X)
 
 
 def _cca(X, Y):
     """sim.cca(X, Y) from the memoised bases (same numbers, without refactoring each layer per pair).
     The inputs were validated when captured, and run() checks n against Kornblith et al.'s Theorem 1."""
-    key = ("cca_pair", id(X), id(Y))
-    if key not in _MEMO:
+    def compute():
         rho = torch.linalg.svdvals(_basis(X, "cca").T @ _basis(Y, "cca")).clamp(0.0, 1.0)
-        _MEMO[key] = sim.CCAResult(rho.numpy(), float(rho.mean()), float((rho * rho).mean()))
-    return _MEMO[key]
+        return sim.CCAResult(rho.numpy(), float(rho.mean()), float((rho * rho).mean()))
+
+    return _memo("cca_pair", compute, X, Y)
 
 
 def _pwcca(X, Y):
     """sim.pwcca(X, Y) with each layer's side statistics (scatter, inverse square root) memoised."""
-    sides = []
-    for Z, name in ((X, "X"), (Y, "Y")):
-        key = ("pwcca_side", id(Z))
-        if key not in _MEMO:
-            _MEMO[key] = sim.pwcca_side(Z, name=name)
-        sides.append(_MEMO[key])
+    sides = [_memo("pwcca_side", lambda Z=Z, name=name: sim.pwcca_side(Z, name=name), Z)
+             for Z, name in ((X, "X"), (Y, "Y"))]
     return sim.pwcca_from_sides(*sides)
 
 
@@ -123,13 +128,9 @@ def _svcca(X, Y):
 
 def _mutual_knn(X, Y, k: int = 10):
     """sim.mutual_knn(X, Y, k), with each layer's neighbour indices computed once per run."""
-    idx = []
-    for Z in (X, Y):
-        key = ("knn", id(Z))
-        if key not in _MEMO:
-            sim.mutual_knn(Z, Z, k=k)  # validates Z the same way
-            _MEMO[key] = sim.knn_indices(Z.double(), k)
-        idx.append(_MEMO[key])
+    # the checks mutual_knn makes (2-D, finite, k < n), without computing it
+    idx = [_memo(f"knn{k}", lambda Z=Z: sim.knn_indices(univ._checks.as_matrix(Z, "activations", min_rows=k + 1), k), Z)
+           for Z in (X, Y)]
     return float((idx[0][:, :, None] == idx[1][:, None, :]).sum(dim=(1, 2)).double().mean() / k)
 
 

@@ -34,3 +34,16 @@ def test_config_defaults_and_validation():
         Config(strides=(1,))
     with pytest.raises(ValueError, match="metrics"):
         Config(metrics=("nope",))
+
+
+def test_memoised_mutual_knn_equals_the_library_metric():
+    from analyses import layer_identification as li
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(120, 9, generator=g)
+    Y = X @ torch.randn(9, 6, generator=g) + 0.5 * torch.randn(120, 6, generator=g)
+    assert li._mutual_knn(X, Y, k=5) == univ.similarity.mutual_knn(X, Y, k=5)
+    bad = X.clone()
+    bad[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        li._mutual_knn(bad, Y, k=5)
