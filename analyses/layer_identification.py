@@ -128,9 +128,10 @@ def _svcca(X, Y):
 
 def _mutual_knn(X, Y, k: int = 10):
     """sim.mutual_knn(X, Y, k), with each layer's neighbour indices computed once per run."""
-    # the checks mutual_knn makes (2-D, finite, k < n), without computing it
-    idx = [_memo(f"knn{k}", lambda Z=Z: sim.knn_indices(univ._checks.as_matrix(Z, "activations", min_rows=k + 1), k), Z)
-           for Z in (X, Y)]
+    def indices(Z):  # after the checks mutual_knn makes (2-D, finite, k < n), without computing it
+        return sim.knn_indices(univ._checks.as_matrix(Z, "activations", min_rows=k + 1), k)
+
+    idx = [_memo(f"knn{k}", lambda Z=Z: indices(Z), Z) for Z in (X, Y)]
     return float((idx[0][:, :, None] == idx[1][:, None, :]).sum(dim=(1, 2)).double().mean() / k)
 
 
