@@ -72,16 +72,22 @@ def test_evaluate_on_perfect_and_trained_sae():
     assert m.l0 == pytest.approx(4.0) and m.dead_fraction == 0.0
 
 
+def _identity_relu_sae(d: int):
+    """A ReLU SAE with 2d latents (x+ and x- per input dimension) that reconstructs its input exactly."""
+    sae = S.ReluSAE(d, 2 * d)
+    with torch.no_grad():
+        eye = torch.eye(d)
+        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+    return sae
+
+
 def test_spliced_accuracy_identity_and_broken():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
     x = torch.randn(200, 4)
     y = model(x).argmax(-1)
-    sae = S.ReluSAE(4, 8)
-    with torch.no_grad():
-        eye = torch.eye(4)
-        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
-        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+    sae = _identity_relu_sae(4)
     res = S.spliced_accuracy(model, sae, x, y, "0")
     assert res["clean"] == 1.0 and res["spliced"] == pytest.approx(1.0)
     with torch.no_grad():
@@ -112,10 +118,6 @@ def test_spliced_accuracy_on_a_transformerlens_hook_point():
     model = Tiny()
     x = torch.randn(64, 5, 3)
     y = model(x).argmax(-1)
-    sae = S.ReluSAE(4, 8)
-    with torch.no_grad():
-        eye = torch.eye(4)
-        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
-        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+    sae = _identity_relu_sae(4)
     res = S.spliced_accuracy(model, sae, x, y, "hook_resid")
     assert res["clean"] == 1.0 and res["spliced"] == pytest.approx(1.0)
