@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 import univ
 from univ.adversarial import matched_random, neuron_basis, pca_basis, pgd, project, random_orthonormal
 from univ.cache import cached_sae
+from univ.models import predict
 from univ.report import Report, heatmap
-from univ.train import predict
 
 SHARED_CORR = 0.7
 """A latent is 'shared' with another model when its best activation correlation there is >= this."""
@@ -132,10 +132,10 @@ def adversarial_stage(cfg, eff, entries, data, report: Report, saes: dict | None
     rows = []
     for e in tqdm(trained, desc="PGD"):
         adv[e.id] = pgd(e.model, x, y, eps=eps, norm="inf", steps=steps, bounds=data.bounds, seed=cfg.seed)
-        clean_ok[e.id] = predict(e.model, x).argmax(1) == y
-        fooled[e.id] = predict(e.model, adv[e.id]).argmax(1) != y
+        clean_ok[e.id] = predict(e.model, x) == y
+        fooled[e.id] = predict(e.model, adv[e.id]) != y
         rows.append({"model": e.id, "eps": eps, "steps": steps, "clean_acc": float(clean_ok[e.id].float().mean()),
-                     "random_sign_acc": float((predict(e.model, x_rand).argmax(1) == y).float().mean()),
+                     "random_sign_acc": float((predict(e.model, x_rand) == y).float().mean()),
                      "pgd_acc": float((~fooled[e.id]).float().mean())})
     report.add_table("attacks", pd.DataFrame(rows), f"L-inf PGD ({steps} steps, eps={eps:.3g}) on {n} test inputs. "
                      "`random_sign_acc`: accuracy under a random-sign perturbation of the same L-inf norm (the "

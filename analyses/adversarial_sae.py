@@ -25,6 +25,7 @@ import univ
 from univ import adversarial as adv
 from univ.adversarial import aligned
 from univ.cache import cached_model, cached_sae
+from univ.models import predict
 from univ.report import Report, heatmap
 from univ.train import TrainConfig
 
@@ -190,7 +191,7 @@ def _feature_attacks(name, model, layer, sae, x, y, x_adv, x_rand, chosen, eps) 
             xf = aligned.feature_attack(model, xs, layer, feat, increase=mode == "raise", eps=eps, steps=20)
             zf = codes(xf)[:, j]
             on = (lambda z: z > 0) if mode == "raise" else (lambda z: z == 0)
-            pred = adv.predict(model, xf)
+            pred = predict(model, xf)
             rows.append({"model": name, "latent": j, "class": cls, "class_share": float(lat.class_share),
                          "mode": mode, "n": int(sel.sum()), "success": float(on(zf).float().mean()),
                          "pgd_untargeted": float(on(z_adv[sel, j]).float().mean()),
@@ -212,7 +213,7 @@ def _analyse_subject(name, model, arch, data, x, y, cfg, eff, report_rows):
     acts_te = univ.capture(model, data.x_test, [layer])[layer]
     with torch.no_grad():
         fvu = float(univ.sae.fvu(acts_te, sae.decode(sae.encode(acts_te))))
-    ok = adv.predict(model, x) == y
+    ok = predict(model, x) == y
     xs, ys = x[ok], y[ok]
     x_adv = adv.pgd(model, xs, ys, eps=cfg.eps, steps=cfg.attack_steps, seed=cfg.seed)
     x_rand = adv.matched_random(xs, x_adv, seed=cfg.seed)
@@ -237,7 +238,7 @@ def _analyse_subject(name, model, arch, data, x, y, cfg, eff, report_rows):
              "random orthonormal": (adv.random_orthonormal(d, seed=cfg.seed), "lstsq")}
     rows = _concentration(name, sae, acts, bases, deltas, h0)
     per_sample = {(r["perturbation"], r["basis"]): r.pop("_per_sample") for r in rows if "_per_sample" in r}
-    y_adv = adv.predict(model, x_adv)
+    y_adv = predict(model, x_adv)
     with torch.no_grad():
         assoc = adv.latent_class_association(sae.encode(acts_tr.float()), data.y_train)
     hits = adv.most_changed_latents(sae, h0, acts["adv"], ys, y_adv, assoc=assoc, top=5).assign(model=name)

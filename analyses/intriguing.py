@@ -34,8 +34,9 @@ import univ
 from univ import bounds as B
 from univ.adversarial.lbfgs import SZEGEDY_TABLE1, lbfgs, rms_distortion
 from univ.cache import cached_model
+from univ.models import logits, predict
 from univ.report import Report, heatmap
-from univ.train import TrainConfig, predict
+from univ.train import TrainConfig
 
 # ------------------------------------------------------------------------------------------------
 # the paper's numbers (MNIST; Table 2 rows: examples made for, columns: model evaluated)
@@ -214,7 +215,7 @@ def attack_stage(models: dict, metrics: dict, data, cfg: Config, eff: dict, repo
     x, y = data.x_test[:eff["n_attack"]], data.y_test[:eff["n_attack"]]
     rows, adv = [], {}
     for name, model in tqdm(models.items(), desc="L-BFGS"):
-        ok = predict(model, x).argmax(1) == y
+        ok = predict(model, x) == y
         xs, ys = x[ok], y[ok]
         x_adv, info = lbfgs(model, xs, ys, search_steps=eff["search_steps"], maxiter=eff["maxiter"],
                             seed=cfg.seed, return_info=True)
@@ -249,7 +250,7 @@ def attack_stage(models: dict, metrics: dict, data, cfg: Config, eff: dict, repo
     long = []
     for src, (_, ys, xa, dist) in sources.items():
         for tgt, model in models.items():
-            err = float((predict(model, xa).argmax(1) != ys).float().mean())
+            err = float((predict(model, xa) != ys).float().mean())
             paper = PAPER_TABLE2.loc[src, tgt] if src in PAPER_TABLE2.index and tgt in PAPER_TABLE2 else np.nan
             long.append({"examples_for": src, "evaluated_on": tgt, "error": err, "paper_error": paper,
                          "av_distortion": dist})
@@ -291,8 +292,8 @@ def lipschitz_stage(models: dict, adv: dict, data, cfg: Config, eff: dict, repor
         sampled = B.sampled_ratios(model, pts, cfg.sample_radius, n_samples=64, seed=cfg.seed)
         # certified L2 radius from a global bound L: the logit gap f_y - f_j moves at most sqrt(2) L ||r||
         xs, ys, _, info = adv[name]
-        logits = predict(model, xs).double()
-        top2 = logits.topk(2, dim=1).values
+        logits_ = logits(model, xs).double()
+        top2 = logits_.topk(2, dim=1).values
         gap = (top2[:, 0] - top2[:, 1]).numpy()
         succ = info["success"].to_numpy()
         for r in SWEEP_RADII:

@@ -19,21 +19,21 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "data", "models", "train", "capture_mod", "similarity", "sae", "adversarial", "report", "utils",
+    "data", "models", "train", "activations", "registry", "similarity", "sae", "adversarial", "report", "utils",
     "pruning", "bounds", "cache", "purity",
 }
 
 
 def capture(*args, **kwargs):
-    """Activations of ``model`` at hook points ``names``: see :func:`univ.capture_mod.capture`."""
-    from .capture_mod import capture as _capture
+    """Activations of ``model`` at hook points ``names``: see :func:`univ.activations.capture`."""
+    from .activations import capture as _capture
 
     return _capture(*args, **kwargs)
 
 
 def hook_names(model):
-    """Every name :func:`capture` accepts for ``model``: see :func:`univ.capture_mod.hook_names`."""
-    from .capture_mod import hook_names as _hook_names
+    """Every name :func:`capture` accepts for ``model``: see :func:`univ.activations.hook_names`."""
+    from .activations import hook_names as _hook_names
 
     return _hook_names(model)
 

@@ -10,14 +10,72 @@ Every model
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from einops import rearrange
 from torch import nn
 
-from ._checks import unknown_name_error
+from ._checks import to_tensor
+from .registry import Registry
+
+# --------------------------------------------------------------------------------------------------
+# the model contract: how univ runs any nn.Module
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module of ``model`` in eval mode; restore each module's own mode on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, was_training in modes:
+            m.training = was_training
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (CPU for a parameterless model)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's floating parameters (None for a model without any)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+def as_model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The one input-dtype rule of capture, attacks and predictions: floating inputs are cast to the model's
+    parameter dtype (float64 numpy data into a float32 net); integer inputs (tokens) pass unchanged."""
+    dtype = model_dtype(model)
+    if x.is_floating_point() and dtype is not None and x.dtype != dtype:
+        return x.to(dtype)
+    return x
+
+
+@torch.no_grad()
+def logits(model: nn.Module, x, batch_size: int = 1024) -> torch.Tensor:
+    """The model's outputs (n, n_classes) on x: (n, ...), in eval mode (every module's mode restored),
+    batched, on the CPU."""
+    x = as_model_input(model, to_tensor(x, "x"))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: must be a positive integer, got {batch_size!r}")
+    dev = model_device(model)
+    with eval_mode(model):
+        outs = [model(x[i:i + batch_size].to(dev)) for i in range(0, len(x), batch_size)]
+    bad = next((o for o in outs if not isinstance(o, torch.Tensor)), None)
+    if bad is not None:
+        raise ValueError(f"model: expected its forward to return a logits tensor, got {type(bad).__name__}; "
+                         "wrap the model so that it returns the logits")
+    return torch.cat(outs).cpu()
+
+
+def predict(model: nn.Module, x, batch_size: int = 1024) -> torch.Tensor:
+    """Predicted labels (n,): the argmax of :func:`logits`."""
+    return logits(model, x, batch_size).argmax(1)
 
 
 class ZooModel(nn.Module):
@@ -242,17 +300,16 @@ class TokenTransformer(ZooModel):
         return self.bridge(x)[:, -1]
 
 
-MODELS: dict[str, type[ZooModel]] = {
+MODELS: Registry = Registry("model", {
     "mlp": MLP, "cnn": CNN, "plain_cnn": PlainCNN, "transformer": PatchTransformer,
     "token_transformer": TokenTransformer,
-}
+})
+"""Registry: zoo name -> model class."""
 
 
 def build_model(name: str, seed: int | None = None, **cfg) -> ZooModel:
     """Build a zoo model by registry name; ``seed`` fixes its initialisation (without touching the
     global RNG). Unknown names list the valid ones."""
-    if name not in MODELS:
-        raise unknown_name_error("model", name, MODELS)
     cls = MODELS[name]
     if seed is None:
         return cls(**cfg)
@@ -269,4 +326,5 @@ def model_spec(model: ZooModel) -> dict:
 
 
 def n_params(model: nn.Module) -> int:
+    """Number of parameters."""
     return sum(p.numel() for p in model.parameters())

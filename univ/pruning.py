@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Dataset
-from .train import TrainConfig, predict, train
+from .models import logits as model_logits
+from .train import TrainConfig, train
 
 Masks = dict[str, torch.Tensor]
 State = dict[str, torch.Tensor]
@@ -180,7 +181,7 @@ def split_validation(data: Dataset, n_val: int, seed: int = 0) -> tuple[Dataset,
 
 @torch.no_grad()
 def _eval(model, x, y) -> tuple[float, float]:
-    logits = predict(model, x)
+    logits = model_logits(model, x)
     return float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
 
 

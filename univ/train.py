@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ._checks import check_choice, check_finite, to_tensor
 from .data import Dataset
-from .models import ZooModel, build_model, model_spec
+from .models import ZooModel, build_model, model_spec, predict
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -59,25 +59,12 @@ class TrainConfig:
             raise ValueError(f"adv_fraction: must be in [0, 1], got {self.adv_fraction}")
 
 
-@torch.no_grad()
-def predict(model: nn.Module, x, batch_size: int = 1024) -> torch.Tensor:
-    """Logits (n, n_classes) in eval mode; the model's mode is restored."""
-    x = to_tensor(x, "x")
-    was = model.training
-    model.eval()
-    try:
-        dev = next((p.device for p in model.parameters()), torch.device("cpu"))
-        return torch.cat([model(x[i:i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)])
-    finally:
-        model.train(was)
-
-
 def evaluate(model: nn.Module, x, y, batch_size: int = 1024) -> float:
     """Top-1 accuracy of ``model`` on (x, y)."""
     y = to_tensor(y, "y")
     if len(y) != len(x):
         raise ValueError(f"x and y must have the same number of samples: got {len(x)} and {len(y)}")
-    return float((predict(model, x, batch_size).argmax(1) == y.cpu()).float().mean())
+    return float((predict(model, x, batch_size) == y.cpu()).float().mean())
 
 
 def train(

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import univ.adversarial as adv
-from univ.adversarial.attacks import predict
+from univ.models import predict
 
 
 def acc(model, x, y):

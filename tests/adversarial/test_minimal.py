@@ -5,6 +5,7 @@ from torch import nn
 import univ.adversarial as adv
 from univ.adversarial.lbfgs import SZEGEDY_TABLE1, lbfgs, minimal_distortion_table, rms_distortion
 from univ.adversarial.minimal import deepfool
+from univ.models import predict
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def test_lbfgs_finds_the_minimal_distortion(linear):
     model, x, y, dist = linear
     x_adv, info = lbfgs(model, x, y, return_info=True, search_steps=14)
     assert info["success"].all()
-    assert (adv.predict(model, x_adv) != y).all()
+    assert (predict(model, x_adv) != y).all()
     l2 = torch.tensor(info["l2"].to_numpy(), dtype=torch.float32)
     assert torch.allclose(l2, dist, rtol=0.05, atol=1e-3)
     assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
@@ -36,14 +37,14 @@ def test_lbfgs_finds_the_minimal_distortion(linear):
 def test_deepfool_is_exact_on_a_linear_model(linear):
     model, x, y, dist = linear
     x_adv = deepfool(model, x, y, overshoot=0.0)
-    assert (adv.predict(model, x_adv) != y).all()
+    assert (predict(model, x_adv) != y).all()
     assert torch.allclose(adv.per_sample_norm(x_adv - x, "2"), dist, rtol=1e-3, atol=2e-4)
 
 
 def test_deepfool_on_digits(mlp, data):
     x, y = data.x_test[:100], data.y_test[:100]
     x_adv = deepfool(mlp, x, y)
-    assert float((adv.predict(mlp, x_adv) == y).float().mean()) < 0.05
+    assert float((predict(mlp, x_adv) == y).float().mean()) < 0.05
     assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
     capped = deepfool(mlp, x, y, eps=0.1)
     assert float(adv.per_sample_norm(capped - x, "2").max()) <= 0.1 + 1e-5
@@ -55,7 +56,7 @@ def test_lbfgs_digits_targets_and_table(mlp, data):
     x_adv, info = lbfgs(mlp, x, y, target=t, return_info=True, search_steps=5, maxiter=50)
     assert info["success"].mean() > 0.9
     ok = torch.tensor(info["success"].to_numpy())
-    assert (adv.predict(mlp, x_adv)[ok] == t[ok]).all()
+    assert (predict(mlp, x_adv)[ok] == t[ok]).all()
     assert torch.allclose(torch.tensor(info["rms_distortion"].to_numpy()), rms_distortion(x, x_adv))
     table = minimal_distortion_table({"mlp": mlp}, x[:4], y[:4], search_steps=4, maxiter=50)
     assert len(table) == 1 + len(SZEGEDY_TABLE1)

@@ -120,7 +120,7 @@ def test_grad_reaches_the_inputs():
 
 
 def test_layer_forward_matches_capture_and_keeps_graph():
-    from univ.capture_mod import layer_forward, resolve
+    from univ.activations import layer_forward, resolve
 
     m = build_model("transformer", d_model=16, n_heads=2, seed=0).eval()
     x = torch.rand(3, 64, requires_grad=True)
@@ -135,7 +135,7 @@ def test_layer_forward_matches_capture_and_keeps_graph():
 
 
 def test_sae_streams_from_the_activation_cache(tmp_path):
-    from univ.capture_mod import cache_path, cached_batches
+    from univ.activations import cache_path, cached_batches
     from univ.sae import TopKSAE
 
     m = build_model("mlp", widths=(16,), seed=0)

@@ -8,13 +8,11 @@
 from .attacks import (
     ATTACKS,
     canonical_norm,
-    eval_mode,
     fgsm,
     make_attack,
     margin,
     per_sample_norm,
     pgd,
-    predict,
     random_other_class,
     robust_accuracy,
 )
@@ -35,8 +33,8 @@ from .lbfgs import SZEGEDY_TABLE1, lbfgs, minimal_distortion_table, rms_distorti
 from .minimal import deepfool
 
 __all__ = [
-    "ATTACKS", "canonical_norm", "eval_mode", "fgsm", "make_attack", "margin", "per_sample_norm", "pgd",
-    "predict", "random_other_class", "robust_accuracy", "lbfgs", "deepfool", "SZEGEDY_TABLE1",
+    "ATTACKS", "canonical_norm", "fgsm", "make_attack", "margin", "per_sample_norm", "pgd",
+    "random_other_class", "robust_accuracy", "lbfgs", "deepfool", "SZEGEDY_TABLE1",
     "minimal_distortion_table", "rms_distortion", "project", "code_changes", "directions",
     "latent_class_association", "most_changed_latents", "neuron_basis", "omp", "pca_basis",
     "random_dictionary", "random_orthonormal", "matched_random", "gaussian_noise", "layer_acts",

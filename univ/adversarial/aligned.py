@@ -9,13 +9,12 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pandas as pd
 import torch
 
 from .._checks import check_finite, check_positive, to_tensor
+from ..activations import hooks, layer_forward
 from .attacks import (
     _bcast,
     _clip,
@@ -28,29 +27,6 @@ from .attacks import (
     project_ball,
     random_in_ball,
 )
-
-
-def _module(model, layer: str):
-    from ..capture_mod import resolve
-
-    return resolve(model, layer)
-
-
-@contextlib.contextmanager
-def _hooked(model, layer: str, fn):
-    mod, _ = _module(model, layer)
-    handle = mod.register_forward_hook(fn)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-def layer_forward(model, x: torch.Tensor, layer: str, reduce: str | None = None):
-    """(logits, acts) with the autograd graph kept: see :func:`univ.capture_mod.layer_forward`."""
-    from ..capture_mod import layer_forward as _layer_forward
-
-    return _layer_forward(model, x, layer, reduce)
 
 
 def sae_latent(sae, latent):
@@ -142,9 +118,7 @@ def steer(model, x, layer: str, vector, alpha: float = 1.0) -> torch.Tensor:
     """
     v = to_tensor(vector, "vector").float()
 
-    def hook(_m, _i, out):
-        if not isinstance(out, torch.Tensor):
-            raise ValueError(f"layer: {layer!r} returns {type(out).__name__}; steer a tensor-valued hook")
+    def hook(out):
         if v.numel() == out[0].numel():
             return out + alpha * v.to(out).reshape(out.shape[1:])
         if v.numel() == out.shape[-1]:
@@ -153,7 +127,7 @@ def steer(model, x, layer: str, vector, alpha: float = 1.0) -> torch.Tensor:
                          f"of {layer!r} nor their last axis")
 
     x = to_tensor(x, "x")
-    with eval_mode(model), torch.no_grad(), _hooked(model, layer, hook):
+    with eval_mode(model), torch.no_grad(), hooks(model, {layer: hook}, what="layer"):
         return model(x)
 
 

@@ -15,7 +15,6 @@ dtype and device as ``x``. Shared behaviour, fixing the pitfalls seen in torchat
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_choice, check_finite, check_positive, to_tensor, unknown_name_error
+from ..models import eval_mode, predict
 
 _NORMS = {"inf": "inf", "linf": "inf", "l_inf": "inf", "2": "2", "l2": "2"}
 
@@ -40,18 +40,6 @@ def canonical_norm(norm) -> str:
     if key not in _NORMS:
         raise ValueError(f"norm: unknown norm {norm!r}; choose 'inf' (L-infinity) or '2' (L2)")
     return _NORMS[key]
-
-
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module):
-    """Put every module of ``model`` in eval mode; restore each module's own mode on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, was_training in modes:
-            m.training = was_training
 
 
 def check_bounds(bounds, name: str = "bounds") -> tuple[float, float] | None:
@@ -358,13 +346,6 @@ def fgsm(
 
 # --------------------------------------------------------------------------------------------------
 # evaluation helpers and the registry
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Predicted labels (n,) in eval mode (the model's modes restored)."""
-    with eval_mode(model):
-        return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
 def robust_accuracy(model: torch.nn.Module, attack: Callable, x, y) -> float:

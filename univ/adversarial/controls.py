@@ -54,6 +54,6 @@ def gaussian_noise(x, x_adv, bounds=(0.0, 1.0), seed: int = 1) -> torch.Tensor:
 
 def layer_acts(model, inputs: dict, layer: str, batch_size: int = 1024) -> dict:
     """Activations (n, d) at ``layer`` for each named input batch: {name: x} -> {name: acts}."""
-    from ..capture_mod import capture
+    from ..activations import capture
 
     return {k: capture(model, v, [layer], batch_size=batch_size)[layer].double() for k, v in inputs.items()}

@@ -27,7 +27,7 @@ from .attacks import _clip, check_bounds, eval_mode, per_sample_norm, pgd
 def layer_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
     """(n, d) flattened output of ``layer`` on ``x``, differentiable w.r.t. ``x``; ``layer`` is a hook name
     or module path, as in :func:`univ.capture`."""
-    from ..capture_mod import layer_forward
+    from ..activations import layer_forward
 
     return layer_forward(model, x, layer, reduce="flatten")[1]
 

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 
 from .._checks import as_matrix, check_same_n
+from ..activations import hooks, resolve
+from ..models import eval_mode
 from .model import SAE
 
 
@@ -123,13 +125,13 @@ def spliced_accuracy(model: torch.nn.Module, sae: SAE, inputs, labels, layer: st
     (clean - zero)}: the fraction of the layer's contribution to accuracy that the SAE keeps
     (1 = lossless; the analogue of SAELens's loss recovered).
     """
-    module, channels_last = _resolve(model, layer)
     x = inputs if isinstance(inputs, Tensor) else torch.as_tensor(inputs)
     y = labels if isinstance(labels, Tensor) else torch.as_tensor(labels)
     check_same_n(x, y, ("inputs", "labels"))
     mode = {"value": "clean"}
+    channels_last = resolve(model, layer, what="layer").channels_last
 
-    def hook(_mod, _inp, out):
+    def splice(out):
         if mode["value"] == "clean":
             return None
         # TransformerLens hook points are (batch, pos, d): the SAE reconstructs each position
@@ -140,28 +142,18 @@ def spliced_accuracy(model: torch.nn.Module, sae: SAE, inputs, labels, layer: st
         new = sae.decode(sae.encode(flat)) if mode["value"] == "spliced" else torch.zeros_like(flat)
         return new.to(out.dtype).reshape(out.shape)
 
-    was = model.training
-    model.eval()
-    handle = module.register_forward_hook(hook)
     res = {}
-    try:
+    with eval_mode(model), hooks(model, {layer: splice}, what="layer"):
         for m in ("clean", "spliced", "zero_ablated"):
             mode["value"] = m
             correct = 0
             for i in range(0, len(x), batch_size):
-                logits = model(x[i:i + batch_size])
-                correct += int((logits.argmax(-1) == y[i:i + batch_size].to(logits.device)).sum())
+                out = model(x[i:i + batch_size])
+                correct += int((out.argmax(-1) == y[i:i + batch_size].to(out.device)).sum())
             res[m] = correct / len(x)
-    finally:
-        handle.remove()
-        model.train(was)
     gap = res["clean"] - res["zero_ablated"]
     res["recovered"] = (res["spliced"] - res["zero_ablated"]) / gap if gap != 0 else float("nan")
     return res
 
 
-def _resolve(model: torch.nn.Module, layer: str) -> tuple[torch.nn.Module, bool]:
-    """(module, channels_last) for a hook name or module path, as univ.capture resolves it."""
-    from ..capture_mod import resolve
 
-    return resolve(model, layer, what="layer")

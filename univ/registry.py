@@ -1,0 +1,55 @@
+"""One registry mechanism for every family of variants (SAE kinds, similarity measures, attacks, matching
+methods, models): a name -> object mapping whose unknown names raise a ValueError listing the valid ones,
+and a ``register`` call, so that a new variant is one class (or function) and one registry line.
+
+    SAE_KINDS = Registry("SAE kind")
+    @SAE_KINDS.register("topk")
+    class TopKSAE(SAE): ...
+    SAE_KINDS["topk"]          # the class;  SAE_KINDS["tpok"] -> ValueError naming the closest valid names
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._checks import unknown_name_error
+
+T = TypeVar("T")
+
+
+class Registry(dict):
+    """A dict of name -> variant whose failed lookups say what exists.
+
+    kind: what the entries are, for messages ("SAE kind", "metric", "attack").
+    """
+
+    def __init__(self, kind: str, entries: dict[str, Any] | None = None):
+        super().__init__()
+        self.kind = kind
+        for name, obj in (entries or {}).items():
+            self.register(name, obj)
+
+    def __missing__(self, name):
+        raise unknown_name_error(self.kind, name, list(self))
+
+    def register(self, name: str, obj: T | None = None, *, replace: bool = False) -> T | Callable[[T], T]:
+        """Add ``obj`` under ``name``; without ``obj``, a decorator. Re-registering a taken name raises
+        unless ``replace=True`` (so a typo cannot silently shadow a built-in)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name: a {self.kind} needs a non-empty string name, got {name!r}")
+
+        def add(o: T) -> T:
+            if name in self and not replace and self[name] is not o:
+                raise ValueError(f"name: a {self.kind} named {name!r} is already registered "
+                                 f"({self[name]!r}); pass replace=True to override it")
+            dict.__setitem__(self, name, o)
+            return o
+
+        return add if obj is None else add(obj)
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (tests that register a toy variant clean up with this)."""
+        if name not in self:
+            raise unknown_name_error(self.kind, name, list(self))
+        dict.__delitem__(self, name)
