@@ -1,11 +1,13 @@
-"""Stages 2 and 3 of ``univ run universality``: SAE feature matching and adversarial directions.
+"""The stages of ``univ run universality``: similarity, SAE feature matching and adversarial directions.
 
-Kept apart from analyses/universality.py so each file stays one readable concept.
+Each stage returns tables (and the SAEs later stages need); ``analyses/universality.py`` builds the report,
+using the sentence functions here, which read the numbers of a table.
 """
 
 from __future__ import annotations
 
 import itertools
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -14,9 +16,9 @@ from tqdm.auto import tqdm
 
 import univ
 from univ.adversarial import matched_random, neuron_basis, pca_basis, pgd, project, random_orthonormal
-from univ.cache import cached_sae
+from univ.cache import ZooEntry, cached_sae
 from univ.models import predict
-from univ.report import Report, heatmap
+from univ.report import heatmap
 
 SHARED_CORR = 0.7
 """A latent is 'shared' with another model when its best activation correlation there is >= this."""
@@ -28,11 +30,168 @@ def _layer(entry) -> str:
     return entry.model.layers[-2]  # the last hidden layer
 
 
-def feature_stage(cfg, eff, entries, data, report: Report) -> dict:
-    """An SAE per model at its last hidden layer (fit on training inputs), cross-model matching on test
-    inputs; returns {model id: (sae, layer, test activations, match tables by partner id)}."""
-    from .universality import model_pairs
+def category(a: ZooEntry, b: ZooEntry) -> str:
+    """The pair category a comparison row belongs to."""
+    if a.trained and b.trained:
+        return "same arch, different seed" if a.arch == b.arch else "different arch"
+    if not a.trained and not b.trained:
+        return "random init, same arch" if a.arch == b.arch else "random init, different arch"
+    return "trained vs its own init"
 
+
+def model_pairs(entries: list[ZooEntry]) -> list[tuple[ZooEntry, ZooEntry]]:
+    """Pairs compared: same-arch seed pairs, cross-arch pairs at equal seed index, the same pairs of
+    untrained copies (baseline), and each trained model against its own initialisation."""
+    by = {(e.arch, e.seed, e.trained): e for e in entries}
+    archs = list(dict.fromkeys(e.arch for e in entries))
+    seeds = sorted({e.seed for e in entries})
+    pairs = []
+    for trained in (True, False):
+        for a in archs:
+            for s1, s2 in itertools.combinations(seeds, 2):
+                if (a, s1, trained) in by and (a, s2, trained) in by:
+                    pairs.append((by[a, s1, trained], by[a, s2, trained]))
+        for a1, a2 in itertools.combinations(archs, 2):
+            for s in seeds:
+                if (a1, s, trained) in by and (a2, s, trained) in by:
+                    pairs.append((by[a1, s, trained], by[a2, s, trained]))
+    pairs += [(by[k], by[k[0], k[1], False]) for k in by if k[2] and (k[0], k[1], False) in by]
+    return pairs
+
+
+def hidden_layers(entry: ZooEntry) -> list[str]:
+    """Representation layers without the logits."""
+    return entry.model.layers[:-1]
+
+
+def similarity_stage(cfg, entries, acts) -> pd.DataFrame:
+    """Every layer pair of every compared model pair: compare()'s table with category and model columns."""
+    rows = []
+    for a, b in tqdm(model_pairs(entries), desc="similarity"):
+        trained_pair = a.trained and b.trained
+        df = univ.similarity.compare(
+            {k: v for k, v in acts[a.id].items() if k in hidden_layers(a)},
+            {k: v for k, v in acts[b.id].items() if k in hidden_layers(b)},
+            metrics=list(cfg.metrics),
+            baseline="permutation" if trained_pair else None, n_permutations=cfg.n_permutations,
+            ci=0.95 if trained_pair else None, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+        df.insert(0, "model_b", b.id)
+        df.insert(0, "model_a", a.id)
+        df.insert(0, "category", category(a, b))
+        rows.append(df)
+    return pd.concat(rows, ignore_index=True)
+
+
+def _last_hidden(df: pd.DataFrame, entries) -> pd.DataFrame:
+    last = {e.id: hidden_layers(e)[-1] for e in entries}
+    keep = [last[r.model_a] == r.layer_a and last[r.model_b] == r.layer_b for r in df.itertuples()]
+    return df[keep]
+
+
+def similarity_summary(sim: pd.DataFrame, entries) -> pd.DataFrame:
+    """Per category and metric: the last-hidden-layer similarity and the mean best-match over layers."""
+    best = (sim.groupby(["category", "model_a", "model_b", "metric", "layer_a"])["value"].max()
+            .groupby(["category", "model_a", "model_b", "metric"]).mean().rename("best_match"))
+    last = _last_hidden(sim, entries).set_index(["category", "model_a", "model_b", "metric"])
+    per_pair = last[["value", "baseline_mean", "p_value"]].join(best)
+    g = per_pair.groupby(["category", "metric"])
+    summary = pd.DataFrame({
+        "n_pairs": g.size(), "last_hidden": g["value"].mean(), "last_hidden_sd": g["value"].std(),
+        "permutation_baseline": g["baseline_mean"].mean(), "max_p_value": g["p_value"].max(),
+        "best_match": g["best_match"].mean()}).reset_index()
+    rand = {("different arch", m): v for m, v in summary[summary.category == "random init, different arch"]
+            .set_index("metric")["last_hidden"].items()}
+    rand.update({("same arch, different seed", m): v for m, v in summary[
+        summary.category == "random init, same arch"].set_index("metric")["last_hidden"].items()})
+    summary.insert(5, "random_init_baseline", [rand.get((c, m), np.nan) for c, m in
+                                               zip(summary.category, summary.metric)])
+    order = ["same arch, different seed", "different arch", "trained vs its own init", "random init, same arch",
+             "random init, different arch"]
+    summary["category"] = pd.Categorical(summary.category, order, ordered=True)
+    summary = summary.sort_values(["metric", "category"]).reset_index(drop=True)
+    summary["category"] = summary["category"].astype(str)
+    return summary
+
+
+def similarity_figure(sim: pd.DataFrame, entries, metric: str):
+    """Layer x layer heatmaps of ``metric``: the first seed of each architecture against each other (and two
+    seeds of one architecture on the diagonal panels)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trained = [e for e in entries if e.trained]
+    firsts = {}
+    for e in trained:
+        firsts.setdefault(e.arch, e)
+    reps = list(firsts.values())
+    pairs = [(a, b) for a, b in itertools.combinations_with_replacement(reps, 2)]
+    ncols = min(3, len(pairs))
+    nrows = -(-len(pairs) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(pairs):]:
+        ax.axis("off")
+    for ax, (a, b) in zip(axes.flat, pairs):
+        if a.id == b.id:  # a model against another seed of the same architecture
+            b = next((e for e in trained if e.arch == a.arch and e.id != a.id), None)
+            if b is None:
+                ax.axis("off")
+                continue
+        sub = sim[(sim.model_a == a.id) & (sim.model_b == b.id) & (sim.metric == metric)]
+        if sub.empty:
+            sub = sim[(sim.model_a == b.id) & (sim.model_b == a.id) & (sim.metric == metric)]
+            a, b = b, a
+        grid = sub.pivot(index="layer_a", columns="layer_b", values="value")
+        grid = grid.loc[[l for l in hidden_layers(a) if l in grid.index], [l for l in hidden_layers(b)
+                                                                              if l in grid.columns]]
+        heatmap(grid, title=f"{a.id} vs {b.id}", ax=ax)
+        ax.set_xlabel(b.id)
+        ax.set_ylabel(a.id)
+        ax.tick_params(labelsize=6)
+    fig.suptitle(f"{metric}: layer x layer (hidden layers)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def summary_sentence(summary: pd.DataFrame) -> str:
+    parts = []
+    for metric, g in summary.groupby("metric", sort=False):
+        v = g.set_index("category")["last_hidden"]
+        same, diff = v.get("same arch, different seed"), v.get("different arch")
+        r_same, r_diff = v.get("random init, same arch"), v.get("random init, different arch")
+        bits = []
+        if same is not None and not np.isnan(same):
+            bits.append(f"same-arch {same:.2f} (random-init baseline {r_same:.2f})" if r_same is not None
+                        else f"same-arch {same:.2f}")
+        if diff is not None and not np.isnan(diff):
+            bits.append(f"cross-arch {diff:.2f} (random-init baseline {r_diff:.2f})" if r_diff is not None
+                        else f"cross-arch {diff:.2f}")
+        parts.append(f"{metric}: " + ", ".join(bits))
+    return ("Last-hidden-layer similarity per pair category, against two baselines: the same pairs of "
+            "untrained networks (`random_init_baseline`) and the row-permutation baseline "
+            "(`permutation_baseline`, with the largest p-value). `best_match`: mean over layers of A of the "
+            "best-matching layer of B. In this run: " + "; ".join(parts) + ".")
+
+
+QUALITY_TEXT = (
+    "One TopK SAE per model at its last hidden layer (fit on training-set activations, evaluated on the test set). "
+    "`fvu`: fraction of variance unexplained; `spliced_acc`: the model's accuracy with the SAE reconstruction "
+    "spliced in, beside `model_acc` (the baseline it should approach); `recovered`: (spliced - zero-ablated) / "
+    "(clean - zero-ablated). Transformers: the SAE sees patch-averaged activations, which cannot be spliced back "
+    "per token (NaN).")
+MATCHING_TEXT = (
+    "Cross-model SAE feature matching on shared test inputs. `shared_fraction`: fraction of A's live latents whose "
+    f"best activation correlation with a latent of B is >= {SHARED_CORR} (Bricken et al. 2023), beside "
+    "`shared_fraction_shuffled`, the same with B's inputs shuffled; `decoder_svcca`: SVCCA of the paired decoder "
+    "directions (Lan et al. 2024) beside `svcca_shuffled`, the mean over shuffled pairings (the baseline), with its "
+    "p-value. Rows of untrained networks (`random init, ...`) are the baseline for the trained rows.")
+
+
+def feature_stage(cfg, entries, data) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """An SAE per model at its last hidden layer (fit on training inputs), cross-model matching on test
+    inputs. Returns (saes, quality table, matching table); saes: {model id: {"sae", "layer", "test" (test
+    activations), "matches" (correlation match tables by partner id)}}."""
     saes = {}
     quality = []
     for e in tqdm(entries, desc="SAEs"):
@@ -40,9 +199,9 @@ def feature_stage(cfg, eff, entries, data, report: Report) -> dict:
         tr = univ.capture(e.model, data.x_train, [layer], reduce="mean", cache=True)[layer]
         te = univ.capture(e.model, data.x_test, [layer], reduce="mean", cache=True)[layer]
         d = tr.shape[1]
-        fit_kw = {"fit_progress": False, "fit_seed": cfg.seed, "fit_max_steps": eff["sae_steps"]}
+        fit_kw = {"fit_progress": False, "fit_seed": cfg.seed, "fit_max_steps": cfg.sae_steps}
         sae = cached_sae("topk", tr, key={"model": e.id, "layer": layer}, d_sae=cfg.sae_expansion * d,
-                         k=min(cfg.sae_k, cfg.sae_expansion * d), seed=cfg.seed, **fit_kw)
+                         k=cfg.sae_k, seed=cfg.seed, **fit_kw)
         m = univ.sae.evaluate(sae, te)
         if e.model.reduce == "flatten":  # the SAE sees exactly the layer's output: splice it back in
             spliced = univ.sae.spliced_accuracy(e.model, sae, data.x_test, data.y_test, layer)
@@ -53,12 +212,6 @@ def feature_stage(cfg, eff, entries, data, report: Report) -> dict:
                         "model_acc": e.metrics["test_acc"], "spliced_acc": spliced["spliced"],
                         "recovered": spliced["recovered"]})
         saes[e.id] = {"sae": sae, "layer": layer, "test": te, "matches": {}}
-    report.add_table("sae_quality", pd.DataFrame(quality), "One TopK SAE per model at its last hidden layer "
-                     "(fit on training-set activations, evaluated on the test set). `fvu`: fraction of variance "
-                     "unexplained; `spliced_acc`: the model's accuracy with the SAE reconstruction spliced in, "
-                     "beside `model_acc` (the baseline it should approach); `recovered`: (spliced - zero-ablated) / "
-                     "(clean - zero-ablated). Transformers: the SAE sees patch-averaged activations, which cannot be "
-                     "spliced back per token (NaN).")
     rows = []
     for a, b in tqdm(model_pairs(entries), desc="matching"):
         if a.trained != b.trained:
@@ -71,35 +224,29 @@ def feature_stage(cfg, eff, entries, data, report: Report) -> dict:
                                              **kw).table
         try:
             sv = univ.sae.match(sa["sae"], sa["test"], sb["sae"], sb["test"], method="svcca", seed=cfg.seed,
-                                n_shuffles=20 if cfg.quick else 100).summary
+                                n_shuffles=cfg.n_shuffles).summary
         except ValueError:  # fewer than 3 correlated feature pairs: no decoder SVCCA for this pair
             sv = {"svcca": np.nan, "svcca_baseline": np.nan, "svcca_p": np.nan, "n_pairs": 0}
-        from .universality import _category
-
-        rows.append({"category": _category(a, b), "model_a": a.id, "model_b": b.id,
+        rows.append({"category": category(a, b), "model_a": a.id, "model_b": b.id,
                      "shared_fraction": corr.summary["shared_fraction"],
                      "shared_fraction_shuffled": corr.summary["baseline_shared_fraction"],
                      "mean_best_corr": corr.summary["mean_max_correlation"],
                      "mean_best_corr_shuffled": corr.summary["baseline_mean_max_correlation"],
                      "decoder_svcca": sv["svcca"], "svcca_shuffled": sv["svcca_baseline"],
                      "svcca_p_value": sv["svcca_p"], "n_pairs_kept": sv["n_pairs"]})
-    match_df = pd.DataFrame(rows)
-    report.add_table("feature_matching", match_df, "Cross-model SAE feature matching on shared test inputs. "
-                     f"`shared_fraction`: fraction of A's live latents whose best activation correlation with a "
-                     f"latent of B is >= {SHARED_CORR} (Bricken et al. 2023), beside `shared_fraction_shuffled`, the "
-                     "same with B's inputs shuffled; `decoder_svcca`: SVCCA of the paired "
-                     "decoder directions (Lan et al. 2024) beside `svcca_shuffled`, the mean over shuffled pairings "
-                     "(the baseline), with its p-value. Rows of untrained networks (`random init, ...`) are the "
-                     "baseline for the trained rows.")
+    return saes, pd.DataFrame(quality), pd.DataFrame(rows)
+
+
+def matching_summary(match_df: pd.DataFrame) -> pd.DataFrame:
+    """Mean of the matching table per pair category."""
     cols = ["shared_fraction", "shared_fraction_shuffled", "mean_best_corr", "mean_best_corr_shuffled",
             "decoder_svcca", "svcca_shuffled", "svcca_p_value"]
     summary = match_df.groupby("category")[cols].mean().reset_index()
     summary["n_pairs"] = match_df.groupby("category").size().values
-    report.add_table("feature_matching_summary", summary, _matching_sentence(summary))
-    return saes
+    return summary
 
 
-def _matching_sentence(summary: pd.DataFrame) -> str:
+def matching_sentence(summary: pd.DataFrame) -> str:
     v = summary.set_index("category")
     bits = []
     for trained, rand in (("same arch, different seed", "random init, same arch"),
@@ -117,13 +264,39 @@ def _matching_sentence(summary: pd.DataFrame) -> str:
             "shuffled pairings. In this run: " + "; ".join(bits) + ".")
 
 
-def adversarial_stage(cfg, eff, entries, data, report: Report, saes: dict | None) -> None:
+class AdversarialTables(NamedTuple):
+    """What the adversarial stage returns (projection and shared are None without SAEs)."""
+
+    attacks: pd.DataFrame
+    transfer: pd.DataFrame
+    projection: pd.DataFrame | None
+    shared: pd.DataFrame | None
+    eps: float
+    n: int
+
+
+def attacks_text(eps: float, steps: int, n: int) -> str:
+    return (f"L-inf PGD ({steps} steps, eps={eps:.3g}) on {n} test inputs. `random_sign_acc`: accuracy under a "
+            "random-sign perturbation of the same L-inf norm (the control the attack is compared with).")
+
+
+def transfer_figure(transfer: pd.DataFrame):
+    """The transfer table as a source x target heatmap."""
+    T = transfer.pivot(index="source", columns="target", values="transfer_rate")
+    ids = list(dict.fromkeys(transfer["source"]))
+    return heatmap(T.loc[ids, ids], title="PGD transfer rate (row: source, col: target)", xlabel="target",
+                   ylabel="source")
+
+
+def adversarial_stage(cfg, entries, data, saes: dict | None) -> AdversarialTables:
+    """PGD per trained model, the transfer matrix, and (with SAEs) the projections of the activation change
+    and the sharing of the latents an attack moves most."""
     trained = [e for e in entries if e.trained]
-    n = min(eff["n_attack"], len(data.x_test))
+    n = min(cfg.n_attack, len(data.x_test))
     x, y = data.x_test[:n], data.y_test[:n]
     scale = 1.0 if data.bounds else float(data.x_train.std())
     eps = cfg.eps * scale
-    steps = 10 if cfg.quick else 20
+    steps = cfg.pgd_steps
     g = torch.Generator().manual_seed(cfg.seed)
     x_rand = x + eps * torch.sign(torch.randn(x.shape, generator=g))  # equal L-inf norm, random direction
     if data.bounds:
@@ -137,9 +310,7 @@ def adversarial_stage(cfg, eff, entries, data, report: Report, saes: dict | None
         rows.append({"model": e.id, "eps": eps, "steps": steps, "clean_acc": float(clean_ok[e.id].float().mean()),
                      "random_sign_acc": float((predict(e.model, x_rand) == y).float().mean()),
                      "pgd_acc": float((~fooled[e.id]).float().mean())})
-    report.add_table("attacks", pd.DataFrame(rows), f"L-inf PGD ({steps} steps, eps={eps:.3g}) on {n} test inputs. "
-                     "`random_sign_acc`: accuracy under a random-sign perturbation of the same L-inf norm (the "
-                     "control the attack is compared with).")
+    attacks = pd.DataFrame(rows)
     ids = [e.id for e in trained]
     T = pd.DataFrame(np.nan, index=ids, columns=ids)
     for s, t in itertools.product(ids, ids):
@@ -147,15 +318,8 @@ def adversarial_stage(cfg, eff, entries, data, report: Report, saes: dict | None
         if ok.any():
             T.loc[s, t] = float(fooled[t][ok].float().mean())
     tr_long = T.reset_index(names="source").melt(id_vars="source", var_name="target", value_name="transfer_rate")
-    report.add_table("transfer", tr_long, "Transfer rate: among test inputs that the source's PGD example fools and "
-                     "that both models classify correctly when clean, the fraction that also fools the target "
-                     "(diagonal = 1 by construction). Shown as the figure below.", inline=False)
-    report.add_figure("transfer_matrix", heatmap(T, title="PGD transfer rate (row: source, col: target)",
-                                                 xlabel="target", ylabel="source"),
-                      "Transfer matrix; blocks of one architecture show whether attacks transfer more within "
-                      "architectures than across them.")
     if saes is None:
-        return
+        return AdversarialTables(attacks, tr_long, None, None, eps, n)
     proj_rows, shared_rows = [], []
     for e in tqdm(trained, desc="projections"):
         info = saes[e.id]
@@ -198,13 +362,10 @@ def adversarial_stage(cfg, eff, entries, data, report: Report, saes: dict | None
                                 "baseline_shared": float(shared[alive].float().mean()),
                                 "transfer_rate": float(transfers.mean()),
                                 "corr_shared_mass_vs_transfer": corr, "n": int(ok.sum())})
-    proj = pd.DataFrame(proj_rows)
-    report.add_table("projection", proj, _projection_sentence(proj))
-    shared_df = pd.DataFrame(shared_rows)
-    report.add_table("adversarial_shared_latents", shared_df, _shared_sentence(shared_df))
+    return AdversarialTables(attacks, tr_long, pd.DataFrame(proj_rows), pd.DataFrame(shared_rows), eps, n)
 
 
-def _projection_sentence(proj: pd.DataFrame) -> str:
+def projection_sentence(proj: pd.DataFrame) -> str:
     if proj.empty:
         return "No successful adversarial examples to project."
     m = proj.groupby(["basis", "perturbation"])["frac_top5"].mean().unstack()
@@ -216,7 +377,7 @@ def _projection_sentence(proj: pd.DataFrame) -> str:
             "basis for the same perturbation. Mean frac_top5 over models — " + "; ".join(bits) + ".")
 
 
-def _shared_sentence(df: pd.DataFrame) -> str:
+def shared_sentence(df: pd.DataFrame) -> str:
     if df.empty:
         return "Too few transferable examples to relate moved latents to shared ones."
     return (f"For each source model and target: the fraction of the {TOP_MOVED} SAE latents an attack moves most "

@@ -15,7 +15,7 @@ and the L-BFGS minimal distortions beside Szegedy et al.'s Table 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ import univ
 from univ import adversarial as adv
 from univ.adversarial import aligned
 from univ.cache import cached_model, cached_sae
+from univ.config import AnalysisConfig, SettingError, check_range
 from univ.models import predict
 from univ.report import Report, heatmap
 from univ.train import TrainConfig
@@ -35,62 +36,61 @@ PERTURBATIONS = ("adversarial", "random (same L2)", "random (same activation cha
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(AnalysisConfig):
     """Settings of the adversarial-SAE analysis (every field is a command-line flag)."""
 
-    quick: bool = False
-    """Shrink everything (MLP subjects only, fewer samples and steps) for CI and a first look."""
+    QUICK: ClassVar[dict] = {"archs": ("mlp",), "epochs": 15, "adv_train_steps": 5, "n_attack": 200,
+                             "sae_steps": 1500, "n_targeted": 3, "n_lbfgs": 25, "search_steps": 6}
+
     archs: tuple[Literal["mlp", "cnn"], ...] = ("mlp", "cnn")
-    """Architectures analysed, each standard and adversarially trained (quick: mlp; the CNN then only
-    serves as a transfer target). The layer is the last hidden one (mlp: act2, cnn: act3)."""
+    """Architectures analysed, each standard and adversarially trained (without cnn, the CNN only serves as
+    a transfer target). The layer is the last hidden one (mlp: act2, cnn: act3)."""
     epochs: int = 30
-    """Training epochs per model (quick: 15)."""
+    """Training epochs per model."""
     eps: float = 0.1
     """L-inf radius of the attacks and of adversarial training (inputs in [0, 1])."""
     attack_steps: int = 20
     """PGD steps of the evaluated attacks."""
     adv_train_steps: int = 7
-    """PGD steps per batch during adversarial training (quick: 5)."""
+    """PGD steps per batch during adversarial training."""
     n_attack: int = 400
-    """Test images attacked (quick: 200)."""
+    """Test images attacked."""
     expansion: int = 4
     """SAE width as a multiple of the layer width."""
     k: int = 8
     """Active latents per sample of the TopK SAE."""
     sae_steps: int = 4000
-    """SAE training steps (quick: 1500)."""
+    """SAE training steps."""
     n_targeted: int = 5
-    """Class-selective latents used for feature-targeted attacks and steering (quick: 3)."""
+    """Class-selective latents used for feature-targeted attacks and steering."""
     n_lbfgs: int = 100
-    """Images attacked with L-BFGS for the minimal-distortion table (quick: 25)."""
+    """Images attacked with L-BFGS for the minimal-distortion table."""
+    search_steps: int = 10
+    """Rounds of the L-BFGS attack's search over its constant c."""
     seed: int = 0
+    """Seed of the models, attacks and SAEs."""
 
-    def __post_init__(self):
+    def validate(self):
         if not self.archs:
-            raise ValueError("archs: need at least one architecture")
-        if self.eps <= 0 or self.expansion < 1 or self.k < 1 or self.n_attack < 10:
-            raise ValueError(f"need eps > 0, expansion >= 1, k >= 1, n_attack >= 10; got {self}")
-
-    def effective(self) -> dict:
-        """The sizes actually used (``quick`` shrinks them)."""
-        if self.quick:
-            return {"archs": ("mlp",), "epochs": min(self.epochs, 15), "adv_train_steps": min(self.adv_train_steps, 5),
-                    "n_attack": min(self.n_attack, 200), "sae_steps": min(self.sae_steps, 1500),
-                    "n_targeted": min(self.n_targeted, 3), "n_lbfgs": min(self.n_lbfgs, 25), "search_steps": 6}
-        return {"archs": self.archs, "epochs": self.epochs, "adv_train_steps": self.adv_train_steps,
-                "n_attack": self.n_attack, "sae_steps": self.sae_steps, "n_targeted": self.n_targeted,
-                "n_lbfgs": self.n_lbfgs, "search_steps": 10}
+            raise SettingError("archs", "need at least one architecture")
+        check_range(self, "eps", low=0, low_open=True)
+        for name in ("epochs", "attack_steps", "adv_train_steps", "expansion", "k", "sae_steps", "n_targeted",
+                     "n_lbfgs", "search_steps"):
+            check_range(self, name, low=1)
+        check_range(self, "n_attack", low=10)
+        if self.k > self.expansion * 64:  # the narrowest SAE layer (mlp act2, cnn act3) has 64 units
+            raise SettingError("k", f"must be <= {self.expansion * 64} (expansion x the layer width 64), got {self.k}")
 
 
-def _models(cfg: Config, eff: dict, data) -> dict:
+def _models(cfg: Config, data) -> dict:
     """{name: (model, arch, adversarially_trained)}: standard and PGD-trained subjects, plus
     transfer targets (an MLP of another seed, and the CNN)."""
-    tc = TrainConfig(epochs=eff["epochs"], lr=3e-3, seed=cfg.seed)
-    attack_kw = dict(eps=cfg.eps, steps=eff["adv_train_steps"], step_size=2.5 * cfg.eps / eff["adv_train_steps"])
+    tc = TrainConfig(epochs=cfg.epochs, lr=3e-3, seed=cfg.seed)
+    attack_kw = dict(eps=cfg.eps, steps=cfg.adv_train_steps, step_size=2.5 * cfg.eps / cfg.adv_train_steps)
     out = {}
-    for arch in dict.fromkeys((*eff["archs"], "cnn")):
+    for arch in dict.fromkeys((*cfg.archs, "cnn")):
         out[arch] = (cached_model(arch, data, seed=cfg.seed, train_cfg=tc, progress=False)[0], arch, False)
-        if arch in eff["archs"]:
+        if arch in cfg.archs:
             m, _ = cached_model(arch, data, seed=cfg.seed, train_cfg=tc, attack=adv.make_attack("pgd", **attack_kw),
                                 attack_spec={"name": "pgd", **attack_kw}, progress=False)
             out[f"{arch}-adv"] = (m, arch, True)
@@ -201,14 +201,14 @@ def _feature_attacks(name, model, layer, sae, x, y, x_adv, x_rand, chosen, eps) 
     return rows
 
 
-def _analyse_subject(name, model, arch, data, x, y, cfg, eff, report_rows):
+def _analyse_subject(name, model, arch, data, x, y, cfg, report_rows):
     layer = LAYERS[arch]
     univ.utils.seed_everything(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed + 7919)  # not the random dictionary's seed
     acts_tr = univ.capture(model, data.x_train, [layer])[layer]
     d = acts_tr.shape[1]
     sae = cached_sae("topk", acts_tr, d_sae=cfg.expansion * d, k=min(cfg.k, cfg.expansion * d), seed=cfg.seed,
-                     fit_max_steps=eff["sae_steps"], fit_patience=None, fit_progress=False, fit_batch_size=256,
+                     fit_max_steps=cfg.sae_steps, fit_patience=None, fit_progress=False, fit_batch_size=256,
                      fit_seed=cfg.seed)
     acts_te = univ.capture(model, data.x_test, [layer])[layer]
     with torch.no_grad():
@@ -242,7 +242,7 @@ def _analyse_subject(name, model, arch, data, x, y, cfg, eff, report_rows):
     with torch.no_grad():
         assoc = adv.latent_class_association(sae.encode(acts_tr.float()), data.y_train)
     hits = adv.most_changed_latents(sae, h0, acts["adv"], ys, y_adv, assoc=assoc, top=5).assign(model=name)
-    chosen = _selective_latents(assoc, eff["n_targeted"])
+    chosen = _selective_latents(assoc, cfg.n_targeted)
     feats = _feature_attacks(name, model, layer, sae, xs, ys, x_adv, x_rand, chosen, cfg.eps)
     scale = float(h0.norm(dim=1).median())
     dirs = D[torch.as_tensor(chosen.latent.to_numpy().copy())]
@@ -273,17 +273,16 @@ def _sae_aligned_examples(model, layer, sae, assoc, x, y, eps, seed):
 
 
 def run(cfg: Config = Config()) -> Report:
-    eff = cfg.effective()
     data = univ.data.digits(seed=cfg.seed)
-    models = _models(cfg, eff, data)
-    x, y = data.x_test[:eff["n_attack"]], data.y_test[:eff["n_attack"]]
+    models = _models(cfg, data)
+    x, y = data.x_test[:cfg.n_attack], data.y_test[:cfg.n_attack]
     rr = {"concentration": [], "excess": [], "hits": [], "features": [], "steering": [], "sae": []}
     adversarial, figures = {}, {}
-    subjects = [n for n, (_, arch, _) in models.items() if arch in eff["archs"] and n != "mlp-seed2"
+    subjects = [n for n, (_, arch, _) in models.items() if arch in cfg.archs and n != "mlp-seed2"
                 and (n == arch or n == f"{arch}-adv")]
     for name in subjects:
         model, arch, _ = models[name]
-        sae, acts_tr, hits, assoc = _analyse_subject(name, model, arch, data, x, y, cfg, eff, rr)
+        sae, acts_tr, hits, assoc = _analyse_subject(name, model, arch, data, x, y, cfg, rr)
         figures[name] = _top_inputs_figure(sae, acts_tr, data.x_train, hits)
         x_pgd = adv.pgd(model, x, y, eps=cfg.eps, steps=cfg.attack_steps, seed=cfg.seed)
         adversarial[name, "pgd"] = x_pgd
@@ -339,11 +338,10 @@ def run(cfg: Config = Config()) -> Report:
     tw.index = [f"{s} / {a}" for s, a in tw.index]
     report.add_figure("transfer_heatmap", heatmap(tw, "fool rate (rows: source / attack)"), "")
     report.add_table("robust_accuracy", _robust_table(models, x, y, cfg), "PGD-20 robust accuracy vs L-inf eps.")
-    report.add_table("lbfgs_minimal_distortion", _lbfgs_table(models, data, eff),
+    report.add_table("lbfgs_minimal_distortion", _lbfgs_table(models, data, cfg),
                      "Szegedy et al.'s box-constrained L-BFGS to a random other class: mean RMS distortion "
                      "sqrt(mean_i r_i^2) over successful examples, beside the paper's Table 1 (MNIST, 28x28; "
                      "our inputs are 8x8 digits, so only the order of magnitude is comparable).")
-    report.meta["effective"] = eff
     return report
 
 
@@ -357,11 +355,11 @@ def _robust_table(models, x, y, cfg) -> pd.DataFrame:
                                           values="robust_acc").reset_index().rename(columns=lambda c: str(c))
 
 
-def _lbfgs_table(models, data, eff) -> pd.DataFrame:
-    n = eff["n_lbfgs"]
+def _lbfgs_table(models, data, cfg) -> pd.DataFrame:
+    n = cfg.n_lbfgs
     mods = {name: m for name, (m, _, _) in models.items()}
     return adv.minimal_distortion_table(mods, data.x_test[-n:], data.y_test[-n:],
-                                        search_steps=eff["search_steps"], maxiter=100)
+                                        search_steps=cfg.search_steps, maxiter=100)
 
 
 def _answer(excess: pd.DataFrame) -> str:

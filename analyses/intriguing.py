@@ -24,6 +24,7 @@ attacked; no AE400-10 row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ import univ
 from univ import bounds as B
 from univ.adversarial.lbfgs import SZEGEDY_TABLE1, lbfgs, rms_distortion
 from univ.cache import cached_model
+from univ.config import AnalysisConfig, SettingError, check_range
 from univ.models import logits, predict
 from univ.report import Report, heatmap
 from univ.train import TrainConfig
@@ -70,11 +72,12 @@ SWEEP_RADII = (0.001, 0.005, 0.02, 0.05, 0.2)
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(AnalysisConfig):
     """Settings of the Szegedy et al. rerun (every field is a command-line flag: --field value)."""
 
-    quick: bool = False
-    """Shrink everything (fewer epochs, attacked inputs, directions and points) for a first look."""
+    QUICK: ClassVar[dict] = {"epochs": 20, "n_attack": 60, "search_steps": 8, "maxiter": 60, "n_random": 50,
+                             "n_points": 8, "n_sweep": 3}
+
     lambdas: tuple[float, ...] = (1e-4, 1e-2, 1.0)
     """Weight decays of the FC10(lambda) softmax regressions."""
     widths: tuple[int, ...] = (100, 200)
@@ -101,27 +104,25 @@ class Config:
     """Half-width (L-inf) of the input box around each point for the IBP-localised bound."""
     sample_radius: float = 0.05
     """L2 radius of the random perturbations of the sampled local ratios."""
+    n_sweep: int = 10
+    """Test points of the radius sweep of the local bounds (at most n_points)."""
     seed: int = 0
 
-    def __post_init__(self):
+    def validate(self):
         if not self.lambdas and not self.widths:
-            raise ValueError("lambdas, widths: need at least one model")
-        if any(lam < 0 for lam in self.lambdas) or any(w < 1 for w in self.widths):
-            raise ValueError(f"lambdas must be >= 0 and widths >= 1, got {self.lambdas}, {self.widths}")
-        for f in ("epochs", "n_attack", "search_steps", "maxiter", "top_k", "n_random", "n_points"):
-            if getattr(self, f) < 1:
-                raise ValueError(f"{f}: must be >= 1, got {getattr(self, f)}")
-        if self.local_radius <= 0 or self.sample_radius <= 0:
-            raise ValueError("local_radius, sample_radius: must be > 0")
+            raise SettingError("widths", "need at least one model: give lambdas or widths")
+        if any(lam < 0 for lam in self.lambdas):
+            raise SettingError("lambdas", f"weight decays must be >= 0, got {list(self.lambdas)}")
+        if any(w < 1 for w in self.widths):
+            raise SettingError("widths", f"widths must be >= 1, got {list(self.widths)}")
+        for f in ("epochs", "n_attack", "search_steps", "maxiter", "top_k", "n_random", "n_points", "n_sweep"):
+            check_range(self, f, low=1)
+        if self.n_sweep > self.n_points:
+            raise SettingError("n_sweep", f"must be <= n_points ({self.n_points}), got {self.n_sweep}")
+        check_range(self, "mlp_weight_decay", low=0)
+        check_range(self, "local_radius", low=0, low_open=True)
+        check_range(self, "sample_radius", low=0, low_open=True)
 
-    def effective(self) -> dict:
-        """The sizes actually used (``quick`` shrinks them)."""
-        if self.quick:
-            return {"epochs": min(self.epochs, 20), "n_attack": min(self.n_attack, 60),
-                    "search_steps": min(self.search_steps, 8), "maxiter": min(self.maxiter, 60),
-                    "n_random": min(self.n_random, 50), "n_points": min(self.n_points, 8), "n_sweep": 3}
-        return {k: getattr(self, k) for k in ("epochs", "n_attack", "search_steps", "maxiter", "n_random",
-                                              "n_points")} | {"n_sweep": min(self.n_points, 10)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -149,7 +150,7 @@ def top_activating(acts, directions, k: int) -> torch.Tensor:
     return torch.topk(directions @ acts.T, k, dim=1).indices
 
 
-def inspection_stage(models: dict, data, cfg: Config, eff: dict, report: Report) -> None:
+def inspection_stage(models: dict, data, cfg: Config, report: Report) -> None:
     rows, grids = [], {}
     g = torch.Generator().manual_seed(cfg.seed)
     y = data.y_test.numpy()
@@ -160,7 +161,7 @@ def inspection_stage(models: dict, data, cfg: Config, eff: dict, report: Report)
             acts = univ.capture(model, data.x_test, [layer])[layer].double()
             live = torch.nonzero(acts.std(0) > 1e-8)[:, 0]  # dead units have no top inputs
             units = torch.eye(acts.shape[1], dtype=torch.float64)[live]
-            rand = torch.randn(eff["n_random"], acts.shape[1], generator=g, dtype=torch.float64)
+            rand = torch.randn(cfg.n_random, acts.shape[1], generator=g, dtype=torch.float64)
             rand = rand / rand.norm(dim=1, keepdim=True)
             pur = {}
             for basis, dirs in (("unit", units), ("random direction", rand)):
@@ -211,13 +212,13 @@ def _image_grid(grids: dict, data, k: int):
 # (b, c) minimal distortions and transfer
 
 
-def attack_stage(models: dict, metrics: dict, data, cfg: Config, eff: dict, report: Report) -> dict:
-    x, y = data.x_test[:eff["n_attack"]], data.y_test[:eff["n_attack"]]
+def attack_stage(models: dict, metrics: dict, data, cfg: Config, report: Report) -> dict:
+    x, y = data.x_test[:cfg.n_attack], data.y_test[:cfg.n_attack]
     rows, adv = [], {}
     for name, model in tqdm(models.items(), desc="L-BFGS"):
         ok = predict(model, x) == y
         xs, ys = x[ok], y[ok]
-        x_adv, info = lbfgs(model, xs, ys, search_steps=eff["search_steps"], maxiter=eff["maxiter"],
+        x_adv, info = lbfgs(model, xs, ys, search_steps=cfg.search_steps, maxiter=cfg.maxiter,
                             seed=cfg.seed, return_info=True)
         succ = info["success"].to_numpy()
         adv[name] = (xs, ys, x_adv, info)
@@ -270,9 +271,9 @@ def attack_stage(models: dict, metrics: dict, data, cfg: Config, eff: dict, repo
 # (d) Lipschitz bounds
 
 
-def lipschitz_stage(models: dict, adv: dict, data, cfg: Config, eff: dict, report: Report) -> None:
+def lipschitz_stage(models: dict, adv: dict, data, cfg: Config, report: Report) -> None:
     layer_rows, rows = [], []
-    pts = data.x_test[-eff["n_points"]:]
+    pts = data.x_test[-cfg.n_points:]
     lo_b, hi_b = data.bounds
     g = torch.Generator().manual_seed(cfg.seed + 2)
     sweep = []
@@ -297,7 +298,7 @@ def lipschitz_stage(models: dict, adv: dict, data, cfg: Config, eff: dict, repor
         gap = (top2[:, 0] - top2[:, 1]).numpy()
         succ = info["success"].to_numpy()
         for r in SWEEP_RADII:
-            for i, p in enumerate(pts[:eff["n_sweep"]]):
+            for i, p in enumerate(pts[:cfg.n_sweep]):
                 loc = B.local_split_bound(model, (p - r).clamp(lo_b, hi_b), (p + r).clamp(lo_b, hi_b),
                                           global_bound=split)
                 sweep.append({"model": name, "radius": r, "point": i, "local_bound": loc,
@@ -352,7 +353,7 @@ def _lam(lam: float) -> str:
     return f"{lam:g}" if lam == 0 or int(exp) == 0 or mant != "1" else f"1e{int(exp)}"
 
 
-def build_models(data, cfg: Config, eff: dict) -> tuple[dict, dict]:
+def build_models(data, cfg: Config) -> tuple[dict, dict]:
     """Train (or load from the cache) FC10(lambda), FCw-w-10 and the CNN; returns (models, metrics)."""
     specs = [(f"FC10({_lam(lam)})", "mlp", {"widths": []}, lam) for lam in cfg.lambdas]  # softmax regression
     specs += [(f"FC{w}-{w}-10", "mlp", {"widths": [w, w]}, cfg.mlp_weight_decay) for w in cfg.widths]
@@ -360,7 +361,7 @@ def build_models(data, cfg: Config, eff: dict) -> tuple[dict, dict]:
         specs.append(("CNN", "cnn", {}, cfg.mlp_weight_decay))
     models, metrics = {}, {}
     for label, arch, mcfg, wd in tqdm(specs, desc="train"):
-        tc = TrainConfig(epochs=eff["epochs"], batch_size=64, lr=3e-3, weight_decay=wd, seed=cfg.seed)
+        tc = TrainConfig(epochs=cfg.epochs, batch_size=64, lr=3e-3, weight_decay=wd, seed=cfg.seed)
         models[label], metrics[label] = cached_model(arch, data, seed=cfg.seed, train_cfg=tc, model_cfg=mcfg,
                                                      progress=False)
         models[label].eval()
@@ -368,17 +369,16 @@ def build_models(data, cfg: Config, eff: dict) -> tuple[dict, dict]:
 
 
 def run(cfg: Config) -> Report:
-    eff = cfg.effective()
     data = univ.data.digits(seed=cfg.seed)
-    report = Report("intriguing", meta={"effective": eff})
-    models, metrics = build_models(data, cfg, eff)
+    report = Report("intriguing")
+    models, metrics = build_models(data, cfg)
     report.add_text("setup", (
         f"sklearn digits: {len(data.x_train)} train / {len(data.x_test)} test 8x8 images in [0, 1]. "
-        f"Models: {', '.join(models)}; {eff['epochs']} epochs of Adam (lr 3e-3, batch 64), weight decay = "
+        f"Models: {', '.join(models)}; {cfg.epochs} epochs of Adam (lr 3e-3, batch 64), weight decay = "
         "lambda for FC10(lambda), mlp_weight_decay otherwise. Hidden units are ReLU (the paper: sigmoid). "
         "The paper's tables are MNIST (28x28); see each table for the mapping."))
-    adv = attack_stage(models, metrics, data, cfg, eff, report)
-    lipschitz_stage(models, adv, data, cfg, eff, report)
-    inspection_stage({k: m for k, m in models.items() if len(m.layers) > 1}, data, cfg, eff, report)
+    adv = attack_stage(models, metrics, data, cfg, report)
+    lipschitz_stage(models, adv, data, cfg, report)
+    inspection_stage({k: m for k, m in models.items() if len(m.layers) > 1}, data, cfg, report)
     report.summary = "table1_min_distortion"
     return report

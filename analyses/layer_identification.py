@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 import univ
 from univ import similarity as sim
 from univ.cache import cached_model
+from univ.config import AnalysisConfig, SettingError, check_choices, check_range
 from univ.report import Report, heatmap
 from univ.similarity.cca import _pca_coefficients, _span_basis
 from univ.train import TrainConfig
@@ -153,11 +154,12 @@ def _pairwise(name: str):
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(AnalysisConfig):
     """Settings of the layer-identification run (every field is a command-line flag)."""
 
-    quick: bool = False
-    """Shrink everything (4 narrower nets, fewer epochs and samples) for CI and a first look."""
+    QUICK: ClassVar[dict] = {"n_networks": 4, "channels": 8, "depth": 6, "width": 64, "epochs": 12,
+                             "dataset_size": 5000, "n_samples": 1000}
+
     arch: Literal["plain1d", "mlp"] = "plain1d"
     """plain1d: Kornblith et al.'s plain CNN in 1-D (the zoo's ``plain_cnn``: conv-BN-ReLU per stride,
     global average pooling); mlp: the zoo MLP with ``depth`` hidden layers of ``width``."""
@@ -165,9 +167,9 @@ class Config:
     """MNIST-1D samples generated (80% train, 20% test)."""
     n_networks: int = 10
     """Networks trained from different seeds (Kornblith et al.: 10)."""
-    channels: int | None = None
-    """Channels per conv layer (default 32, giving layers of 640, 640, 320, 320, 160, 160 features with the
-    default strides); quick uses at most 8."""
+    channels: int = 32
+    """plain1d: channels per conv layer (32 gives layers of 640, 640, 320, 320, 160, 160 features with the
+    default strides)."""
     strides: tuple[int, ...] = (2, 1, 2, 1, 2, 1)
     """plain1d: one conv layer per entry, with that stride (2 halves the resolution)."""
     depth: int = 8
@@ -175,7 +177,9 @@ class Config:
     width: int = 128
     """mlp units per hidden layer."""
     epochs: int = 30
+    """Training epochs per network."""
     batch_size: int = 64
+    """Training minibatch size."""
     lr: float = 1e-3
     """Adam learning rate."""
     n_samples: int = 2000
@@ -185,26 +189,16 @@ class Config:
     seed: int = 0
     """Offset of the network seeds (seed, seed + 1, ...)."""
 
-    def __post_init__(self):
-        if self.n_networks < 2 or self.depth < 2:
-            raise ValueError(f"need n_networks >= 2 and depth >= 2, got {self.n_networks}, {self.depth}")
+    def validate(self):
+        for name in ("n_networks", "depth"):
+            check_range(self, name, low=2)
+        for name in ("dataset_size", "channels", "width", "epochs", "batch_size", "n_samples"):
+            check_range(self, name, low=1)
+        check_range(self, "lr", low=0, low_open=True)
         if len(self.strides) < 2 or any(st < 1 for st in self.strides):
-            raise ValueError(f"strides: need at least 2 layers with strides >= 1, got {self.strides}")
-        for m in self.metrics:
-            if m not in METRIC_NAMES:
-                raise ValueError(f"metrics: unknown metric {m!r}; choose from {list(METRIC_NAMES)}")
+            raise SettingError("strides", f"need at least 2 layers with strides >= 1, got {list(self.strides)}")
+        check_choices(self, "metrics", METRIC_NAMES)
 
-    def effective(self) -> dict:
-        """The sizes actually used (``quick`` shrinks them)."""
-        channels = self.channels or (32 if self.arch == "plain1d" else 0)
-        if self.quick:
-            return {"n_networks": min(self.n_networks, 4), "channels": min(channels, 8),
-                    "depth": min(self.depth, 6), "width": min(self.width, 64),
-                    "epochs": min(self.epochs, 12), "dataset_size": min(self.dataset_size, 5000),
-                    "n_samples": min(self.n_samples, 1000)}
-        return {"n_networks": self.n_networks, "channels": channels, "depth": self.depth,
-                "width": self.width, "epochs": self.epochs, "dataset_size": self.dataset_size,
-                "n_samples": self.n_samples}
 
 
 def _kernel_cka_matrix(acts: list[dict[str, torch.Tensor]], threshold: float) -> np.ndarray:
@@ -256,34 +250,33 @@ def identification(S: np.ndarray) -> tuple[float, np.ndarray]:
 
 
 def run(cfg: Config) -> Report:
-    eff = cfg.effective()
-    N, n = eff["n_networks"], eff["n_samples"]
-    data = univ.data.load("mnist1d", num_samples=eff["dataset_size"])
+    N, n = cfg.n_networks, cfg.n_samples
+    data = univ.data.load("mnist1d", num_samples=cfg.dataset_size)
     if n > len(data.x_test):
         raise ValueError(f"n_samples: {n} exceeds the {len(data.x_test)} test inputs; raise dataset_size")
     length = data.input_shape[-1]
-    widest = {"plain1d": eff["channels"] * -(-length // cfg.strides[0]), "mlp": eff["width"]}[cfg.arch]
+    widest = {"plain1d": cfg.channels * -(-length // cfg.strides[0]), "mlp": cfg.width}[cfg.arch]
     if any(m.startswith(("cca", "svcca", "pwcca")) for m in cfg.metrics) and n <= 2 * widest + 1:
         raise ValueError(f"n_samples: {n} must exceed 2 * {widest} + 1 for the CCA metrics (they "
                          f"degenerate otherwise: Kornblith et al. 2019, Theorem 1)")
     _MEMO.clear()
     acts, nets = [], []
     for s in tqdm(range(cfg.seed, cfg.seed + N), desc="networks"):
-        train_cfg = TrainConfig(epochs=eff["epochs"], batch_size=cfg.batch_size, lr=cfg.lr, seed=s)
+        train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=s)
         if cfg.arch == "plain1d":
             model, metrics = cached_model("plain_cnn", data, seed=s, train_cfg=train_cfg, progress=False,
-                                          model_cfg={"channels": eff["channels"], "strides": list(cfg.strides)})
+                                          model_cfg={"channels": cfg.channels, "strides": list(cfg.strides)})
         else:
             model, metrics = cached_model("mlp", data, seed=s, train_cfg=train_cfg,
-                                          model_cfg={"widths": [eff["width"]] * eff["depth"]}, progress=False)
+                                          model_cfg={"widths": [cfg.width] * cfg.depth}, progress=False)
         names = model.layers[:-1]  # logits excluded
         nets.append({"seed": s, "train_acc": metrics["train_acc"], "test_acc": metrics["test_acc"]})
         acts.append({k: v.double() for k, v in univ.capture(model, data.x_test[:n], names=names).items()})
     L = len(names)
     shape = ", ".join(str(a.shape[1]) for a in acts[0].values())
-    what = {"plain1d": f"{N} plain 1-D CNNs ({len(cfg.strides)} conv-BN-ReLU layers of {eff['channels']} "
+    what = {"plain1d": f"{N} plain 1-D CNNs ({len(cfg.strides)} conv-BN-ReLU layers of {cfg.channels} "
                        f"channels, strides {list(cfg.strides)})",
-            "mlp": f"{N} MLPs ({eff['depth']} hidden ReLU layers of width {eff['width']})"}[cfg.arch]
+            "mlp": f"{N} MLPs ({cfg.depth} hidden ReLU layers of width {cfg.width})"}[cfg.arch]
 
     report = Report("layer_identification")
     rows, per_layer, mean_sims = [], {}, {}
@@ -302,7 +295,7 @@ def run(cfg: Config) -> Report:
     table = pd.DataFrame(rows)
     report.add_table(
         "identification", table,
-        f"{what}, seeds {cfg.seed}..{cfg.seed + N - 1}, trained on MNIST-1D ({eff['dataset_size']} samples); "
+        f"{what}, seeds {cfg.seed}..{cfg.seed + N - 1}, trained on MNIST-1D ({cfg.dataset_size} samples); "
         f"post-ReLU activations (features: {shape}) on {n} test inputs. accuracy_pct: "
         f"% of (ordered network pair, layer) trials where the most similar layer of the other network is "
         f"the corresponding one. paper_pct: Kornblith et al. 2019 Table 2 (10 CNNs on CIFAR-10), for the "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 import univ
 from univ import pruning
+from univ.config import AnalysisConfig, SettingError, check_range
 from univ.models import build_model
 from univ.report import Report
 from univ.train import TrainConfig
@@ -32,15 +33,15 @@ KINDS = ("ticket", "ticket_late", "reinit", "random")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(AnalysisConfig):
     """Settings of the lottery-ticket run (every field is a command-line flag)."""
 
-    quick: bool = False
-    """Shrink everything (narrower nets, fewer rounds and epochs, digits only) for CI and a first look."""
+    QUICK: ClassVar[dict] = {"datasets": ("digits",), "widths": (100, 30), "seeds": 3, "n_rounds": 5, "epochs": 20}
+
     datasets: tuple[Literal["digits", "mnist1d"], ...] = ("digits", "mnist1d")
     """Datasets (both generated or shipped locally)."""
     widths: tuple[int, ...] = (300, 100)
-    """Hidden widths (LeNet-300-100); quick uses (100, 30)."""
+    """Hidden widths (LeNet-300-100)."""
     seeds: int = 4
     """Initialisations per dataset (seed, seed+1, ...)."""
     n_rounds: int = 10
@@ -54,6 +55,7 @@ class Config:
     epochs: int = 40
     """Training epochs per network (every round and control)."""
     batch_size: int = 60
+    """Training minibatch size."""
     lr: float = 1.2e-3
     """Adam learning rate (Frankle & Carbin's LeNet setting)."""
     n_val: int = 200
@@ -63,21 +65,20 @@ class Config:
     seed: int = 0
     """Offset of the model seeds."""
 
-    def __post_init__(self):
-        if self.seeds < 2:
-            raise ValueError(f"seeds: need at least 2 to compare tickets across initialisations, got {self.seeds}")
-        if self.n_rounds < 1 or self.epochs < 1 or self.late_rewind < 0:
-            raise ValueError(f"need n_rounds >= 1, epochs >= 1, late_rewind >= 0; got {self}")
-        if not (0 < self.hidden_rate < 1 and 0 <= self.output_rate < 1):
-            raise ValueError(f"hidden_rate must be in (0, 1), output_rate in [0, 1); got {self}")
+    def validate(self):
+        if not self.datasets:
+            raise SettingError("datasets", "need at least one dataset")
+        if not self.widths or min(self.widths) < 1:
+            raise SettingError("widths", f"need positive hidden widths, got {list(self.widths)}")
+        check_range(self, "seeds", low=2)  # tickets are compared across initialisations
+        for name in ("n_rounds", "epochs", "batch_size", "eval_every"):
+            check_range(self, name, low=1)
+        check_range(self, "late_rewind", low=0)
+        check_range(self, "n_val", low=10)
+        check_range(self, "hidden_rate", low=0, high=1, low_open=True, high_open=True)
+        check_range(self, "output_rate", low=0, high=1, high_open=True)
+        check_range(self, "lr", low=0, low_open=True)
 
-    def effective(self) -> dict:
-        """The sizes actually used (``quick`` shrinks them)."""
-        if self.quick:
-            return {"datasets": self.datasets[:1], "widths": (100, 30), "seeds": min(self.seeds, 3),
-                    "n_rounds": min(self.n_rounds, 5), "epochs": min(self.epochs, 20)}
-        return {"datasets": self.datasets, "widths": self.widths, "seeds": self.seeds, "n_rounds": self.n_rounds,
-                "epochs": self.epochs}
 
 
 def _data(name: str):
@@ -89,23 +90,23 @@ def _acts(model, masks, state, x, layers) -> dict[str, torch.Tensor]:
     return univ.capture(model, x, names=layers, batch_size=1024)
 
 
-def _run_seed(name, data, val, cfg: Config, eff: dict, seed: int, layers, x_sim):
+def _run_seed(name, data, val, cfg: Config, seed: int, layers, x_sim):
     """All trained networks of one seed: {(kind, round): (masks, state, run)} and their activations."""
-    mk = dict(input_shape=data.input_shape, widths=list(eff["widths"]), n_classes=data.n_classes)
+    mk = dict(input_shape=data.input_shape, widths=list(cfg.widths), n_classes=data.n_classes)
     make = lambda s=seed: build_model("mlp", seed=s, **mk)  # noqa: E731
-    tcfg = TrainConfig(epochs=eff["epochs"], batch_size=cfg.batch_size, lr=cfg.lr, seed=seed)
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed)
     rates = pruning.layer_rates(make(), cfg.hidden_rate, cfg.output_rate)
     init = pruning.snapshot(make())
     common = dict(rates=rates, val=val, eval_every=cfg.eval_every)
     nets = {}
     if cfg.late_rewind:
-        late, late_state = pruning.iterative_magnitude_pruning(make, data, tcfg, eff["n_rounds"],
+        late, late_state = pruning.iterative_magnitude_pruning(make, data, tcfg, cfg.n_rounds,
                                                               rewind_step=cfg.late_rewind, **common)
         nets.update({("ticket_late", r.round): r for r in late})
         dense = late[0]
     else:
         dense = None
-    rounds, _ = pruning.iterative_magnitude_pruning(make, data, tcfg, eff["n_rounds"], dense=dense,
+    rounds, _ = pruning.iterative_magnitude_pruning(make, data, tcfg, cfg.n_rounds, dense=dense,
                                                     rewind_state=init if dense else None, **common)
     nets.update({("ticket", r.round): r for r in rounds})
     model = make()
@@ -236,25 +237,23 @@ def _figures(report: Report, acc: pd.DataFrame, sim: pd.DataFrame, ds: str) -> N
 
 
 def run(cfg: Config = Config()) -> Report:
-    torch.set_num_threads(1)
-    eff = cfg.effective()
-    layers = [f"act{i}" for i in range(1, len(eff["widths"]) + 1)]
+    layers = [f"act{i}" for i in range(1, len(cfg.widths) + 1)]
     acc_rows, sim_rows, mask_rows = [], [], []
-    seeds = [cfg.seed + i for i in range(eff["seeds"])]
-    for ds in eff["datasets"]:
+    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    for ds in cfg.datasets:
         full = _data(ds)
         data, val = pruning.split_validation(full, cfg.n_val, seed=cfg.seed)
         x_sim = data.x_test
         nets_by_seed, acts_by_seed = {}, {}
         for s in tqdm(seeds, desc=f"lottery {ds}"):
-            nets_by_seed[s], acts_by_seed[s] = _run_seed(ds, data, val, cfg, eff, s, layers, x_sim)
+            nets_by_seed[s], acts_by_seed[s] = _run_seed(ds, data, val, cfg, s, layers, x_sim)
             for (kind, r), p in nets_by_seed[s].items():
                 per_layer = {f"remaining_{k.split('.')[0]}": v for k, v in pruning.layer_remaining(p.masks).items()}
                 acc_rows.append({"dataset": ds, "kind": kind, "round": r, "remaining": p.remaining, "seed": s,
                                  "test_acc_final": p.run.metrics["test_acc"],
                                  "test_acc_at_best": p.run.test_acc_at_best, "best_step": p.run.best_step,
                                  "best_val_loss": p.run.best_val_loss, **per_layer})
-        rows, mrows = _similarity_rows(ds, nets_by_seed, acts_by_seed, layers, eff["n_rounds"])
+        rows, mrows = _similarity_rows(ds, nets_by_seed, acts_by_seed, layers, cfg.n_rounds)
         sim_rows += rows
         mask_rows += mrows
     acc = pd.DataFrame(acc_rows).sort_values(["dataset", "kind", "round", "seed"]).reset_index(drop=True)
@@ -283,10 +282,9 @@ def run(cfg: Config = Config()) -> Report:
                      "matching hidden units (Hungarian on activation correlations); chance = p^2 / (2p - p^2).")
     report.add_table("accuracy_per_seed", acc)
     report.add_table("similarity_per_pair", sim)
-    for ds in eff["datasets"]:
+    for ds in cfg.datasets:
         _figures(report, acc, sim, ds)
     report.summary = "summary"
-    report.meta["effective"] = eff
     return report
 
 

@@ -15,6 +15,7 @@ correlation with the true sparse features, and the SAE latents' input-space read
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ import univ
 from univ import purity as P
 from univ.adversarial import make_attack, robust_accuracy
 from univ.cache import cached_sae
+from univ.config import AnalysisConfig, SettingError, check_range
 from univ.data import Dataset
 from univ.models import build_model
 from univ.report import Report
@@ -34,11 +36,12 @@ KINDS = ("init", "clean", "fgm", "pgd")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(AnalysisConfig):
     """Settings of the purification run (every field is a command-line flag)."""
 
-    quick: bool = False
-    """Shrink everything (smaller dictionary, fewer samples, seeds and epochs) for CI and a first look."""
+    QUICK: ClassVar[dict] = {"d": 32, "n_atoms": 32, "n_samples": 6000, "width": 64, "epochs": 25, "seeds": 2,
+                             "sae_steps": 1500, "n_eval": 1000}
+
     d: int = 64
     """Input dimension."""
     n_atoms: int = 64
@@ -54,8 +57,11 @@ class Config:
     width: int = 128
     """Hidden neurons of the two-layer network."""
     epochs: int = 40
+    """Training epochs per network."""
     batch_size: int = 128
+    """Training minibatch size."""
     lr: float = 1e-3
+    """Adam learning rate."""
     eps: float = 0.3
     """L2 radius of the FGM / PGD perturbations, in training and evaluation."""
     pgd_steps: int = 5
@@ -73,28 +79,26 @@ class Config:
     n_eval: int = 2000
     """Test inputs used for robust accuracy and the SAE scores."""
     seed: int = 0
+    """Seed of the data, the networks and the SAEs."""
 
-    def __post_init__(self):
+    def validate(self):
+        for name in ("d", "n_atoms", "width", "epochs", "batch_size", "pgd_steps", "seeds", "topk", "sae_steps"):
+            check_range(self, name, low=1)
         if self.orthonormal and self.d != self.n_atoms:
-            raise ValueError(f"orthonormal: needs d == n_atoms, got d={self.d}, n_atoms={self.n_atoms}")
-        if self.seeds < 1 or self.width < 1 or self.eps <= 0:
-            raise ValueError(f"need seeds >= 1, width >= 1, eps > 0; got {self}")
-
-    def effective(self) -> dict:
-        """The sizes actually used (``quick`` shrinks them)."""
-        if self.quick:
-            d = min(self.d, 32)
-            return {"d": d, "n_atoms": d if self.orthonormal else min(self.n_atoms, 2 * d),
-                    "n_samples": min(self.n_samples, 6000), "width": min(self.width, 64),
-                    "epochs": min(self.epochs, 25), "seeds": min(self.seeds, 2), "sae_steps": min(self.sae_steps, 1500),
-                    "n_eval": min(self.n_eval, 1000)}
-        return {"d": self.d, "n_atoms": self.n_atoms, "n_samples": self.n_samples, "width": self.width,
-                "epochs": self.epochs, "seeds": self.seeds, "sae_steps": self.sae_steps, "n_eval": self.n_eval}
+            raise SettingError("n_atoms", f"orthonormal needs d == n_atoms, got d={self.d}, n_atoms={self.n_atoms}")
+        if not 1 <= self.k[0] <= self.k[1] <= self.n_atoms:
+            raise SettingError("k", f"need 1 <= k[0] <= k[1] <= n_atoms={self.n_atoms}, got {list(self.k)}")
+        check_range(self, "n_samples", low=100)
+        check_range(self, "n_eval", low=10, high=self.n_samples // 5)
+        check_range(self, "eps", low=0, low_open=True)
+        check_range(self, "lr", low=0, low_open=True)
+        check_range(self, "noise", low=0)
+        check_range(self, "alive_fraction", low=0, high=1)
 
 
-def make_data(cfg: Config, eff: dict) -> tuple[Dataset, torch.Tensor]:
+def make_data(cfg: Config) -> tuple[Dataset, torch.Tensor]:
     """The signed sparse-coding task; returns (dataset, w*). extra holds M, the signed codes and w*."""
-    base = univ.data.sparse_coding(eff["n_samples"], eff["d"], eff["n_atoms"], k=tuple(cfg.k), noise=0.0,
+    base = univ.data.sparse_coding(cfg.n_samples, cfg.d, cfg.n_atoms, k=tuple(cfg.k), noise=0.0,
                                    seed=cfg.seed)
     M = base.extra["dictionary"]
     if cfg.orthonormal:
@@ -102,11 +106,11 @@ def make_data(cfg: Config, eff: dict) -> tuple[Dataset, torch.Tensor]:
     g = torch.Generator().manual_seed(cfg.seed + 1)
     Z = torch.cat([base.extra["codes_test"], base.extra["codes_train"]])
     Z = Z * (2 * torch.randint(0, 2, Z.shape, generator=g) - 1)  # random signs: symmetric codes, as in the paper
-    w_star = (2 * torch.randint(0, 2, (eff["n_atoms"],), generator=g) - 1).float()
-    X = Z @ M.T + cfg.noise * torch.randn(len(Z), eff["d"], generator=g)
+    w_star = (2 * torch.randint(0, 2, (cfg.n_atoms,), generator=g) - 1).float()
+    X = Z @ M.T + cfg.noise * torch.randn(len(Z), cfg.d, generator=g)
     y = (Z @ w_star > 0).long()
     n_test = len(base.x_test)
-    data = Dataset("sparse_coding_signed", X[n_test:], y[n_test:], X[:n_test], y[:n_test], (eff["d"],), 2, None,
+    data = Dataset("sparse_coding_signed", X[n_test:], y[n_test:], X[:n_test], y[:n_test], (cfg.d,), 2, None,
                    extra={"dictionary": M, "codes_train": Z[n_test:], "codes_test": Z[:n_test], "w_star": w_star})
     return data, w_star
 
@@ -140,9 +144,9 @@ def _readout_dirs(x: torch.Tensor, codes: torch.Tensor, ridge: float = 1e-3) -> 
     return torch.linalg.solve(G, X.T @ A).T
 
 
-def _sae_scores(acts_tr, acts_te, x_te, Z_te, M, cfg: Config, eff: dict, seed: int) -> dict:
-    sae = cached_sae("topk", acts_tr, d_sae=2 * eff["n_atoms"], k=int(cfg.k[1]), seed=seed,
-                     fit_max_steps=eff["sae_steps"], fit_patience=None, fit_progress=False, fit_batch_size=256)
+def _sae_scores(acts_tr, acts_te, x_te, Z_te, M, cfg: Config, seed: int) -> dict:
+    sae = cached_sae("topk", acts_tr, d_sae=2 * cfg.n_atoms, k=int(cfg.k[1]), seed=seed,
+                     fit_max_steps=cfg.sae_steps, fit_patience=None, fit_progress=False, fit_batch_size=256)
     with torch.no_grad():
         codes = sae.encode(acts_te)
         fvu = univ.sae.fvu(acts_te, sae.decode(codes))
@@ -154,10 +158,10 @@ def _sae_scores(acts_tr, acts_te, x_te, Z_te, M, cfg: Config, eff: dict, seed: i
             "sae_fvu": fvu}
 
 
-def _train_kinds(data: Dataset, cfg: Config, eff: dict, seed: int) -> dict:
+def _train_kinds(data: Dataset, cfg: Config, seed: int) -> dict:
     """init / clean / fgm / pgd networks of one seed, all from the same initialisation and batch order."""
-    mk = dict(input_shape=data.input_shape, widths=[eff["width"]], n_classes=2)
-    tcfg = TrainConfig(epochs=eff["epochs"], batch_size=cfg.batch_size, lr=cfg.lr, seed=seed)
+    mk = dict(input_shape=data.input_shape, widths=[cfg.width], n_classes=2)
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed)
     atk = _attacks(cfg, train_time=True)
     nets = {"init": build_model("mlp", seed=seed, **mk).eval()}
     for kind in ("clean", "fgm", "pgd"):
@@ -167,21 +171,19 @@ def _train_kinds(data: Dataset, cfg: Config, eff: dict, seed: int) -> dict:
 
 
 def run(cfg: Config = Config()) -> Report:
-    torch.set_num_threads(1)
-    eff = cfg.effective()
-    data, w_star = make_data(cfg, eff)
+    data, w_star = make_data(cfg)
     M = data.extra["dictionary"]
     label_dir = M @ w_star  # the dense direction a clean linear readout uses
-    x_ev, y_ev = data.x_test[: eff["n_eval"]], data.y_test[: eff["n_eval"]]
-    Z_ev = data.extra["codes_test"][: eff["n_eval"]]
+    x_ev, y_ev = data.x_test[: cfg.n_eval], data.y_test[: cfg.n_eval]
+    Z_ev = data.extra["codes_test"][: cfg.n_eval]
     eval_atk = _attacks(cfg, train_time=False)
-    rand = {k: P.expected_random_purity(eff["n_atoms"], k) for k in (1, cfg.topk)} if cfg.orthonormal else {
+    rand = {k: P.expected_random_purity(cfg.n_atoms, k) for k in (1, cfg.topk)} if cfg.orthonormal else {
         k: P.random_purity(M, k)[0] for k in (1, cfg.topk)}
     neuron_rows, net_rows, dec_rows = [], [], []
     x_sae_tr = data.x_train[:10000]
-    raw_sae = _sae_scores(x_sae_tr, x_ev, x_ev, Z_ev, M, cfg, eff, cfg.seed) if cfg.sae else {}
-    for s in tqdm([cfg.seed + i for i in range(eff["seeds"])], desc="purification"):
-        nets = _train_kinds(data, cfg, eff, s)
+    raw_sae = _sae_scores(x_sae_tr, x_ev, x_ev, Z_ev, M, cfg, cfg.seed) if cfg.sae else {}
+    for s in tqdm([cfg.seed + i for i in range(cfg.seeds)], desc="purification"):
+        nets = _train_kinds(data, cfg, s)
         for kind, net in nets.items():
             W = net.fc1.weight.detach()
             acts_ev = univ.capture(net, x_ev, names=["act1"])["act1"]
@@ -203,7 +205,7 @@ def run(cfg: Config = Config()) -> Report:
                    "neuron_mmcs": univ.sae.dictionary_recovery(W[alive] if alive.any() else W, M, 0.9)[0]}
             if cfg.sae:
                 acts_tr = univ.capture(net, x_sae_tr, names=["act1"])["act1"]
-                row.update(_sae_scores(acts_tr, acts_ev, x_ev, Z_ev, M, cfg, eff, s))
+                row.update(_sae_scores(acts_tr, acts_ev, x_ev, Z_ev, M, cfg, s))
             net_rows.append(row)
         Wc = nets["clean"].fc1.weight.detach()
         for kind in ("fgm", "pgd"):
@@ -222,10 +224,10 @@ def run(cfg: Config = Config()) -> Report:
     neurons = pd.concat(neuron_rows, ignore_index=True)
     nets_df = pd.DataFrame(net_rows)
     dec_df = pd.DataFrame(dec_rows)
-    return _report(cfg, eff, neurons, nets_df, dec_df, raw_sae, rand)
+    return _report(cfg, neurons, nets_df, dec_df, raw_sae, rand)
 
 
-def _report(cfg, eff, neurons, nets_df, dec_df, raw_sae, rand) -> Report:
+def _report(cfg, neurons, nets_df, dec_df, raw_sae, rand) -> Report:
     report = Report("purification")
     metrics = [c for c in nets_df.columns if c not in ("seed", "kind")]
     summ = nets_df.groupby("kind", sort=False)[metrics].agg(["mean", "std"])
@@ -250,7 +252,6 @@ def _report(cfg, eff, neurons, nets_df, dec_df, raw_sae, rand) -> Report:
     report.add_figure("purity_hist", _hist(neurons, rand, k), "Histograms of top-1 and top-k purity and of the "
                       "participation ratio of alive neurons, pooled over seeds; dashed: a random direction.")
     report.summary = "summary"
-    report.meta["effective"] = eff
     return report
 
 

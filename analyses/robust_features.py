@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,7 @@ import torch
 from univ.adversarial.attacks import make_attack, per_sample_norm, robust_accuracy
 from univ.adversarial.datasets import ConstructedDataset, layer_output, nonrobust_dataset, robust_dataset
 from univ.cache import cached_model, cached_sae
+from univ.config import AnalysisConfig, SettingError, check_range
 from univ.data import Dataset, digits
 from univ.report import Report
 from univ.train import TrainConfig, evaluate
@@ -32,11 +33,11 @@ PAPER = {"D_R": (84.0, 48.0), "D_NR": (88.0, 0.0), "D_rand": (63.0, 0.0), "D_det
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(AnalysisConfig):
     """Settings of the robust-features reproduction (every field is a command-line flag)."""
 
-    quick: bool = False
-    """Shrink everything (fewer epochs, inversion steps and training inputs) for a first look."""
+    QUICK: ClassVar[dict] = {"epochs": 15, "inv_steps": 300, "nr_steps": 40, "sae_steps": 1000, "n_eval": 200}
+
     arch: Literal["mlp", "cnn"] = "mlp"
     """Architecture of every model (the robust/standard teachers and the models trained on each set)."""
     widths: tuple[int, ...] = (256, 32)
@@ -57,7 +58,6 @@ class Config:
     """PGD steps of the evaluation attack."""
     eps_curve: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5)
     """L2 radii of the robustness curve (robust accuracy of every model at each radius)."""
-    """PGD steps of the evaluation attack."""
     inv_steps: int = 1000
     """Representation-inversion steps (normalised-gradient descent), as in the paper."""
     inv_step_size: float = 0.1
@@ -72,31 +72,30 @@ class Config:
     """Active latents per input of the TopK SAE."""
     sae_steps: int = 3000
     """Cap on SAE training steps."""
+    n_eval: int | None = None
+    """Test inputs behind every evaluation (None: the whole test split)."""
     seed: int = 0
 
-    def __post_init__(self):
-        if self.arch not in ("mlp", "cnn"):
-            raise ValueError(f"arch: choose 'mlp' or 'cnn', got {self.arch!r}")
+    def validate(self):
         if not self.widths or min(self.widths) < 1:
-            raise ValueError(f"widths: need positive hidden widths, got {self.widths}")
+            raise SettingError("widths", f"need positive hidden widths, got {list(self.widths)}")
         for name in ("train_eps", "eval_eps", "nr_eps", "inv_step_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
-        if min(self.epochs, self.inv_steps, self.nr_steps, self.train_steps, self.eval_steps) < 1:
-            raise ValueError("epochs and all step counts must be >= 1")
-
-    def effective(self) -> dict:
-        """The sizes actually used (``quick`` shrinks them)."""
-        if self.quick:
-            return {"epochs": min(self.epochs, 15), "inv_steps": min(self.inv_steps, 300),
-                    "nr_steps": min(self.nr_steps, 40), "sae_steps": min(self.sae_steps, 1000),
-                    "n_eval": 200}
-        return {"epochs": self.epochs, "inv_steps": self.inv_steps, "nr_steps": self.nr_steps,
-                "sae_steps": self.sae_steps, "n_eval": None}
+            check_range(self, name, low=0, low_open=True)
+        if not self.eps_curve or min(self.eps_curve) < 0:
+            raise SettingError("eps_curve", f"need radii >= 0, got {list(self.eps_curve)}")
+        for name in ("epochs", "inv_steps", "nr_steps", "train_steps", "eval_steps", "sae_expansion", "sae_k",
+                     "sae_steps"):
+            check_range(self, name, low=1)
+        if self.sae_k > self.sae_expansion * self.widths[-1]:
+            raise SettingError("sae_k", f"must be <= {self.sae_expansion * self.widths[-1]} (sae_expansion x "
+                               f"widths[-1]), got {self.sae_k}")
+        if self.n_eval is not None:
+            check_range(self, "n_eval", low=10)
 
 
-def _train(data: Dataset, cfg: Config, eff: dict, attack=None, attack_spec=None):
-    tc = TrainConfig(epochs=eff["epochs"], batch_size=64, lr=3e-3, seed=cfg.seed)
+
+def _train(data: Dataset, cfg: Config, attack=None, attack_spec=None):
+    tc = TrainConfig(epochs=cfg.epochs, batch_size=64, lr=3e-3, seed=cfg.seed)
     mcfg = {"widths": list(cfg.widths)} if cfg.arch == "mlp" else {"channels": [16, 32], "hidden": cfg.widths[-1]}
     return cached_model(cfg.arch, data, seed=cfg.seed, train_cfg=tc, model_cfg=mcfg,
                         attack=attack, attack_spec=attack_spec, progress=False)[0]
@@ -126,8 +125,8 @@ def _nn_agreement(c: ConstructedDataset, x_orig: torch.Tensor, y_orig: torch.Ten
     return float((y_orig[d.argmin(1)] == c.data.y_train).float().mean())
 
 
-def _sae_view(std, layer: str, data: Dataset, d_det: ConstructedDataset, d_rand: ConstructedDataset, cfg: Config,
-              eff: dict) -> pd.DataFrame:
+def _sae_view(std, layer: str, data: Dataset, d_det: ConstructedDataset, d_rand: ConstructedDataset,
+              cfg: Config) -> pd.DataFrame:
     """Linear probes on the standard model's SAE codes (and raw activations, and pixels) of D_det / D_rand
     inputs. (A probe trained on D_det's t would be vacuous: t = y + 1 is a function of y.)"""
     from sklearn.linear_model import LogisticRegression
@@ -138,7 +137,7 @@ def _sae_view(std, layer: str, data: Dataset, d_det: ConstructedDataset, d_rand:
         acts_det = layer_output(std, layer, d_det.data.x_train)
         acts_rand = layer_output(std, layer, d_rand.data.x_train)
     sae = cached_sae("topk", acts_clean, d_sae=cfg.sae_expansion * acts_clean.shape[1], k=cfg.sae_k, seed=cfg.seed,
-                     fit_max_steps=eff["sae_steps"], fit_batch_size=256, fit_progress=False, fit_seed=cfg.seed)
+                     fit_max_steps=cfg.sae_steps, fit_batch_size=256, fit_progress=False, fit_seed=cfg.seed)
     with torch.no_grad():
         views = {
             "SAE codes": (sae.encode(acts_clean), sae.encode(acts_det), sae.encode(acts_rand)),
@@ -187,24 +186,23 @@ def _example_figure(data: Dataset, built: dict[str, ConstructedDataset], n: int 
 
 
 def run(cfg: Config) -> Report:
-    eff = cfg.effective()
     t0 = time.perf_counter()
     data = digits(seed=cfg.seed)
     layer = f"act{len(cfg.widths)}" if cfg.arch == "mlp" else "act3"
     spec = {"name": "pgd", "eps": cfg.train_eps, "norm": "2", "steps": cfg.train_steps}
     adv = make_attack("pgd", eps=cfg.train_eps, norm="2", steps=cfg.train_steps, bounds=data.bounds)
-    std = _train(data, cfg, eff)
-    rob = _train(data, cfg, eff, attack=adv, attack_spec=spec)
+    std = _train(data, cfg)
+    rob = _train(data, cfg, attack=adv, attack_spec=spec)
 
     built = {
-        "D_R": robust_dataset(rob, data, layer, eff["inv_steps"], cfg.inv_step_size, seed=cfg.seed, tag="D_R"),
-        "D_NR": robust_dataset(std, data, layer, eff["inv_steps"], cfg.inv_step_size, seed=cfg.seed, tag="D_NR"),
-        "D_rand": nonrobust_dataset(std, data, "random", cfg.nr_eps, "2", eff["nr_steps"], seed=cfg.seed),
-        "D_det": nonrobust_dataset(std, data, "det", cfg.nr_eps, "2", eff["nr_steps"], seed=cfg.seed),
+        "D_R": robust_dataset(rob, data, layer, cfg.inv_steps, cfg.inv_step_size, seed=cfg.seed, tag="D_R"),
+        "D_NR": robust_dataset(std, data, layer, cfg.inv_steps, cfg.inv_step_size, seed=cfg.seed, tag="D_NR"),
+        "D_rand": nonrobust_dataset(std, data, "random", cfg.nr_eps, "2", cfg.nr_steps, seed=cfg.seed),
+        "D_det": nonrobust_dataset(std, data, "det", cfg.nr_eps, "2", cfg.nr_steps, seed=cfg.seed),
     }
     t_built = time.perf_counter()
 
-    n_eval = eff["n_eval"] or len(data.x_test)
+    n_eval = cfg.n_eval or len(data.x_test)
     x_te, y_te = data.x_test[:n_eval], data.y_test[:n_eval]
     attack = make_attack("pgd", eps=cfg.eval_eps, norm="2", steps=cfg.eval_steps, bounds=data.bounds)
 
@@ -217,7 +215,7 @@ def run(cfg: Config) -> Report:
     rows = [row("D", std, "standard"), row("D", rob, f"adversarial (L2 eps={cfg.train_eps})")]
     models = {"D (standard)": std, "D (adversarial)": rob}
     for name, c in built.items():
-        models[name] = _train(c.data, cfg, eff)
+        models[name] = _train(c.data, cfg)
         rows.append(row(name, models[name], "standard", PAPER[name]))
     main = pd.DataFrame(rows)
     curve = pd.DataFrame([
@@ -263,7 +261,7 @@ def run(cfg: Config) -> Report:
         "what the input looks like).",
     )
     try:
-        sae = _sae_view(std, layer, data, built["D_det"], built["D_rand"], cfg, eff)
+        sae = _sae_view(std, layer, data, built["D_det"], built["D_rand"], cfg)
         report.add_table(
             "sae_view",
             sae,

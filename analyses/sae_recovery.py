@@ -15,21 +15,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
-import torch
 
 import univ.sae as S
+from univ.config import AnalysisConfig, SettingError, check_choices, check_range
 from univ.data import sparse_coding
 from univ.report import Report
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(AnalysisConfig):
     """Settings of the dictionary-recovery run (every field is a command-line flag)."""
 
-    quick: bool = False
-    """Shrink everything (32 dims, 64 atoms, width 128, 5,000 samples, one sparsity level): ~a minute."""
+    QUICK: ClassVar[dict] = {"d": 32, "n_atoms": 64, "width": 128, "n_samples": 5000, "active": (4,)}
+
     d: int = 64
     """Activation dimension."""
     n_atoms: int = 256
@@ -48,25 +49,17 @@ class Config:
     """Cosine at which a true atom counts as recovered."""
     seed: int = 0
     """Seed of the data and of the SAEs' initialisation."""
-    threads: int = 0
-    """torch threads (0: leave torch's default)."""
 
-    def __post_init__(self):
-        unknown = [k for k in self.kinds if k not in S.SAE_KINDS]
-        if unknown:
-            raise ValueError(f"kinds: unknown SAE kind(s) {unknown}; choose from {list(S.SAE_KINDS)}")
+    def validate(self):
+        check_choices(self, "kinds", S.SAE_KINDS)
         if not self.active or min(self.active) < 2:
-            raise ValueError(f"active: need levels >= 2 (level a draws a-1..a+1 atoms), got {self.active}")
-        if self.width < 1 or self.d < 1 or self.n_atoms < max(self.active) + 1:
-            raise ValueError(f"need width, d >= 1 and n_atoms > max(active); got {self}")
+            raise SettingError("active", f"need levels >= 2 (level a draws a-1..a+1 atoms), got {list(self.active)}")
+        for name in ("d", "width", "n_samples"):
+            check_range(self, name, low=1)
+        check_range(self, "n_atoms", low=max(self.active) + 1)
+        check_range(self, "noise", low=0)
+        check_range(self, "threshold", low=0, high=1)
 
-    def effective(self) -> dict:
-        """The sizes actually used (``quick`` shrinks them)."""
-        if self.quick:
-            return {"d": min(self.d, 32), "n_atoms": min(self.n_atoms, 64), "width": min(self.width, 128),
-                    "n_samples": min(self.n_samples, 5000), "active": self.active[:1]}
-        return {"d": self.d, "n_atoms": self.n_atoms, "width": self.width, "n_samples": self.n_samples,
-                "active": self.active}
 
 
 def make_sae(kind: str, d: int, width: int, active: int, seed: int) -> S.SAE:
@@ -79,17 +72,14 @@ def make_sae(kind: str, d: int, width: int, active: int, seed: int) -> S.SAE:
 
 def run(cfg: Config = Config()) -> Report:
     """Train every kind at every sparsity level; one table row per (kind, level), plus a figure."""
-    eff = cfg.effective()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     rows = []
-    for a in eff["active"]:
-        ds = sparse_coding(eff["n_samples"], eff["d"], eff["n_atoms"], k=(a - 1, a + 1), noise=cfg.noise,
+    for a in cfg.active:
+        ds = sparse_coding(cfg.n_samples, cfg.d, cfg.n_atoms, k=(a - 1, a + 1), noise=cfg.noise,
                            seed=cfg.seed)
         M = ds.extra["dictionary"]
         for kind in cfg.kinds:
             t0 = time.perf_counter()
-            sae = make_sae(kind, eff["d"], eff["width"], a, cfg.seed).fit(ds.x_train, progress=False)
+            sae = make_sae(kind, cfg.d, cfg.width, a, cfg.seed).fit(ds.x_train, progress=False)
             secs = time.perf_counter() - t0
             mmcs, rec = S.dictionary_recovery(sae, M, cfg.threshold)
             m = S.evaluate(sae, ds.x_test)
@@ -100,15 +90,14 @@ def run(cfg: Config = Config()) -> Report:
     report = Report("sae_recovery")
     report.add_table(
         "recovery", table,
-        f"SAEs (width {eff['width']}) on sparse-coding data ({eff['d']} dims, {eff['n_atoms']} atoms, "
-        f"{eff['n_samples']} samples), trained with fit's defaults. mmcs: mean over true atoms of the best "
+        f"SAEs (width {cfg.width}) on sparse-coding data ({cfg.d} dims, {cfg.n_atoms} atoms, "
+        f"{cfg.n_samples} samples), trained with fit's defaults. mmcs: mean over true atoms of the best "
         f"|cosine| with a decoder row; recovered: fraction of atoms with best cosine >= {cfg.threshold}; "
         "l0, fvu, dead: on the held-out 20%. TopK/BatchTopK use k = the mean number of active atoms.")
     report.add_text("acceptance", _acceptance(table))
     report.add_figure("recovery_bars", _figure(table, cfg.threshold),
                       "MMCS and fraction of atoms recovered per SAE kind and sparsity level.")
     report.summary = "recovery"
-    report.meta["effective"] = eff
     return report
 
 
@@ -141,4 +130,4 @@ def _figure(table: pd.DataFrame, threshold: float):
 
 
 if __name__ == "__main__":
-    print(run(Config(quick=True)).tables["recovery"].to_string())
+    print(run(Config.resolve(quick=True)).tables["recovery"].to_string())

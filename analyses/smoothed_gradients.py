@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -23,17 +24,19 @@ import torch
 from univ.adversarial.attacks import _clip, make_attack, per_sample_norm
 from univ.adversarial.smoothing import smoothed_ascent, smoothed_gradient, smoothed_proba
 from univ.cache import cached_model
+from univ.config import AnalysisConfig, SettingError, check_range
 from univ.data import digits
 from univ.report import Report
 from univ.train import TrainConfig
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(AnalysisConfig):
     """Settings of the smoothed-gradients reproduction (every field is a command-line flag)."""
 
-    quick: bool = False
-    """Shrink everything (fewer epochs, inputs, MC samples and ascent steps) for a first look."""
+    QUICK: ClassVar[dict] = {"epochs": 15, "n_samples": 128, "n_inputs": 60, "ascent_steps": 20,
+                             "ascent_samples": 16}
+
     widths: tuple[int, ...] = (128, 64)
     """Hidden widths of every MLP."""
     epochs: int = 40
@@ -59,22 +62,17 @@ class Config:
     """Inputs shown in the image grids."""
     seed: int = 0
 
-    def __post_init__(self):
+    def validate(self):
         if not self.sigmas or min(self.sigmas) <= 0:
-            raise ValueError(f"sigmas: need positive noise levels, got {self.sigmas}")
-        if min(self.n_samples, self.n_inputs, self.ascent_steps, self.ascent_samples, self.epochs) < 1:
-            raise ValueError("n_samples, n_inputs, ascent_steps, ascent_samples and epochs must be >= 1")
-        if not self.ascent_eps or min(self.ascent_eps) <= 0 or self.train_eps <= 0:
-            raise ValueError("ascent_eps and train_eps must be > 0")
+            raise SettingError("sigmas", f"need positive noise levels, got {list(self.sigmas)}")
+        if not self.ascent_eps or min(self.ascent_eps) <= 0:
+            raise SettingError("ascent_eps", f"need positive radii, got {list(self.ascent_eps)}")
+        if not self.widths or min(self.widths) < 1:
+            raise SettingError("widths", f"need positive hidden widths, got {list(self.widths)}")
+        for name in ("n_samples", "n_inputs", "ascent_steps", "ascent_samples", "epochs", "train_steps", "n_grid"):
+            check_range(self, name, low=1)
+        check_range(self, "train_eps", low=0, low_open=True)
 
-    def effective(self) -> dict:
-        """The sizes actually used (``quick`` shrinks them)."""
-        if self.quick:
-            return {"epochs": min(self.epochs, 15), "n_samples": min(self.n_samples, 128),
-                    "n_inputs": min(self.n_inputs, 60), "ascent_steps": min(self.ascent_steps, 20),
-                    "ascent_samples": min(self.ascent_samples, 16)}
-        return {"epochs": self.epochs, "n_samples": self.n_samples, "n_inputs": self.n_inputs,
-                "ascent_steps": self.ascent_steps, "ascent_samples": self.ascent_samples}
 
 
 @dataclass(frozen=True)
@@ -123,13 +121,12 @@ def _image_grid(columns: dict[str, torch.Tensor], n: int, signed: bool, titles: 
 
 
 def run(cfg: Config) -> Report:
-    eff = cfg.effective()
     t0 = time.perf_counter()
     data = digits(seed=cfg.seed)
     mcfg = {"widths": list(cfg.widths)}
 
     def fit(noise=0.0, attack=None, spec=None):
-        tc = TrainConfig(epochs=eff["epochs"], batch_size=64, lr=3e-3, seed=cfg.seed, noise_sigma=noise,
+        tc = TrainConfig(epochs=cfg.epochs, batch_size=64, lr=3e-3, seed=cfg.seed, noise_sigma=noise,
                          clip_to_bounds=False)  # Cohen et al.'s noise is not clipped to the box
         return cached_model("mlp", data, seed=cfg.seed, train_cfg=tc, model_cfg=mcfg, attack=attack,
                             attack_spec=spec, progress=False)[0]
@@ -145,14 +142,14 @@ def run(cfg: Config) -> Report:
                     Method(f"noise-trained s={s:g}, plain", base, 0.0, "plain, noise-trained")]
     t_models = time.perf_counter()
 
-    n = min(eff["n_inputs"], len(data.x_test))
+    n = min(cfg.n_inputs, len(data.x_test))
     x, y = data.x_test[:n], data.y_test[:n]
     g = torch.Generator().manual_seed(cfg.seed)
     t = (y + torch.randint(1, data.n_classes, y.shape, generator=g)) % data.n_classes
     mu = torch.stack([data.x_train[data.y_train == c].mean(0) for c in range(data.n_classes)])
     mean_dir = mu[t] - mu[y]
 
-    grads = {m.name: smoothed_gradient(m.model, x, t, m.sigma, eff["n_samples"], seed=cfg.seed).grad
+    grads = {m.name: smoothed_gradient(m.model, x, t, m.sigma, cfg.n_samples, seed=cfg.seed).grad
              for m in methods}
     # baselines that are not gradients: the class-mean direction and a random direction
     rand_dir = torch.randn(x.shape, generator=g)
@@ -174,8 +171,8 @@ def run(cfg: Config) -> Report:
                "cos_class_mean_dir": float(_cos(d, mean_dir).mean())}
         for e in cfg.ascent_eps:
             if m is not None:
-                x_adv = smoothed_ascent(m.model, x, t, m.sigma, e, eff["ascent_steps"],
-                                        n_samples=eff["ascent_samples"], bounds=data.bounds, seed=cfg.seed)
+                x_adv = smoothed_ascent(m.model, x, t, m.sigma, e, cfg.ascent_steps,
+                                        n_samples=cfg.ascent_samples, bounds=data.bounds, seed=cfg.seed)
                 own = smoothed_proba(m.model, x_adv, m.sigma, 256, seed=cfg.seed + 1).argmax(1)
                 row[f"model_t@{e:g}"] = 100 * float((own == t).float().mean())
             else:  # a straight step of length eps along the direction, clipped to the box
@@ -193,10 +190,10 @@ def run(cfg: Config) -> Report:
         "alignment",
         table,
         f"{n} digits test inputs x (class y), one random target t != y each. Gradients of log p_t (smoothed: "
-        f"log of the MC mean of softmax_t over {eff['n_samples']} Gaussian draws). cos_*: mean cosine of the "
+        f"log of the MC mean of softmax_t over {cfg.n_samples} Gaussian draws). cos_*: mean cosine of the "
         "gradient with the robust model's gradient and with mu_t - mu_y (training class means). model_t@eps / "
-        f"1nn_t@eps: targeted L2 ascent on log p_t within eps ({eff['ascent_steps']} steps, "
-        f"{eff['ascent_samples']} draws per step when smoothed); % of results the attacked classifier labels t, "
+        f"1nn_t@eps: targeted L2 ascent on log p_t within eps ({cfg.ascent_steps} steps, "
+        f"{cfg.ascent_samples} draws per step when smoothed); % of results the attacked classifier labels t, "
         "and % whose nearest training image (1-NN, L2; the independent judge) is of class t. Baselines: a "
         "straight step of length eps along the class-mean or a random direction. clean_acc: test accuracy of "
         "the (smoothed) classifier. Kaur et al. 2019 report no numbers for this, only images: smoothed "

@@ -6,13 +6,12 @@ into silently wrong numbers.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 
-ArrayLike = "np.ndarray | torch.Tensor"
+from .registry import close_matches, unknown_name_error  # noqa: F401 (validation helpers live with the registry)
 
 
 def to_tensor(x, name: str, dtype: torch.dtype | None = None, device=None, detach: bool = True) -> torch.Tensor:
@@ -84,29 +83,6 @@ def check_choice(value, name: str, choices: Iterable) -> None:
     choices = list(choices)
     if value not in choices:
         raise ValueError(f"{name}: unknown value {value!r}; choose one of {choices}")
-
-
-def close_matches(name: str, options: Iterable[str], n: int = 5) -> list[str]:
-    """The options most similar to ``name`` (for 'did you mean' messages)."""
-    options = list(options)
-    hits = difflib.get_close_matches(name, options, n=n, cutoff=0.4)
-    if not hits:
-        hits = [o for o in options if name.split(".")[-1] in o][:n]
-    return hits
-
-
-def unknown_name_error(kind: str, name: str, options: Iterable[str]) -> ValueError:
-    """A ValueError for an unknown ``name``, listing the closest valid ones (or all, when few)."""
-    options = list(options)
-    close = close_matches(name, options)
-    msg = f"unknown {kind} {name!r}"
-    if close:
-        msg += f"; closest valid names: {close}"
-    if len(options) <= 30:
-        msg += f"; all valid names: {options}"
-    else:
-        msg += f" ({len(options)} valid names in total)"
-    return ValueError(msg)
 
 
 def check_positive(value, name: str, strict: bool = True) -> None:

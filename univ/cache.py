@@ -75,12 +75,6 @@ def cached_model(
     return model, metrics
 
 
-def is_cached(folder: Path) -> bool:
-    return (Path(folder) / "model.safetensors").exists()
-
-
-
-
 class ZooEntry(NamedTuple):
     """One model of a zoo: ``id`` like "cnn-s1" (trained) or "cnn-s1-init" (its untrained copy)."""
 

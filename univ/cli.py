@@ -1,203 +1,203 @@
-"""Command line: ``univ run NAME [--quick] [--out DIR] [--set key=value ...] [--FIELD value ...]``
-and ``univ list``.
+"""Command line: ``univ run NAME [--quick] [--out DIR] [--threads N] [--FIELD value ...]``, ``univ list``,
+``univ config NAME``.
 
-Each analysis is a module in the ``analyses`` package with a frozen dataclass ``Config`` and
-``run(cfg) -> Report``. The command line derives from ``Config``: every field can be set with
-``--set field=value`` or ``--field value``; ``--quick`` sets ``quick=True``.
+Analyses are found through the ``univ.analyses`` entry-point group (univ's own are declared in its
+pyproject; any installed package can add more the same way): each entry names a module with a frozen
+``Config`` (a :class:`univ.config.AnalysisConfig`) and ``run(cfg) -> Report``. The flags of ``univ run NAME``
+derive from that ``Config``: ``univ run NAME --help`` lists them with their defaults and docstrings. Settings
+are checked before any work: a bad one ends the command with one line naming the flag, exit code 2, and
+nothing written.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
-import pkgutil
 import sys
 import time
 import typing
+from importlib.metadata import entry_points
 
-from ._checks import unknown_name_error
+from .config import SettingError, type_name
+from .registry import unknown_name_error
+
+GROUP = "univ.analyses"
+
+
+def _entries() -> dict:
+    return {ep.name: ep for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name)}
 
 
 def available() -> dict[str, str]:
-    """Analysis name -> first line of its docstring."""
-    import analyses
-
+    """Analysis name -> first line of its docstring (or why it cannot be imported)."""
     out = {}
-    for info in sorted(pkgutil.iter_modules(analyses.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
+    for name, ep in _entries().items():
         try:
-            mod = importlib.import_module(f"analyses.{info.name}")
+            mod = ep.load()
         except Exception as e:  # one broken analysis must not hide the others
-            out[info.name] = f"(cannot be imported: {type(e).__name__}: {e})"
+            out[name] = f"(cannot be imported: {type(e).__name__}: {e})"
             continue
-        if hasattr(mod, "Config") and hasattr(mod, "run"):
-            out[info.name] = ((mod.__doc__ or "").strip().splitlines() or [""])[0]
+        out[name] = ((mod.__doc__ or "").strip().splitlines() or [""])[0]
     return out
 
 
 def load_analysis(name: str):
-    names = available()
-    if name not in names:
-        raise unknown_name_error("analysis", name, names)
-    return importlib.import_module(f"analyses.{name}")  # re-raises the import error of a broken one
+    """The module registered as analysis ``name`` (it has ``Config`` and ``run``)."""
+    eps = _entries()
+    if name not in eps:
+        raise unknown_name_error("analysis", name, list(eps))
+    mod = eps[name].load()  # re-raises the import error of a broken one
+    if not (hasattr(mod, "Config") and hasattr(mod, "run")):
+        raise ValueError(f"analysis {name!r}: entry point {eps[name].value!r} must name a module with Config and run")
+    return mod
 
 
 def _convert(raw: str, typ, field: str):
     """Parse a command-line string into a Config field's type."""
-    origin = typing.get_origin(typ)
-    args = typing.get_args(typ)
-    try:
-        if typ is bool:
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if typ is int:
-            return int(raw)
-        if typ is float:
-            return float(raw)
-        if typ is str:
-            return raw
-        if origin is typing.Literal:
-            if raw not in [str(a) for a in args]:
-                raise ValueError(f"choose one of {list(args)}")
-            return type(args[0])(raw)
-        if origin in (tuple, list):
-            items = json.loads(raw) if raw.strip().startswith("[") else [s for s in raw.split(",") if s]
-            inner = args[0] if args else str
-            vals = [_convert(str(v), inner, field) for v in items]
-            return tuple(vals) if origin is tuple else vals
-        if origin is typing.Union or type(typ).__name__ == "UnionType":
-            if raw.lower() == "none" and type(None) in args:
-                return None
-            for a in args:
-                if a is type(None):
-                    continue
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if typ is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    if typ is int:
+        return int(raw)
+    if typ is float:
+        return float(raw)
+    if typ is str:
+        return raw
+    if origin is typing.Literal:
+        for a in args:
+            if raw == str(a):
+                return a
+        raise ValueError(f"choose one of {list(args)}")
+    if origin in (tuple, list):
+        items = json.loads(raw) if raw.strip().startswith("[") else [s for s in raw.split(",") if s]
+        inner = args[0] if args else str
+        return tuple(_convert(str(v), inner, field) for v in items)
+    if origin is typing.Union or type(typ).__name__ == "UnionType":
+        if raw.lower() == "none" and type(None) in args:
+            return None
+        for a in args:
+            if a is not type(None):
                 try:
                     return _convert(raw, a, field)
                 except ValueError:
                     continue
-            raise ValueError(raw)
-        return json.loads(raw)
-    except (ValueError, json.JSONDecodeError) as e:
-        raise ValueError(f"--{field}: cannot read {raw!r} as {typ}: {e}") from None
+        raise ValueError(f"expected {type_name(typ)}")
+    return json.loads(raw)
 
 
-def build_config(module, overrides: dict[str, str], quick: bool = False):
-    """Config of ``module`` with command-line overrides (strings) converted to each field's type."""
-    cls = module.Config
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2 (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"univ: error: {message}\n")
+
+
+def _field_type(typ, field: str):
+    def parse(raw: str):
+        try:
+            return _convert(raw, typ, field)
+        except (ValueError, json.JSONDecodeError) as e:
+            raise argparse.ArgumentTypeError(f"cannot read {raw!r} as {type_name(typ)}: {e}") from None
+    parse.__name__ = type_name(typ)
+    return parse
+
+
+def analysis_parser(name: str, cls) -> argparse.ArgumentParser:
+    """The flags of ``univ run NAME``: the common ones and one per Config field."""
+    doc = ((sys.modules[cls.__module__].__doc__ or "").strip().splitlines() or [""])[0]
+    p = _Parser(prog=f"univ run {name}", description=doc)
+    p.add_argument("--quick", action="store_true", help="the small, fast version (for CI and a first look)")
+    p.add_argument("--out", default="runs", help="parent folder of the run folder (default: runs)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: univ's models and matrices are small, and one thread is usually "
+                   "fastest, far faster on a busy machine)")
     hints = typing.get_type_hints(cls)
+    docs = cls.field_docs()
+    group = p.add_argument_group(f"settings of {name} (univ config {name} lists them too)")
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        quick = f" (quick: {cls.QUICK[f.name]!r})" if f.name in cls.QUICK else ""
+        text = f"{docs.get(f.name, '')} Default: {default!r}{quick}.".replace("%", "%%")
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, metavar=type_name(hints[f.name]).upper()
+                           if hints[f.name] in (int, float, str) else "VALUE", type=_field_type(hints[f.name], f.name),
+                           default=None, help=text)
+    return p
+
+
+def build_config(mod, argv: list[str]):
+    """(Config that runs, parsed common options) from ``univ run NAME`` arguments; SettingError when bad."""
+    cls = mod.Config
+    ns = analysis_parser(mod.__name__.split(".")[-1], cls).parse_args(argv)
     fields = {f.name for f in dataclasses.fields(cls)}
-    values = {}
-    for key, raw in overrides.items():
-        key = key.replace("-", "_")
-        if key not in fields:
-            raise unknown_name_error(f"setting for {module.__name__.split('.')[-1]}", key, sorted(fields))
-        values[key] = _convert(raw, hints[key], key)
-    if quick:
-        if "quick" not in fields:
-            raise ValueError(f"--quick: analysis {module.__name__} has no quick mode")
-        values["quick"] = True
-    return cls(**values)
+    explicit = {k: v for k, v in vars(ns).items() if k in fields and v is not None}
+    if ns.threads < 1:
+        raise SettingError("threads", f"must be >= 1, got {ns.threads}")
+    return cls.resolve(quick=ns.quick, **explicit), ns
 
 
-def field_docs(cls) -> dict[str, str]:
-    """Each dataclass field's docstring (the string literal under it), read from the class source."""
-    import ast
-    import inspect
-    import textwrap
+def _cmd_run(name: str, argv: list[str]) -> int:
+    mod = load_analysis(name)
+    cfg, ns = build_config(mod, argv)
+    from .report import check_parent_writable, format_table, run_dir, write  # after the checks: pandas is slow
 
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):
-        return {}
-    body = tree.body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr) \
-                and isinstance(getattr(nxt, "value", None), ast.Constant) and isinstance(nxt.value.value, str):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
+    folder = run_dir(ns.out, name, cfg)
+    check_parent_writable(folder)  # fail before any work; nothing is created until the report is written
+    import torch
+
+    torch.set_num_threads(ns.threads)
+    t0 = time.perf_counter()
+    report = mod.run(cfg)
+    elapsed = time.perf_counter() - t0
+    folder = write(report, folder, cfg, elapsed, extra={"quick": ns.quick, "threads": ns.threads})
+    if report.summary and report.summary in report.tables:
+        print(f"\n{report.summary}:\n{format_table(report.tables[report.summary])}")
+    print(f"\n{name} finished in {elapsed:.1f} s; report: {folder / 'report.md'}")
+    return 0
 
 
-def _parse_extra(extra: list[str]) -> dict[str, str]:
-    out, i = {}, 0
-    while i < len(extra):
-        tok = extra[i]
-        if not tok.startswith("--"):
-            raise ValueError(f"unexpected argument {tok!r}; use --field value or --set field=value")
-        key = tok[2:]
-        if "=" in key:
-            key, val = key.split("=", 1)
-            i += 1
-        elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
-            val = extra[i + 1]
-            i += 2
-        else:
-            val, i = "true", i + 1
-        out[key] = val
-    return out
+def _cmd_config(name: str) -> int:
+    mod = load_analysis(name)
+    docs = mod.Config.field_docs()
+    for f in dataclasses.fields(mod.Config):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        quick = f"  [quick: {mod.Config.QUICK[f.name]!r}]" if f.name in mod.Config.QUICK else ""
+        print(f"--{f.name.replace('_', '-'):22s} {default!r:24s} {docs.get(f.name, '')}{quick}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="univ", description=__doc__.splitlines()[0])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _Parser(prog="univ", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the analyses")
-    p_run = sub.add_parser("run", help="run an analysis and write its report folder")
-    p_run.add_argument("name")
-    p_run.add_argument("--quick", action="store_true", help="small, fast version (for CI and a first look)")
-    p_run.add_argument("--out", default="runs", help="parent folder of the run folder (default: runs)")
-    p_run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a Config field")
-    p_run.add_argument("--threads", type=int, default=1,
-                       help="torch threads (default 1: univ's models and matrices are small, and one thread is "
-                       "usually fastest, far faster on a busy machine)")
-    p_show = sub.add_parser("config", help="print an analysis's Config fields and defaults")
+    p_run = sub.add_parser("run", help="run an analysis and write its report folder (univ run NAME --help)",
+                           add_help=False)
+    p_run.add_argument("name", nargs="?")
+    p_show = sub.add_parser("config", help="print an analysis's settings, defaults and quick sizes")
     p_show.add_argument("name")
-    args, extra = parser.parse_known_args(argv)
     try:
+        args, rest = parser.parse_known_args(argv)
+        if args.command == "run":
+            if args.name is None or args.name.startswith("-"):
+                parser.error("run: name an analysis (univ list shows them): univ run NAME [--quick] [--FIELD value]")
+            return _cmd_run(args.name, rest)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "list":
             for name, doc in available().items():
                 print(f"{name:24s} {doc}")
             return 0
-        if args.command == "config":
-            mod = load_analysis(args.name)
-            docs = field_docs(mod.Config)
-            for f in dataclasses.fields(mod.Config):
-                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                print(f"--{f.name.replace('_', '-'):22s} {default!r:24s} {docs.get(f.name, '')}")
-            return 0
-        if extra and args.command != "run":
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        mod = load_analysis(args.name)
-        overrides = _parse_extra(extra)
-        for item in args.set:
-            if "=" not in item:
-                raise ValueError(f"--set: expected KEY=VALUE, got {item!r}")
-            k, v = item.split("=", 1)
-            overrides[k] = v
-        cfg = build_config(mod, overrides, quick=args.quick)
-        from .report import check_writable, run_dir, write
-
-        folder = check_writable(run_dir(args.out, args.name, cfg))  # fail before any training starts
-        if args.threads < 1:
-            raise ValueError(f"--threads: must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
-        t0 = time.perf_counter()
-        report = mod.run(cfg)
-        elapsed = time.perf_counter() - t0
-        write(report, folder, cfg, elapsed)
-        if report.summary and report.summary in report.tables:
-            from .report import format_table
-
-            print(f"\n{report.summary}:\n{format_table(report.tables[report.summary])}")
-        print(f"\n{args.name} finished in {elapsed:.1f} s; report: {folder / 'report.md'}")
-        return 0
+        return _cmd_config(args.name)
+    except SettingError as e:
+        print(f"univ: error: {e.for_cli()}", file=sys.stderr)
+        return 2
+    except SystemExit as e:  # argparse's --help (0) and usage errors (2): main returns, it does not exit
+        return e.code if isinstance(e.code, int) else 0
     except ValueError as e:
         print(f"univ: error: {e}", file=sys.stderr)
         return 2

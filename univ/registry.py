@@ -10,12 +10,34 @@ and a ``register`` call, so that a new variant is one class (or function) and on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from ._checks import unknown_name_error
-
 T = TypeVar("T")
+
+
+def close_matches(name: str, options: Iterable[str], n: int = 5) -> list[str]:
+    """The options most similar to ``name`` (for 'did you mean' messages)."""
+    options = list(options)
+    hits = difflib.get_close_matches(name, options, n=n, cutoff=0.4)
+    if not hits:
+        hits = [o for o in options if name.split(".")[-1] in o][:n]
+    return hits
+
+
+def unknown_name_error(kind: str, name: str, options: Iterable[str]) -> ValueError:
+    """A ValueError for an unknown ``name``, listing the closest valid ones (or all, when few)."""
+    options = list(options)
+    close = close_matches(name, options)
+    msg = f"unknown {kind} {name!r}"
+    if close:
+        msg += f"; closest valid names: {close}"
+    if len(options) <= 30:
+        msg += f"; all valid names: {options}"
+    else:
+        msg += f" ({len(options)} valid names in total)"
+    return ValueError(msg)
 
 
 class Registry(dict):

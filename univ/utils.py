@@ -1,4 +1,4 @@
-"""Small shared helpers: seeding, stable hashing of configs, devices, thread pinning."""
+"""Small shared helpers: seeding, stable hashing of configs, devices, BLAS threads."""
 
 from __future__ import annotations
 
@@ -60,23 +60,41 @@ def tensor_hash(*tensors: torch.Tensor, length: int = 12) -> str:
     return h.hexdigest()[:length]
 
 
+def available_devices() -> list[str]:
+    """The torch devices that exist on this machine ("cpu", then "cuda:0", ..., "mps")."""
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        out.append("mps")
+    return out
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/"auto" picks CUDA when present, else CPU."""
+    """A device that exists here: ``None``/"auto" picks CUDA when present, else CPU; "cuda" means "cuda:0".
+    An unknown or unavailable device raises ValueError naming the devices that exist."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device: unknown device {device!r}; devices here: {available_devices()}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {str(device)!r} is not available (no CUDA GPU in this torch build or "
+                             f"machine); devices here: {available_devices()}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device: {str(device)!r} does not exist; devices here: {available_devices()}")
+    elif dev.type == "mps" and "mps" not in available_devices():
+        raise ValueError(f"device: 'mps' is not available; devices here: {available_devices()}")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device: {str(device)!r} is not supported; devices here: {available_devices()}")
+    return dev
 
 
 def cache_dir() -> Path:
     """Root of univ's on-disk cache: $UNIV_CACHE, else ./.cache/univ."""
     return Path(os.environ.get("UNIV_CACHE", Path.cwd() / ".cache" / "univ"))
-
-
-def pin_threads(n: int) -> None:
-    """Pin torch (and BLAS via env for child processes) to ``n`` threads."""
-    torch.set_num_threads(n)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(n)
 
 
 _BLAS_CONTROLLER = None

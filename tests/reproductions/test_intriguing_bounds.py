@@ -185,7 +185,7 @@ def test_local_bound_shrinks_to_the_jacobian_norm(nets, name):
 def test_intriguing_runs_end_to_end_on_a_tiny_config():
     from analyses.intriguing import Config, run
 
-    cfg = Config(quick=True, lambdas=(1e-2,), widths=(16,), cnn=False, epochs=3, n_attack=6, search_steps=3,
+    cfg = Config.resolve(quick=True, lambdas=(1e-2,), widths=(16,), cnn=False, epochs=3, n_attack=6, search_steps=3,
                  maxiter=20, n_random=5, n_points=2)
     report = run(cfg)
     t1 = report.tables["table1_min_distortion"]

@@ -29,7 +29,7 @@ def test_identification_counts_argmax_on_the_diagonal():
 
 
 def test_config_defaults_and_validation():
-    assert Config().effective()["channels"] == 32
+    assert Config().channels == 32 and Config.resolve(quick=True).channels == 8
     with pytest.raises(ValueError, match="strides"):
         Config(strides=(1,))
     with pytest.raises(ValueError, match="metrics"):

@@ -154,7 +154,7 @@ def test_decompose_recovers_beta():
 def test_lottery_analysis_runs_tiny():
     from analyses import lottery
 
-    rep = lottery.run(lottery.Config(quick=True, seeds=2, n_rounds=1, epochs=1, late_rewind=5, eval_every=5))
+    rep = lottery.run(lottery.Config.resolve(quick=True, seeds=2, n_rounds=1, epochs=1, late_rewind=5, eval_every=5))
     acc = rep.tables["accuracy_per_seed"]
     assert set(acc.kind) == set(lottery.KINDS) and set(acc["round"]) == {0, 1}
     sim = rep.tables["similarity_per_pair"]
@@ -167,7 +167,7 @@ def test_lottery_analysis_runs_tiny():
 def test_purification_analysis_runs_tiny():
     from analyses import purification
 
-    cfg = purification.Config(quick=True, seeds=1, epochs=1, n_samples=1000, sae_steps=30, n_eval=200)
+    cfg = purification.Config.resolve(quick=True, seeds=1, epochs=1, n_samples=1000, sae_steps=30, n_eval=200)
     rep = purification.run(cfg)
     nets = rep.tables["networks"]
     assert list(nets.kind) == list(purification.KINDS)

@@ -111,7 +111,7 @@ def test_quick_analysis_runs(name):
     import importlib
 
     mod = importlib.import_module(f"analyses.{name}")
-    report = mod.run(mod.Config(quick=True))
+    report = mod.run(mod.Config.resolve(quick=True))
     assert report.summary in report.tables
     main = report.tables[report.summary]
     assert len(main) > 0 and not main.select_dtypes("number").isna().all().any()

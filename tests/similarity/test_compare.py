@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+import univ.report
 from univ import similarity as sim
 from univ.similarity.compare import COLUMNS
 
@@ -56,7 +57,7 @@ def test_grid_and_figure(acts):
     assert g.loc["l1", "m2"] == df.query("metric == 'procrustes' and layer_a == 'l1' and layer_b == 'm2'").value.item()
     with pytest.raises(ValueError, match="unknown metric 'cca'"):
         sim.grid(df, "cca")
-    fig = sim.grid_figure(df, "linear_cka")
+    fig = univ.report.grid_figure(df, "linear_cka")
     assert fig.axes
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from .cca import CCAResult, PWCCASide, cca, pwcca, pwcca_from_sides, pwcca_side, svcca
 from .cka import StreamingLinearCKA, center_gram, gram_cka, linear_cka, minibatch_cka, rbf_cka, rbf_gram
-from .compare import METRICS, compare, get_metric, grid, grid_figure
+from .compare import METRICS, compare, get_metric, grid, register_metric
 from .geometry import knn_indices, mutual_knn, procrustes, procrustes_distance, rsa
 
 __all__ = [
     "linear_cka", "rbf_cka", "gram_cka", "rbf_gram", "center_gram", "StreamingLinearCKA", "minibatch_cka",
     "cca", "CCAResult", "svcca", "pwcca", "pwcca_side", "pwcca_from_sides", "PWCCASide",
     "procrustes", "procrustes_distance", "rsa", "mutual_knn", "knn_indices",
-    "compare", "grid", "grid_figure", "METRICS", "get_metric",
+    "compare", "grid", "METRICS", "get_metric", "register_metric",
 ]

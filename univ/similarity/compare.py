@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from .._checks import as_matrix, check_positive, unknown_name_error
+from ..registry import Registry
 from ..utils import stable_hash
 from .cca import cca, pwcca, svcca
 from .cka import linear_cka, rbf_cka
@@ -16,9 +17,7 @@ from .geometry import mutual_knn, procrustes, rsa
 
 Metric = Callable[..., float]
 
-#: name -> f(X, Y, device=...) -> float. Add a variant with one line, e.g.
-#: ``METRICS["rbf_cka_0.4"] = lambda X, Y, device=None: rbf_cka(X, Y, 0.4, device=device)``.
-METRICS: dict[str, Metric] = {
+METRICS: Registry = Registry("metric", {
     "linear_cka": linear_cka,
     "linear_cka_debiased": lambda X, Y, device=None: linear_cka(X, Y, debiased=True, device=device),
     "rbf_cka": rbf_cka,
@@ -30,15 +29,21 @@ METRICS: dict[str, Metric] = {
     "procrustes": procrustes,
     "rsa": rsa,
     "mutual_knn": mutual_knn,
-}
+})
+"""Registry: name -> ``f(X, Y, device=None) -> float``. A new measure is one function and one line:
+``register_metric("rbf_cka_0.4", lambda X, Y, device=None: rbf_cka(X, Y, 0.4, device=device))``."""
+
+
+def register_metric(name: str, fn: Metric | None = None, *, replace: bool = False):
+    """Add a measure ``fn(X, Y, device=None) -> float`` under ``name`` (a decorator without ``fn``); it then
+    works everywhere a metric name does (``compare``, ``get_metric``, analyses' ``--metrics``)."""
+    return METRICS.register(name, fn, replace=replace)
 
 COLUMNS = ["layer_a", "layer_b", "metric", "value", "baseline_mean", "p_value", "ci_low", "ci_high"]
 
 
 def get_metric(name: str) -> Metric:
     """The metric function registered as ``name`` (ValueError listing the valid names otherwise)."""
-    if name not in METRICS:
-        raise unknown_name_error("metric", name, METRICS)
     return METRICS[name]
 
 
@@ -122,11 +127,3 @@ def grid(df: pd.DataFrame, metric: str, value: str = "value") -> pd.DataFrame:
         raise unknown_name_error("metric", metric, sorted(df["metric"].unique()))
     mat = sub.pivot_table(index="layer_a", columns="layer_b", values=value, aggfunc="mean", sort=False)
     return mat.reindex(index=pd.unique(sub["layer_a"]), columns=pd.unique(sub["layer_b"]))
-
-
-def grid_figure(df: pd.DataFrame, metric: str, title: str | None = None, **heatmap_kwargs):
-    """A heatmap Figure of :func:`grid` (rows: layers of A, columns: layers of B)."""
-    from ..report import heatmap
-
-    return heatmap(grid(df, metric), title=title or metric, xlabel="layer_b", ylabel="layer_a",
-                   **heatmap_kwargs)

@@ -1,0 +1,57 @@
+"""Reports: what an analysis returns (:class:`Report`), the run-folder writer and the figures.
+
+The library layers (similarity, sae, adversarial) return tables; this layer draws and writes them. It is one
+of the few places that touch the file system (with the caches and the CLI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .figures import grid_figure, heatmap
+from .writer import check_parent_writable, format_table, library_versions, run_dir, write
+
+
+@dataclass
+class Report:
+    """What an analysis returns.
+
+    tables: name -> tidy DataFrame (written as CSV + Markdown).
+    figures: name -> matplotlib Figure (written as PNG).
+    sections: the report.md body in reading order: (title, text) pairs; a section whose title equals a
+        table's name gets that table rendered below its text, and a figure's name its image.
+    summary: the table printed to the terminal at the end of ``univ run`` (a key of ``tables``).
+    """
+
+    name: str
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)
+    sections: list[tuple[str, str]] = field(default_factory=list)
+    summary: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def add_table(self, name: str, df: pd.DataFrame, text: str = "", inline: bool = True) -> None:
+        """Add a table; ``inline=False`` keeps a long table out of report.md (CSV + Markdown files only)."""
+        if name in self.tables:
+            raise ValueError(f"name: the report already has a table {name!r}")
+        self.tables[name] = df
+        if not inline:
+            self.meta.setdefault("not_inline", []).append(name)
+        self.sections.append((name, text))
+
+    def add_figure(self, name: str, fig, text: str = "") -> None:
+        """Add a matplotlib Figure (written as ``name``.png) with the text shown above it."""
+        if name in self.figures:
+            raise ValueError(f"name: the report already has a figure {name!r}")
+        self.figures[name] = fig
+        self.sections.append((name, text))
+
+    def add_text(self, title: str, text: str) -> None:
+        """A section of prose."""
+        self.sections.append((title, text))
+
+
+__all__ = ["Report", "write", "run_dir", "check_parent_writable", "format_table", "library_versions", "heatmap",
+           "grid_figure"]
