@@ -23,7 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._checks import check_choice, check_finite, to_tensor, unknown_name_error
-from .models import eval_mode, model_device
+from .integrity import MANIFEST, read_entry, verify_entry, write_entry
+from .models import as_model_input, eval_mode, model_device
 from .utils import cache_dir, stable_hash, tensor_hash
 
 REDUCTIONS = ("flatten", "mean", "last", "none")
@@ -150,6 +151,8 @@ def cached_batches(path: str | Path, name: str, batch_size: int = 4096):
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"path: no activation cache file at {str(path)!r}")
+    if (path.parent / MANIFEST).exists() and (problem := verify_entry(path.parent)) is not None:
+        raise ValueError(f"path: the activation cache entry {str(path.parent)!r} is not usable: {problem}")
     with safe_open(str(path), framework="pt") as f:
         if name not in f.keys():
             raise unknown_name_error("cached activation", name, list(f.keys()))
@@ -185,12 +188,17 @@ def _cache_key(model: nn.Module, inputs: torch.Tensor, names: Sequence[str], red
     }, length=20)
 
 
+ACTS_FILE = "acts.safetensors"
+
+
 def cache_path(model: nn.Module, inputs, names: Sequence[str], reduce: str | None = None,
                folder: str | Path | None = None, dtype: torch.dtype = torch.float32) -> Path:
-    """The file :func:`capture` caches these activations in (``folder``: as given to ``cache=``)."""
+    """The file :func:`capture` caches these activations in (``folder``: as given to ``cache=``). It lies in
+    an integrity-checked entry folder (see :mod:`univ.integrity`) named by the key."""
     reduce = reduce or getattr(model, "reduce", "flatten")
-    key = _cache_key(model, to_tensor(inputs, "inputs"), list(_targets(model, names)), reduce, dtype)
-    return Path(folder or cache_dir() / "acts") / f"{key}.safetensors"
+    key = _cache_key(model, as_model_input(model, to_tensor(inputs, "inputs")), list(_targets(model, names)),
+                     reduce, dtype)
+    return Path(folder or cache_dir() / "acts") / key / ACTS_FILE
 
 
 def capture(
@@ -223,8 +231,6 @@ def capture(
     (the first name asked for). The model's train/eval mode is restored afterwards and every hook is
     removed, even when the forward raises.
     """
-    from .models import as_model_input
-
     if names is None:
         names = getattr(model, "layers", None)
         if names is None:
@@ -251,8 +257,8 @@ def capture(
     path = None
     if cache and not grad:
         path = cache_path(model, x_all, list(targets), reduce, None if isinstance(cache, bool) else cache, dtype)
-        if path.exists():
-            stored = load_file(str(path))
+        stored = read_entry(path.parent, lambda f: load_file(str(f / ACTS_FILE)), "activation cache entry")
+        if stored is not None and all(n in stored for n in targets):
             return {n: stored[n] for n in targets}
 
     dev = device or model_device(model)
@@ -275,6 +281,6 @@ def capture(
                 collected[n].append(t if grad else t.detach().to("cpu", dtype))
     acts = {n: torch.cat(ts) for n, ts in collected.items()}
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({n: a.contiguous() for n, a in acts.items()}, str(path))
+        write_entry(path.parent, lambda f: save_file({n: a.contiguous() for n, a in acts.items()}, str(f / ACTS_FILE)),
+                    meta={"names": list(acts), "reduce": reduce, "dtype": str(dtype)})
     return acts

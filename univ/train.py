@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,14 @@ from .data import Dataset
 from .models import ZooModel, build_model, model_spec, predict
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class TrainResult(NamedTuple):
+    """What :func:`train` returns (unpacks as ``model, metrics = train(...)``)."""
+
+    model: nn.Module
+    metrics: dict
+    """train_acc, test_acc, final_loss, steps, seconds and a per-epoch ``history``."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +83,8 @@ def train(
     callback: Callable[[int, nn.Module], None] | None = None,
     progress: bool = True,
     device=None,
-) -> tuple[nn.Module, dict]:
-    """Train ``model`` on ``data`` with cross-entropy; returns (model, metrics).
+) -> TrainResult:
+    """Train ``model`` on ``data`` with cross-entropy; returns a :class:`TrainResult` (model, metrics).
 
     attack: ``attack(model, x, y) -> x_adv`` for adversarial training; univ's attacks run the model in
         eval mode and restore its mode, and the loop puts it back in train mode for the update.
@@ -130,7 +138,7 @@ def train(
         "steps": step, "seconds": time.perf_counter() - t0, "history": history,
     }
     model.eval()
-    return model, metrics
+    return TrainResult(model, metrics)
 
 
 def save_model(model: ZooModel, path: str | Path, metrics: dict | None = None) -> Path:

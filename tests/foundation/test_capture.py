@@ -100,13 +100,50 @@ def test_disk_cache_round_trip(tmp_path):
     m = build_model("mlp", seed=0)
     x = torch.rand(20, 64)
     a = univ.capture(m, x, ["act1", "out"], cache=tmp_path)
-    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+    assert len(list(tmp_path.glob("*/acts.safetensors"))) == 1
     b = univ.capture(m, x, ["act1", "out"], cache=tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
     with torch.no_grad():
         m.out.bias.add_(1.0)  # new weights -> new key, no stale hit
     c = univ.capture(m, x, ["act1", "out"], cache=tmp_path)
-    assert not torch.equal(a["out"], c["out"]) and len(list(tmp_path.glob("*.safetensors"))) == 2
+    assert not torch.equal(a["out"], c["out"]) and len(list(tmp_path.glob("*/acts.safetensors"))) == 2
+
+
+def test_disk_cache_key_has_dtype_and_order_and_hit_keeps_the_order_asked(tmp_path):
+    m = build_model("mlp", seed=0)
+    x = torch.rand(20, 64)
+    a = univ.capture(m, x, ["out", "act1"], cache=tmp_path)
+    h = univ.capture(m, x, ["out", "act1"], cache=tmp_path)
+    assert list(h) == ["out", "act1"] == list(a)
+    d = univ.capture(m, x, ["out", "act1"], cache=tmp_path, dtype=torch.float16)
+    assert d["out"].dtype == torch.float16 and a["out"].dtype == torch.float32
+    assert univ.capture(m, x, ["out", "act1"], cache=tmp_path)["out"].dtype == torch.float32
+    assert len(list(tmp_path.glob("*/acts.safetensors"))) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncate", "zero", "scale", "remove_manifest"])
+def test_corrupt_disk_cache_is_announced_and_recomputed(tmp_path, damage):
+    from safetensors.torch import load_file, save_file
+
+    from univ.activations import cache_path
+    from univ.integrity import MANIFEST, CacheWarning
+
+    m = build_model("mlp", seed=0)
+    x = torch.rand(20, 64)
+    fresh = univ.capture(m, x, ["act1", "out"])
+    univ.capture(m, x, ["act1", "out"], cache=tmp_path)
+    f = cache_path(m, x, ["act1", "out"], folder=tmp_path)
+    if damage == "truncate":
+        f.write_bytes(f.read_bytes()[:100])
+    elif damage in ("zero", "scale"):
+        t = load_file(str(f))
+        save_file({k: v * (0 if damage == "zero" else 0.5) for k, v in t.items()}, str(f))
+    else:
+        (f.parent / MANIFEST).unlink()
+    with pytest.warns(CacheWarning, match=str(f.parent)):
+        again = univ.capture(m, x, ["act1", "out"], cache=tmp_path)
+    assert all(torch.equal(fresh[k], again[k]) for k in fresh) and list(again) == ["act1", "out"]
+    assert univ.capture(m, x, ["act1", "out"], cache=tmp_path)["out"].equal(fresh["out"])  # rewritten, clean
 
 
 def test_grad_reaches_the_inputs():
