@@ -27,6 +27,7 @@ from univ.adversarial import aligned
 from univ.cache import cached_model, cached_sae
 from univ.models import predict
 from univ.report import Report, heatmap
+from univ.repro.szegedy import minimal_distortion_table
 from univ.train import TrainConfig
 
 LAYERS = {"mlp": "act2", "cnn": "act3"}
@@ -360,8 +361,8 @@ def _robust_table(models, x, y, cfg) -> pd.DataFrame:
 def _lbfgs_table(models, data, eff) -> pd.DataFrame:
     n = eff["n_lbfgs"]
     mods = {name: m for name, (m, _, _) in models.items()}
-    return adv.minimal_distortion_table(mods, data.x_test[-n:], data.y_test[-n:],
-                                        search_steps=eff["search_steps"], maxiter=100)
+    return minimal_distortion_table(mods, data.x_test[-n:], data.y_test[-n:],
+                                    search_steps=eff["search_steps"], maxiter=100)
 
 
 def _answer(excess: pd.DataFrame) -> str:

@@ -31,11 +31,12 @@ import torch
 from tqdm.auto import tqdm
 
 import univ
-from univ import bounds as B
-from univ.adversarial.lbfgs import SZEGEDY_TABLE1, lbfgs, rms_distortion
+from univ.adversarial.lbfgs import lbfgs
 from univ.cache import cached_model
 from univ.models import logits, predict
 from univ.report import Report, heatmap
+from univ.repro import lipschitz as B
+from univ.repro.szegedy import SZEGEDY_TABLE1, rms_distortion
 from univ.train import TrainConfig
 
 # ------------------------------------------------------------------------------------------------

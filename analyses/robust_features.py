@@ -21,10 +21,10 @@ import pandas as pd
 import torch
 
 from univ.adversarial.attacks import make_attack, per_sample_norm, robust_accuracy
-from univ.adversarial.datasets import ConstructedDataset, layer_output, nonrobust_dataset, robust_dataset
 from univ.cache import cached_model, cached_sae
 from univ.data import Dataset, digits
 from univ.report import Report
+from univ.repro.robust_datasets import ConstructedDataset, layer_output, nonrobust_dataset, robust_dataset
 from univ.train import TrainConfig, evaluate
 
 # Ilyas et al. 2019, CIFAR-10, ResNet-50, test accuracy (%) clean / under L2 PGD eps=0.25 (Fig. 2b, Table 1)

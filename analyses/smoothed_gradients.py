@@ -21,10 +21,10 @@ import pandas as pd
 import torch
 
 from univ.adversarial.attacks import _clip, make_attack, per_sample_norm
-from univ.adversarial.smoothing import smoothed_ascent, smoothed_gradient, smoothed_proba
 from univ.cache import cached_model
 from univ.data import digits
 from univ.report import Report
+from univ.repro.smoothing import smoothed_ascent, smoothed_gradient, smoothed_proba
 from univ.train import TrainConfig
 
 

@@ -17,7 +17,9 @@ from .attacks import (
     robust_accuracy,
 )
 from .controls import gaussian_noise, layer_acts, matched_random
-from .decompose import (
+from .deepfool import deepfool
+from .lbfgs import lbfgs
+from .project import (
     code_changes,
     directions,
     latent_class_association,
@@ -29,13 +31,10 @@ from .decompose import (
     random_dictionary,
     random_orthonormal,
 )
-from .lbfgs import SZEGEDY_TABLE1, lbfgs, minimal_distortion_table, rms_distortion
-from .minimal import deepfool
 
 __all__ = [
     "ATTACKS", "canonical_norm", "fgsm", "make_attack", "margin", "per_sample_norm", "pgd",
-    "random_other_class", "robust_accuracy", "lbfgs", "deepfool", "SZEGEDY_TABLE1",
-    "minimal_distortion_table", "rms_distortion", "project", "code_changes", "directions",
+    "random_other_class", "robust_accuracy", "lbfgs", "deepfool", "project", "code_changes", "directions",
     "latent_class_association", "most_changed_latents", "neuron_basis", "omp", "pca_basis",
     "random_dictionary", "random_orthonormal", "matched_random", "gaussian_noise", "layer_acts",
 ]

@@ -371,7 +371,7 @@ ATTACKS: dict[str, Callable] = {
     "fgsm": fgsm,
     "pgd": pgd,
     "lbfgs": _lazy(".lbfgs", "lbfgs"),
-    "deepfool": _lazy(".minimal", "deepfool"),
+    "deepfool": _lazy(".deepfool", "deepfool"),
 }
 """Attack name -> function ``attack(model, x, y, **kw) -> x_adv``."""
 

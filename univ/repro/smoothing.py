@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .._checks import to_tensor
-from .attacks import _bcast, _clip, check_bounds, eval_mode, per_sample_norm, project_ball
+from ..adversarial.attacks import _bcast, _clip, check_bounds, eval_mode, per_sample_norm, project_ball
 
 
 def _noisy_logp(model, x, t, sigma, m, gen):

@@ -20,8 +20,8 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
+from ..adversarial.attacks import _clip, check_bounds, eval_mode, per_sample_norm, pgd
 from ..data import Dataset
-from .attacks import _clip, check_bounds, eval_mode, per_sample_norm, pgd
 
 
 def layer_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
