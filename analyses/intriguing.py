@@ -219,7 +219,7 @@ def attack_stage(models: dict, metrics: dict, data, cfg: Config, eff: dict, repo
         ok = predict(model, x) == y
         xs, ys = x[ok], y[ok]
         x_adv, info = lbfgs(model, xs, ys, search_steps=eff["search_steps"], maxiter=eff["maxiter"],
-                            seed=cfg.seed, return_info=True)
+                            seed=cfg.seed, return_info=True, bounds=data.bounds)
         succ = info["success"].to_numpy()
         adv[name] = (xs, ys, x_adv, info)
         paper = PAPER_TABLE1.set_index("model").reindex([name])

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from univ.adversarial.attacks import make_attack, per_sample_norm, robust_accuracy
+from univ.adversarial import make_attack, per_sample_norm, robust_accuracy
 from univ.cache import cached_model, cached_sae
 from univ.data import Dataset, digits
 from univ.report import Report
@@ -95,11 +95,11 @@ class Config:
                 "sae_steps": self.sae_steps, "n_eval": None}
 
 
-def _train(data: Dataset, cfg: Config, eff: dict, attack=None, attack_spec=None):
+def _train(data: Dataset, cfg: Config, eff: dict, attack=None):
     tc = TrainConfig(epochs=eff["epochs"], batch_size=64, lr=3e-3, seed=cfg.seed)
     mcfg = {"widths": list(cfg.widths)} if cfg.arch == "mlp" else {"channels": [16, 32], "hidden": cfg.widths[-1]}
     return cached_model(cfg.arch, data, seed=cfg.seed, train_cfg=tc, model_cfg=mcfg,
-                        attack=attack, attack_spec=attack_spec, progress=False)[0]
+                        attack=attack, progress=False)[0]
 
 
 def _distances(c: ConstructedDataset, x_orig: torch.Tensor) -> dict:
@@ -191,10 +191,9 @@ def run(cfg: Config) -> Report:
     t0 = time.perf_counter()
     data = digits(seed=cfg.seed)
     layer = f"act{len(cfg.widths)}" if cfg.arch == "mlp" else "act3"
-    spec = {"name": "pgd", "eps": cfg.train_eps, "norm": "2", "steps": cfg.train_steps}
     adv = make_attack("pgd", eps=cfg.train_eps, norm="2", steps=cfg.train_steps, bounds=data.bounds)
     std = _train(data, cfg, eff)
-    rob = _train(data, cfg, eff, attack=adv, attack_spec=spec)
+    rob = _train(data, cfg, eff, attack=adv)
 
     built = {
         "D_R": robust_dataset(rob, data, layer, eff["inv_steps"], cfg.inv_step_size, seed=cfg.seed, tag="D_R"),

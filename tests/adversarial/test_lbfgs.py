@@ -11,7 +11,7 @@ from univ.repro.szegedy import rms_distortion
 
 def test_lbfgs_finds_the_minimal_distortion(linear):
     model, x, y, dist = linear
-    x_adv, info = lbfgs(model, x, y, return_info=True, search_steps=14)
+    x_adv, info = lbfgs(model, x, y, return_info=True, search_steps=14, bounds=(0.0, 1.0))
     assert info["success"].all()
     assert (predict(model, x_adv) != y).all()
     l2 = torch.tensor(info["l2"].to_numpy(), dtype=torch.float32)
@@ -22,7 +22,8 @@ def test_lbfgs_finds_the_minimal_distortion(linear):
 def test_lbfgs_digits_targets(mlp, data):
     x, y = data.x_test[:8], data.y_test[:8]
     t = (y + 3) % 10
-    x_adv, info = lbfgs(mlp, x, y, target=t, return_info=True, search_steps=5, maxiter=50)
+    x_adv, info = lbfgs(mlp, x, y, target=t, return_info=True, search_steps=5, maxiter=50,
+                        bounds=data.bounds)
     assert info["success"].mean() > 0.9
     ok = torch.tensor(info["success"].to_numpy())
     assert (predict(mlp, x_adv)[ok] == t[ok]).all()
@@ -32,12 +33,12 @@ def test_lbfgs_digits_targets(mlp, data):
 def test_registry_has_minimal_attacks(mlp, data):
     x, y = data.x_test[:10], data.y_test[:10]
     for name in ("lbfgs", "deepfool"):
-        x_adv = adv.make_attack(name)(mlp, x, y) if name == "deepfool" else adv.make_attack(
-            name, search_steps=2, maxiter=20)(mlp, x[:4], y[:4])
+        x_adv = adv.make_attack(name, bounds=data.bounds)(mlp, x, y) if name == "deepfool" else adv.make_attack(
+            name, search_steps=2, maxiter=20, bounds=data.bounds)(mlp, x[:4], y[:4])
         assert x_adv.shape[1:] == x.shape[1:]
 
 
 def test_lbfgs_bad_input(mlp, data):
     x, y = data.x_test[:10], data.y_test[:10]
     with pytest.raises(ValueError, match="outside the declared box"):
-        lbfgs(mlp, x + 2, y)
+        lbfgs(mlp, x + 2, y, bounds=data.bounds)

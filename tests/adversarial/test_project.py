@@ -109,12 +109,12 @@ def test_project_bad_input():
 
 def test_matched_controls(mlp, data):
     x, y = data.x_test[:50], data.y_test[:50]
-    x_adv = adv.pgd(mlp, x, y, eps=0.1, steps=10)
-    r = controls.matched_random(x, x_adv)
+    x_adv = adv.pgd(mlp, x, y, eps=0.1, steps=10, bounds=data.bounds)
+    r = controls.matched_random(x, x_adv, bounds=data.bounds)
     target = adv.per_sample_norm(x_adv - x, "2")
     assert torch.allclose(adv.per_sample_norm(r - x, "2"), target, rtol=0.05)
     assert float(r.min()) >= 0 and float(r.max()) <= 1
-    gn = controls.gaussian_noise(x, x_adv)
+    gn = controls.gaussian_noise(x, x_adv, bounds=data.bounds)
     assert gn.shape == x.shape and float(gn.min()) >= 0
     acts = controls.layer_acts(mlp, {"clean": x, "adv": x_adv}, "2")
     assert acts["clean"].shape == (50, 64)

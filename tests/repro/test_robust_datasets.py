@@ -16,7 +16,7 @@ def test_layer_output_is_differentiable_in_the_input(mlp, data):
 
 def test_inversion_reduces_representation_distance(mlp, data):
     xt, xs = data.x_train[:32], data.x_train[32:64]
-    inv = invert_representation(mlp, "4", xt, xs, steps=200, step_size=0.1)
+    inv = invert_representation(mlp, "4", xt, xs, steps=200, step_size=0.1, bounds=data.bounds)
     assert inv.x.shape == xt.shape
     assert inv.x.min() >= 0 and inv.x.max() <= 1
     assert bool((inv.rep_dist_end < inv.rep_dist_start).all())

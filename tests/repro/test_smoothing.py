@@ -34,7 +34,7 @@ def test_smoothed_gradient_chunks_agree_and_sigma0_is_plain(mlp, data):
 
 def test_smoothed_ascent_stays_in_ball_and_raises_target_probability(mlp, data):
     x, t = data.x_test[:8], (data.y_test[:8] + 1) % 10
-    x_adv = smoothed_ascent(mlp, x, t, sigma=0.25, eps=1.5, steps=10, n_samples=16)
+    x_adv = smoothed_ascent(mlp, x, t, sigma=0.25, eps=1.5, steps=10, n_samples=16, bounds=data.bounds)
     assert bool(((x_adv - x).flatten(1).norm(dim=1) <= 1.5 + 1e-4).all())
     before = smoothed_proba(mlp, x, 0.25, 256).gather(1, t[:, None])
     after = smoothed_proba(mlp, x_adv, 0.25, 256).gather(1, t[:, None])

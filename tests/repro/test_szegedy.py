@@ -7,7 +7,8 @@ from univ.repro.szegedy import SZEGEDY_TABLE1, minimal_distortion_table, rms_dis
 
 def test_minimal_distortion_table(mlp, data):
     x, y = data.x_test[:8], data.y_test[:8]
-    table = minimal_distortion_table({"mlp": mlp}, x[:4], y[:4], search_steps=4, maxiter=50)
+    table = minimal_distortion_table({"mlp": mlp}, x[:4], y[:4], search_steps=4, maxiter=50,
+                                     bounds=data.bounds)
     assert len(table) == 1 + len(SZEGEDY_TABLE1)
     mine = table.iloc[0]
     assert 0 < mine["av_min_distortion"] < 0.3 and mine["success_rate"] > 0.9

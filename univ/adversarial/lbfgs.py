@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_positive
-from .attacks import check_inputs, eval_mode, random_other_class, resolve_target
+from ..models import eval_mode
+from .attacks import check_inputs, random_other_class, register_attack, resolve_target
 
 
 def _solve(model, x, target, c, bounds, maxiter):
@@ -52,12 +53,14 @@ def _solve(model, x, target, c, bounds, maxiter):
     return torch.from_numpy(res.x).to(device=x.device, dtype=dtype).reshape(shape)
 
 
+@register_attack("lbfgs")
 def lbfgs(
     model: torch.nn.Module,
     x,
     y,
     target=None,
-    bounds: tuple[float, float] | None = (0.0, 1.0),
+    *,
+    bounds: tuple[float, float] | None,
     c_init: float = 1.0,
     search_steps: int = 12,
     maxiter: int = 100,
@@ -67,7 +70,8 @@ def lbfgs(
 ):
     """Szegedy's minimal-distortion attack: the smallest box-constrained r with f(x + r) = target.
 
-    x: (n, ...) inputs in ``bounds``; y: (n,) true labels. target: labels (n,), or a function
+    x: (n, ...) inputs in ``bounds`` (required: the data's box, or None for unbounded inputs, when
+    L-BFGS-B runs without box constraints); y: (n,) true labels. target: labels (n,), or a function
     ``target(logits, y)``; default (as in the paper's experiments) a random class other than y, seeded
     by ``seed``. The search over c multiplies c by 10 while the attack succeeds (divides while it
     fails), then bisects in log space between the largest success and the smallest failure, for

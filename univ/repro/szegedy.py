@@ -33,25 +33,27 @@ def rms_distortion(x, x_adv) -> torch.Tensor:
     return d.pow(2).mean(dim=1).sqrt()
 
 
-def minimal_distortion_table(models: dict, x, y, attack: str = "lbfgs", **attack_kw) -> pd.DataFrame:
+def minimal_distortion_table(models: dict, x, y, attack: str = "lbfgs", *, bounds: tuple[float, float] | None,
+                             **attack_kw) -> pd.DataFrame:
     """Table 1 of Szegedy et al. for your models, beside the paper's values.
 
     models: {name: model}; x, y: the examples to attack (only those each model classifies correctly
     are attacked, as a minimal distortion of a misclassified input is 0). attack: "lbfgs" or
-    "deepfool". Returns one row per model: clean accuracy, n attacked, attack success rate, mean and
+    "deepfool"; bounds: the data's box (required; None for unbounded inputs); attack_kw go to the
+    attack. Returns one row per model: clean accuracy, n attacked, attack success rate, mean and
     median RMS distortion over successful examples; the paper's Table 1 rows are appended with
     ``source="Szegedy et al. 2013 (MNIST)"``.
     """
     rows = []
     for name, model in models.items():
-        xt, yt, _, _ = check_inputs(model, x, y, attack_kw.get("bounds", (0.0, 1.0)))
+        xt, yt, _, _ = check_inputs(model, x, y, bounds)
         correct = predict(model, xt) == yt
         xs, ys = xt[correct], yt[correct]
         if attack == "lbfgs":  # success means reaching the (random) target, as in the paper
-            x_adv, info = lbfgs(model, xs, ys, return_info=True, **attack_kw)
+            x_adv, info = lbfgs(model, xs, ys, return_info=True, bounds=bounds, **attack_kw)
             ok = torch.tensor(info["success"].to_numpy())
         else:
-            x_adv = ATTACKS[attack](model, xs, ys, **attack_kw)
+            x_adv = ATTACKS[attack](model, xs, ys, bounds=bounds, **attack_kw)
             ok = (predict(model, x_adv) != ys).cpu()
         d = rms_distortion(xs, x_adv).cpu()[ok]
         rows.append({"model": name, "source": "univ", "attack": attack,
