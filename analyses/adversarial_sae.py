@@ -28,6 +28,7 @@ from univ.cache import cached_model, cached_sae
 from univ.config import AnalysisConfig, SettingError, check_range
 from univ.models import predict
 from univ.report import Report, heatmap
+from univ.repro.szegedy import minimal_distortion_table
 from univ.train import TrainConfig
 
 LAYERS = {"mlp": "act2", "cnn": "act3"}
@@ -91,8 +92,8 @@ def _models(cfg: Config, data) -> dict:
     for arch in dict.fromkeys((*cfg.archs, "cnn")):
         out[arch] = (cached_model(arch, data, seed=cfg.seed, train_cfg=tc, progress=False)[0], arch, False)
         if arch in cfg.archs:
-            m, _ = cached_model(arch, data, seed=cfg.seed, train_cfg=tc, attack=adv.make_attack("pgd", **attack_kw),
-                                attack_spec={"name": "pgd", **attack_kw}, progress=False)
+            m, _ = cached_model(arch, data, seed=cfg.seed, train_cfg=tc, progress=False,
+                                attack=adv.make_attack("pgd", **attack_kw, bounds=data.bounds))
             out[f"{arch}-adv"] = (m, arch, True)
     out["mlp-seed2"] = (cached_model("mlp", data, seed=cfg.seed + 1, train_cfg=tc, progress=False)[0], "mlp", False)
     for m, _, _ in out.values():
@@ -174,7 +175,7 @@ def _top_inputs_figure(sae, acts_tr, x_tr, hits: pd.DataFrame, n_img: int = 6):
     return fig
 
 
-def _feature_attacks(name, model, layer, sae, x, y, x_adv, x_rand, chosen, eps) -> list[dict]:
+def _feature_attacks(name, model, layer, sae, x, y, x_adv, x_rand, chosen, eps, bounds) -> list[dict]:
     def codes(xx):
         return sae.encode(adv.layer_acts(model, {"x": xx}, layer)["x"].float()).detach()
 
@@ -188,7 +189,8 @@ def _feature_attacks(name, model, layer, sae, x, y, x_adv, x_rand, chosen, eps) 
             if int(sel.sum()) == 0:
                 continue
             xs = x[sel]
-            xf = aligned.feature_attack(model, xs, layer, feat, increase=mode == "raise", eps=eps, steps=20)
+            xf = aligned.feature_attack(model, xs, layer, feat, increase=mode == "raise", eps=eps, steps=20,
+                                        bounds=bounds)
             zf = codes(xf)[:, j]
             on = (lambda z: z > 0) if mode == "raise" else (lambda z: z == 0)
             pred = predict(model, xf)
@@ -215,9 +217,9 @@ def _analyse_subject(name, model, arch, data, x, y, cfg, report_rows):
         fvu = float(univ.sae.fvu(acts_te, sae.decode(sae.encode(acts_te))))
     ok = predict(model, x) == y
     xs, ys = x[ok], y[ok]
-    x_adv = adv.pgd(model, xs, ys, eps=cfg.eps, steps=cfg.attack_steps, seed=cfg.seed)
-    x_rand = adv.matched_random(xs, x_adv, seed=cfg.seed)
-    x_gauss = adv.gaussian_noise(xs, x_adv, seed=cfg.seed + 1)
+    x_adv = adv.pgd(model, xs, ys, eps=cfg.eps, steps=cfg.attack_steps, seed=cfg.seed, bounds=data.bounds)
+    x_rand = adv.matched_random(xs, x_adv, seed=cfg.seed, bounds=data.bounds)
+    x_gauss = adv.gaussian_noise(xs, x_adv, seed=cfg.seed + 1, bounds=data.bounds)
     acts = adv.layer_acts(model, {"clean": xs, "adv": x_adv, "rand": x_rand, "gauss": x_gauss}, layer)
     h0 = acts["clean"]
     d_adv = acts["adv"] - h0
@@ -243,7 +245,7 @@ def _analyse_subject(name, model, arch, data, x, y, cfg, report_rows):
         assoc = adv.latent_class_association(sae.encode(acts_tr.float()), data.y_train)
     hits = adv.most_changed_latents(sae, h0, acts["adv"], ys, y_adv, assoc=assoc, top=5).assign(model=name)
     chosen = _selective_latents(assoc, cfg.n_targeted)
-    feats = _feature_attacks(name, model, layer, sae, xs, ys, x_adv, x_rand, chosen, cfg.eps)
+    feats = _feature_attacks(name, model, layer, sae, xs, ys, x_adv, x_rand, chosen, cfg.eps, data.bounds)
     scale = float(h0.norm(dim=1).median())
     dirs = D[torch.as_tensor(chosen.latent.to_numpy().copy())]
     steer = aligned.steering_effect(model, xs, layer, dirs / dirs.norm(dim=1, keepdim=True) * scale,
@@ -261,7 +263,7 @@ def _analyse_subject(name, model, arch, data, x, y, cfg, report_rows):
     return sae, acts_tr, hits, assoc
 
 
-def _sae_aligned_examples(model, layer, sae, assoc, x, y, eps, seed):
+def _sae_aligned_examples(model, layer, sae, assoc, x, y, eps, seed, bounds):
     """For each input, raise the most selective latent of a random other class (an SAE-aligned attack)."""
     g = torch.Generator().manual_seed(seed)
     target = (y + torch.randint(1, 10, y.shape, generator=g)) % 10
@@ -269,7 +271,7 @@ def _sae_aligned_examples(model, layer, sae, assoc, x, y, eps, seed):
     by_class = best.drop_duplicates("top_class").set_index("top_class")["latent"]
     fallback = int(best.latent.iloc[0]) if len(best) else 0
     lat = torch.tensor([int(by_class.get(int(t), fallback)) for t in target])
-    return aligned.feature_attack(model, x, layer, aligned.sae_latent(sae, lat), eps=eps, steps=20)
+    return aligned.feature_attack(model, x, layer, aligned.sae_latent(sae, lat), eps=eps, steps=20, bounds=bounds)
 
 
 def run(cfg: Config = Config()) -> Report:
@@ -284,11 +286,11 @@ def run(cfg: Config = Config()) -> Report:
         model, arch, _ = models[name]
         sae, acts_tr, hits, assoc = _analyse_subject(name, model, arch, data, x, y, cfg, rr)
         figures[name] = _top_inputs_figure(sae, acts_tr, data.x_train, hits)
-        x_pgd = adv.pgd(model, x, y, eps=cfg.eps, steps=cfg.attack_steps, seed=cfg.seed)
+        x_pgd = adv.pgd(model, x, y, eps=cfg.eps, steps=cfg.attack_steps, seed=cfg.seed, bounds=data.bounds)
         adversarial[name, "pgd"] = x_pgd
         adversarial[name, "sae-aligned"] = _sae_aligned_examples(model, LAYERS[arch], sae, assoc, x, y, cfg.eps,
-                                                                 cfg.seed)
-        adversarial[name, "random (same L2)"] = adv.matched_random(x, x_pgd, seed=cfg.seed)
+                                                                 cfg.seed, data.bounds)
+        adversarial[name, "random (same L2)"] = adv.matched_random(x, x_pgd, seed=cfg.seed, bounds=data.bounds)
     targets = {n: m for n, (m, _, _) in models.items()}
     transfer = aligned.transfer_rates(adversarial, targets, x, y)
 
@@ -337,7 +339,8 @@ def run(cfg: Config = Config()) -> Report:
     tw = transfer.pivot_table(index=["source", "attack"], columns="target", values="fool_rate")
     tw.index = [f"{s} / {a}" for s, a in tw.index]
     report.add_figure("transfer_heatmap", heatmap(tw, "fool rate (rows: source / attack)"), "")
-    report.add_table("robust_accuracy", _robust_table(models, x, y, cfg), "PGD-20 robust accuracy vs L-inf eps.")
+    report.add_table("robust_accuracy", _robust_table(models, x, y, cfg, data.bounds),
+                     "PGD-20 robust accuracy vs L-inf eps.")
     report.add_table("lbfgs_minimal_distortion", _lbfgs_table(models, data, cfg),
                      "Szegedy et al.'s box-constrained L-BFGS to a random other class: mean RMS distortion "
                      "sqrt(mean_i r_i^2) over successful examples, beside the paper's Table 1 (MNIST, 28x28; "
@@ -345,11 +348,11 @@ def run(cfg: Config = Config()) -> Report:
     return report
 
 
-def _robust_table(models, x, y, cfg) -> pd.DataFrame:
+def _robust_table(models, x, y, cfg, bounds) -> pd.DataFrame:
     rows = []
     for name, (m, _, adv_trained) in models.items():
         for e in (0.0, 0.05, 0.1, 0.2, 0.3):
-            acc = adv.robust_accuracy(m, adv.make_attack("pgd", eps=e, steps=cfg.attack_steps), x, y)
+            acc = adv.robust_accuracy(m, adv.make_attack("pgd", eps=e, steps=cfg.attack_steps, bounds=bounds), x, y)
             rows.append({"model": name, "adversarially_trained": adv_trained, "eps": e, "robust_acc": acc})
     return pd.DataFrame(rows).pivot_table(index=["model", "adversarially_trained"], columns="eps",
                                           values="robust_acc").reset_index().rename(columns=lambda c: str(c))
@@ -358,8 +361,8 @@ def _robust_table(models, x, y, cfg) -> pd.DataFrame:
 def _lbfgs_table(models, data, cfg) -> pd.DataFrame:
     n = cfg.n_lbfgs
     mods = {name: m for name, (m, _, _) in models.items()}
-    return adv.minimal_distortion_table(mods, data.x_test[-n:], data.y_test[-n:],
-                                        search_steps=cfg.search_steps, maxiter=100)
+    return minimal_distortion_table(mods, data.x_test[-n:], data.y_test[-n:],
+                                    bounds=data.bounds, search_steps=cfg.search_steps, maxiter=100)
 
 
 def _answer(excess: pd.DataFrame) -> str:

@@ -32,12 +32,13 @@ import torch
 from tqdm.auto import tqdm
 
 import univ
-from univ import bounds as B
-from univ.adversarial.lbfgs import SZEGEDY_TABLE1, lbfgs, rms_distortion
+from univ.adversarial.lbfgs import lbfgs
 from univ.cache import cached_model
 from univ.config import AnalysisConfig, SettingError, check_range
 from univ.models import logits, predict
 from univ.report import Report, heatmap
+from univ.repro import lipschitz as B
+from univ.repro.szegedy import SZEGEDY_TABLE1, rms_distortion
 from univ.train import TrainConfig
 
 # ------------------------------------------------------------------------------------------------
@@ -219,7 +220,7 @@ def attack_stage(models: dict, metrics: dict, data, cfg: Config, report: Report)
         ok = predict(model, x) == y
         xs, ys = x[ok], y[ok]
         x_adv, info = lbfgs(model, xs, ys, search_steps=cfg.search_steps, maxiter=cfg.maxiter,
-                            seed=cfg.seed, return_info=True)
+                            seed=cfg.seed, return_info=True, bounds=data.bounds)
         succ = info["success"].to_numpy()
         adv[name] = (xs, ys, x_adv, info)
         paper = PAPER_TABLE1.set_index("model").reindex([name])

@@ -23,10 +23,10 @@ from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
 import univ
-from univ import pruning
 from univ.config import AnalysisConfig, SettingError, check_range
 from univ.models import build_model
 from univ.report import Report
+from univ.repro import lottery as pruning
 from univ.train import TrainConfig
 
 KINDS = ("ticket", "ticket_late", "reinit", "random")

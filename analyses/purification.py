@@ -23,13 +23,13 @@ import torch
 from tqdm.auto import tqdm
 
 import univ
-from univ import purity as P
 from univ.adversarial import make_attack, robust_accuracy
 from univ.cache import cached_sae
 from univ.config import AnalysisConfig, SettingError, check_range
 from univ.data import Dataset
 from univ.models import build_model
 from univ.report import Report
+from univ.repro import purity as P
 from univ.train import TrainConfig, train
 
 KINDS = ("init", "clean", "fgm", "pgd")

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from univ.adversarial.attacks import make_attack, per_sample_norm, robust_accuracy
-from univ.adversarial.datasets import ConstructedDataset, layer_output, nonrobust_dataset, robust_dataset
+from univ.adversarial import make_attack, per_sample_norm, robust_accuracy
 from univ.cache import cached_model, cached_sae
 from univ.config import AnalysisConfig, SettingError, check_range
 from univ.data import Dataset, digits
 from univ.report import Report
+from univ.repro.robust_datasets import ConstructedDataset, layer_output, nonrobust_dataset, robust_dataset
 from univ.train import TrainConfig, evaluate
 
 # Ilyas et al. 2019, CIFAR-10, ResNet-50, test accuracy (%) clean / under L2 PGD eps=0.25 (Fig. 2b, Table 1)
@@ -93,12 +93,11 @@ class Config(AnalysisConfig):
             check_range(self, "n_eval", low=10)
 
 
-
-def _train(data: Dataset, cfg: Config, attack=None, attack_spec=None):
+def _train(data: Dataset, cfg: Config, attack=None):
     tc = TrainConfig(epochs=cfg.epochs, batch_size=64, lr=3e-3, seed=cfg.seed)
     mcfg = {"widths": list(cfg.widths)} if cfg.arch == "mlp" else {"channels": [16, 32], "hidden": cfg.widths[-1]}
     return cached_model(cfg.arch, data, seed=cfg.seed, train_cfg=tc, model_cfg=mcfg,
-                        attack=attack, attack_spec=attack_spec, progress=False)[0]
+                        attack=attack, progress=False)[0]
 
 
 def _distances(c: ConstructedDataset, x_orig: torch.Tensor) -> dict:
@@ -189,10 +188,9 @@ def run(cfg: Config) -> Report:
     t0 = time.perf_counter()
     data = digits(seed=cfg.seed)
     layer = f"act{len(cfg.widths)}" if cfg.arch == "mlp" else "act3"
-    spec = {"name": "pgd", "eps": cfg.train_eps, "norm": "2", "steps": cfg.train_steps}
     adv = make_attack("pgd", eps=cfg.train_eps, norm="2", steps=cfg.train_steps, bounds=data.bounds)
     std = _train(data, cfg)
-    rob = _train(data, cfg, attack=adv, attack_spec=spec)
+    rob = _train(data, cfg, attack=adv)
 
     built = {
         "D_R": robust_dataset(rob, data, layer, cfg.inv_steps, cfg.inv_step_size, seed=cfg.seed, tag="D_R"),

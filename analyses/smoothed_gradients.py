@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from univ.adversarial.attacks import _clip, make_attack, per_sample_norm
-from univ.adversarial.smoothing import smoothed_ascent, smoothed_gradient, smoothed_proba
+from univ.adversarial import clip_to_box, make_attack, per_sample_norm
 from univ.cache import cached_model
 from univ.config import AnalysisConfig, SettingError, check_range
 from univ.data import digits
 from univ.report import Report
+from univ.repro.smoothing import smoothed_ascent, smoothed_gradient, smoothed_proba
 from univ.train import TrainConfig
 
 
@@ -125,15 +125,14 @@ def run(cfg: Config) -> Report:
     data = digits(seed=cfg.seed)
     mcfg = {"widths": list(cfg.widths)}
 
-    def fit(noise=0.0, attack=None, spec=None):
+    def fit(noise=0.0, attack=None):
         tc = TrainConfig(epochs=cfg.epochs, batch_size=64, lr=3e-3, seed=cfg.seed, noise_sigma=noise,
                          clip_to_bounds=False)  # Cohen et al.'s noise is not clipped to the box
         return cached_model("mlp", data, seed=cfg.seed, train_cfg=tc, model_cfg=mcfg, attack=attack,
-                            attack_spec=spec, progress=False)[0]
+                            progress=False)[0]
 
     std = fit()
-    rob = fit(attack=make_attack("pgd", eps=cfg.train_eps, norm="2", steps=cfg.train_steps, bounds=data.bounds),
-              spec={"name": "pgd", "eps": cfg.train_eps, "norm": "2", "steps": cfg.train_steps})
+    rob = fit(attack=make_attack("pgd", eps=cfg.train_eps, norm="2", steps=cfg.train_steps, bounds=data.bounds))
     methods = [Method("standard", std, 0.0, "plain"), Method("robust (adv. trained)", rob, 0.0, "plain")]
     for s in cfg.sigmas:
         base = fit(noise=s)
@@ -177,7 +176,7 @@ def run(cfg: Config) -> Report:
                 row[f"model_t@{e:g}"] = 100 * float((own == t).float().mean())
             else:  # a straight step of length eps along the direction, clipped to the box
                 step = d / per_sample_norm(d, "2").clamp_min(1e-12).reshape(-1, 1, 1, 1)
-                x_adv = _clip(x + e * step, data.bounds)
+                x_adv = clip_to_box(x + e * step, data.bounds)
                 row[f"model_t@{e:g}"] = float("nan")
             row[f"1nn_t@{e:g}"] = 100 * float((_nn_labels(x_adv, data.x_train, data.y_train) == t).float().mean())
             if e == shown_eps:

@@ -73,7 +73,8 @@ def run_side(side: str, work: Path, steps: int, repeats: int, threads: int) -> l
             from univ.adversarial import pgd
 
             def attack(model=model, norm=norm, eps=eps, step_size=step_size):
-                return pgd(model, x, y, eps=eps, norm=norm, steps=steps, step_size=step_size, seed=0)
+                return pgd(model, x, y, eps=eps, norm=norm, steps=steps, step_size=step_size, seed=0,
+                           bounds=(0.0, 1.0))
         else:
             import foolbox as fb
 

@@ -8,6 +8,7 @@ The public API (see README):
     univ.similarity                             CKA, CCA/SVCCA/PWCCA, Procrustes, RSA, mutual kNN, compare
     univ.sae                                    sparse autoencoders, metrics, cross-model matching
     univ.adversarial                            attacks, projection of activation changes onto bases
+    univ.repro                                  code that serves one paper each (Lipschitz bounds, lottery, ...)
 
 Submodules are imported on first use, so ``import univ`` stays fast.
 """
@@ -20,7 +21,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "data", "models", "train", "activations", "registry", "similarity", "sae", "adversarial", "report", "utils",
-    "pruning", "bounds", "cache", "purity",
+    "cache", "repro",
 }
 
 

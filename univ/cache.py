@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from tqdm.auto import tqdm
 
@@ -20,6 +20,9 @@ from .data import Dataset
 from .models import ZooModel, build_model
 from .train import TrainConfig, load_metrics, load_model, save_model, train
 from .utils import cache_dir, stable_hash, tensor_hash, to_jsonable
+
+if TYPE_CHECKING:
+    from .adversarial.attacks import Attack
 
 
 def model_key(name: str, model_cfg: dict, seed: int, data: Dataset, train_cfg: TrainConfig | None,
@@ -38,8 +41,7 @@ def cached_model(
     seed: int = 0,
     train_cfg: TrainConfig | None = TrainConfig(),
     model_cfg: dict | None = None,
-    attack: Callable | None = None,
-    attack_spec: dict | None = None,
+    attack: Attack | None = None,
     root: str | Path | None = None,
     progress: bool = True,
     device=None,
@@ -47,11 +49,13 @@ def cached_model(
     """Build (seeded) and train a zoo model, or load it if this exact configuration was trained before.
 
     ``train_cfg=None`` gives the untrained, randomly initialised model (the baseline). ``attack`` trains
-    adversarially; ``attack_spec`` (a JSON-able description of it) must then be given for the key.
-    Set UNIV_NO_CACHE=1 to always retrain. Returns (model, metrics).
+    adversarially: an :class:`univ.adversarial.Attack` (``make_attack(name, **kw)``), whose ``spec``
+    goes into the cache key. Set UNIV_NO_CACHE=1 to always retrain. Returns (model, metrics).
     """
+    attack_spec = None if attack is None else getattr(attack, "spec", None)
     if attack is not None and attack_spec is None:
-        raise ValueError("attack_spec: required with attack, so that the cache key describes the attack")
+        raise ValueError(f"attack: expected an Attack from univ.adversarial.make_attack (its spec keys the "
+                         f"cache), got {type(attack).__name__}")
     model_cfg = dict(model_cfg or {})
     model_cfg.setdefault("input_shape", list(data.input_shape))
     model_cfg.setdefault("n_classes", data.n_classes)

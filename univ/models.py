@@ -56,6 +56,15 @@ def as_model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def as_logits(out) -> torch.Tensor:
+    """``out``, a model's forward output, if it is a logits tensor; otherwise a ValueError naming ``model``
+    (a dict, a tuple or a HuggingFace-style output object is not logits: wrap the model)."""
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"model: expected its forward to return a logits tensor, got {type(out).__name__}; "
+                         "wrap the model so that it returns the logits")
+    return out
+
+
 @torch.no_grad()
 def logits(model: nn.Module, x, batch_size: int = 1024) -> torch.Tensor:
     """The model's outputs (n, n_classes) on x: (n, ...), in eval mode (every module's mode restored),
@@ -65,11 +74,7 @@ def logits(model: nn.Module, x, batch_size: int = 1024) -> torch.Tensor:
         raise ValueError(f"batch_size: must be a positive integer, got {batch_size!r}")
     dev = model_device(model)
     with eval_mode(model):
-        outs = [model(x[i:i + batch_size].to(dev)) for i in range(0, len(x), batch_size)]
-    bad = next((o for o in outs if not isinstance(o, torch.Tensor)), None)
-    if bad is not None:
-        raise ValueError(f"model: expected its forward to return a logits tensor, got {type(bad).__name__}; "
-                         "wrap the model so that it returns the logits")
+        outs = [as_logits(model(x[i:i + batch_size].to(dev))) for i in range(0, len(x), batch_size)]
     return torch.cat(outs).cpu()
 
 

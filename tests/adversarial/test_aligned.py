@@ -20,7 +20,7 @@ def test_feature_attack_moves_the_feature(mlp, data, increase):
     v = torch.zeros(acts.shape[1])
     v[j] = 1
     f = A.direction_feature(v)
-    x_adv = A.feature_attack(mlp, x, "2", f, increase=increase, eps=0.1, steps=10)
+    x_adv = A.feature_attack(mlp, x, "2", f, increase=increase, eps=0.1, steps=10, bounds=data.bounds)
     _, acts_adv = A.layer_forward(mlp, x_adv, "2")
     change = (acts_adv[:, j] - acts[:, j]).detach()
     assert (change >= -1e-6).all() if increase else (change <= 1e-6).all()
@@ -40,7 +40,7 @@ def test_steering_and_transfer(mlp, mlp2, data):
     assert feat[feat.alpha == 5.0]["frac_to_class"].mean() > feat[feat.alpha == 0.5]["frac_to_class"].mean()
     rand = eff[eff.kind == "random"]
     assert feat["dlogit_class"].mean() > rand["dlogit_class"].mean()
-    advs = {("mlp", "pgd"): adv.pgd(mlp, x, y, eps=0.15, steps=10)}
+    advs = {("mlp", "pgd"): adv.pgd(mlp, x, y, eps=0.15, steps=10, bounds=data.bounds)}
     tr = A.transfer_rates(advs, {"mlp": mlp, "mlp2": mlp2}, x, y)
     white = tr[tr.white_box]["fool_rate"].item()
     black = tr[~tr.white_box]["fool_rate"].item()
@@ -52,7 +52,7 @@ def test_aligned_bad_input(mlp, data):
     with pytest.raises(ValueError, match="unknown hook name"):
         A.layer_forward(mlp, x, "fc9")
     with pytest.raises(ValueError, match="eps"):
-        A.feature_attack(mlp, x, "2", lambda a: a[:, 0], eps=-1)
+        A.feature_attack(mlp, x, "2", lambda a: a[:, 0], eps=-1, bounds=data.bounds)
     with pytest.raises(ValueError, match="vector"):
         A.steer(mlp, x, "2", torch.ones(7))
 
@@ -70,7 +70,7 @@ def test_sae_latent_matches_encode(mlp, data):
     per_sample = A.sae_latent(sae, torch.full((len(acts),), j))(acts).detach()
     assert torch.allclose(per_sample, pre, atol=1e-5)
     x = data.x_test[:40]
-    xr = A.feature_attack(mlp, x, "2", A.sae_latent(sae, j), eps=0.1, steps=10)
+    xr = A.feature_attack(mlp, x, "2", A.sae_latent(sae, j), eps=0.1, steps=10, bounds=data.bounds)
     with torch.no_grad():
         z0 = sae.encode(adv.layer_acts(mlp, {"x": x}, "2")["x"].float())[:, j]
         z1 = sae.encode(adv.layer_acts(mlp, {"x": xr}, "2")["x"].float())[:, j]

@@ -1,23 +1,44 @@
 """Adversarial attacks and the projection of adversarial activation changes onto feature bases.
 
-    x_adv = univ.adversarial.pgd(model, x, y, eps=0.1, norm="inf", steps=20)
-    attack = univ.adversarial.make_attack("pgd", eps=0.1, steps=7)   # attack(model, x, y) -> x_adv
+    x_adv = univ.adversarial.pgd(model, x, y, eps=0.1, norm="inf", steps=20, bounds=data.bounds)
+    attack = univ.adversarial.make_attack("pgd", eps=0.1, steps=7, bounds=data.bounds)
+    attack(model, x, y); attack.spec             # -> x_adv; {"name": "pgd", "kwargs": {...}} (JSON)
     univ.adversarial.project(delta, basis)       # per-sample concentration of activation changes
+
+Modules: ``ball`` (norm balls and input boxes), ``attacks`` (FGSM, PGD, checks, the registry),
+``deepfool``, ``lbfgs``, ``project`` (bases and decompositions), ``controls`` (matched random
+perturbations), ``aligned`` (feature attacks, steering, transfer). Every attack takes the input box
+``bounds`` as a required keyword: the data knows its box (``data.bounds``; None for unbounded inputs).
 """
 
 from .attacks import (
     ATTACKS,
-    canonical_norm,
+    Attack,
+    check_inputs,
     fgsm,
     make_attack,
     margin,
-    per_sample_norm,
     pgd,
     random_other_class,
+    register_attack,
+    resolve_target,
     robust_accuracy,
 )
+from .ball import (
+    canonical_norm,
+    check_bounds,
+    clip_to_box,
+    make_generator,
+    per_sample,
+    per_sample_norm,
+    project_ball,
+    random_in_ball,
+    steepest_step,
+)
 from .controls import gaussian_noise, layer_acts, matched_random
-from .decompose import (
+from .deepfool import deepfool
+from .lbfgs import lbfgs
+from .project import (
     code_changes,
     directions,
     latent_class_association,
@@ -29,13 +50,13 @@ from .decompose import (
     random_dictionary,
     random_orthonormal,
 )
-from .lbfgs import SZEGEDY_TABLE1, lbfgs, minimal_distortion_table, rms_distortion
-from .minimal import deepfool
 
 __all__ = [
-    "ATTACKS", "canonical_norm", "fgsm", "make_attack", "margin", "per_sample_norm", "pgd",
-    "random_other_class", "robust_accuracy", "lbfgs", "deepfool", "SZEGEDY_TABLE1",
-    "minimal_distortion_table", "rms_distortion", "project", "code_changes", "directions",
-    "latent_class_association", "most_changed_latents", "neuron_basis", "omp", "pca_basis",
-    "random_dictionary", "random_orthonormal", "matched_random", "gaussian_noise", "layer_acts",
+    "ATTACKS", "Attack", "register_attack", "make_attack", "check_inputs", "resolve_target", "fgsm", "pgd",
+    "margin", "random_other_class", "robust_accuracy", "lbfgs", "deepfool",
+    "canonical_norm", "check_bounds", "clip_to_box", "make_generator", "per_sample", "per_sample_norm",
+    "project_ball", "random_in_ball", "steepest_step",
+    "project", "code_changes", "directions", "latent_class_association", "most_changed_latents",
+    "neuron_basis", "omp", "pca_basis", "random_dictionary", "random_orthonormal",
+    "matched_random", "gaussian_noise", "layer_acts",
 ]

@@ -15,17 +15,16 @@ import torch
 
 from .._checks import check_finite, check_positive, to_tensor
 from ..activations import hooks, layer_forward
-from .attacks import (
-    _bcast,
-    _clip,
-    _generator,
+from ..models import as_logits, as_model_input, eval_mode, predict
+from .ball import (
     canonical_norm,
     check_bounds,
-    eval_mode,
-    per_sample_norm,
-    predict,
+    check_in_box,
+    clip_to_box,
+    make_generator,
     project_ball,
     random_in_ball,
+    steepest_step,
 )
 
 
@@ -67,28 +66,29 @@ def feature_attack(
     steps: int = 20,
     step_size: float | None = None,
     random_start: bool = False,
-    bounds: tuple[float, float] | None = (0.0, 1.0),
+    *,
+    bounds: tuple[float, float] | None,
     reduce: str | None = None,
     seed: int | None = 0,
 ) -> torch.Tensor:
     """PGD in input space that raises (``increase=True``) or suppresses a feature at ``layer``.
 
     x: (n, ...) inputs; feature: ``f(acts) -> (n,)`` (see :func:`sae_latent`, :func:`direction_feature`).
-    Returns x_adv (n, ...) in the ``norm`` ball of radius ``eps`` around x and inside ``bounds``; per
-    sample the iterate with the most extreme feature value is kept.
+    Returns x_adv (n, ...) in the ``norm`` ball of radius ``eps`` around x and inside ``bounds`` (required:
+    the data's box, or None for unbounded inputs); per sample the iterate with the most extreme feature
+    value is kept. Inputs are cast as for the model's forward (:func:`univ.models.as_model_input`).
     """
     x = to_tensor(x, "x")
-    x = x if x.is_floating_point() else x.float()
+    x = as_model_input(model, x if x.is_floating_point() else x.float())
     check_finite(x, "x")
     check_positive(eps, "eps", strict=False)
     norm = canonical_norm(norm)
     bounds = check_bounds(bounds)
-    if bounds is not None and (float(x.min()) < bounds[0] - 1e-6 or float(x.max()) > bounds[1] + 1e-6):
-        raise ValueError(f"x: inputs lie outside the declared box bounds={bounds}")
+    check_in_box(x, bounds, "x")
     step_size = 2.5 * eps / steps if step_size is None else step_size
     sign = 1.0 if increase else -1.0
-    gen = _generator(seed, x.device)
-    x_adv = _clip(x + random_in_ball(x.shape, eps, norm, gen, x.device, x.dtype), bounds) if random_start \
+    gen = make_generator(seed, x.device)
+    x_adv = clip_to_box(x + random_in_ball(x.shape, eps, norm, gen, x.device, x.dtype), bounds) if random_start \
         else x.clone()
     best, best_val = x_adv.clone(), torch.full((len(x),), -torch.inf, device=x.device, dtype=torch.float64)
     with eval_mode(model), torch.enable_grad():
@@ -102,11 +102,8 @@ def feature_attack(
                 break
             grad, = torch.autograd.grad(val.sum(), x_adv)
             with torch.no_grad():
-                if norm == "inf":
-                    step = step_size * grad.sign()
-                else:
-                    step = step_size * grad / _bcast(per_sample_norm(grad, "2").clamp_min(1e-12), grad)
-                x_adv = _clip(x + project_ball(x_adv.detach() + step - x, eps, norm), bounds)
+                step = steepest_step(grad, step_size, norm)
+                x_adv = clip_to_box(x + project_ball(x_adv.detach() + step - x, eps, norm), bounds)
     return best.detach()
 
 
@@ -128,7 +125,7 @@ def steer(model, x, layer: str, vector, alpha: float = 1.0) -> torch.Tensor:
 
     x = to_tensor(x, "x")
     with eval_mode(model), torch.no_grad(), hooks(model, {layer: hook}, what="layer"):
-        return model(x)
+        return as_logits(model(as_model_input(model, x)))
 
 
 def steering_effect(model, x, layer: str, directions, classes, alphas=(1.0, 2.0, 4.0),
@@ -145,7 +142,7 @@ def steering_effect(model, x, layer: str, directions, classes, alphas=(1.0, 2.0,
     classes = np.asarray(classes)
     x = to_tensor(x, "x")
     with eval_mode(model), torch.no_grad():
-        base = model(x)
+        base = as_logits(model(as_model_input(model, x)))
     pred0 = base.argmax(1)
     g = torch.Generator().manual_seed(seed)
     rows = []

@@ -1,89 +1,78 @@
-"""Gradient attacks in a norm ball: FGSM and PGD (L-inf and L2), plus the attack registry.
+"""Gradient attacks in a norm ball (FGSM and PGD, L-inf and L2), their checks, and the attack registry.
 
-Every attack has the signature ``attack(model, x, y, **kw) -> x_adv`` with ``x_adv`` the same shape,
-dtype and device as ``x``. Shared behaviour, fixing the pitfalls seen in torchattacks/foolbox:
+Every attack has the signature ``attack(model, x, y, *, bounds, **kw) -> x_adv`` with ``x_adv`` the same
+shape, dtype and device as ``x``. Shared behaviour, fixing the pitfalls seen in torchattacks/foolbox:
 
 - the model is put in eval mode during the attack and every module's mode is restored afterwards;
-- norms are per sample, over all non-batch axes, so flat ``(n, d)`` and image ``(n, c, h, w)`` inputs
-  both work;
-- perturbed inputs are clipped to the input box ``bounds`` (``None`` for unbounded inputs);
+- norms are per sample, over all non-batch axes (:mod:`univ.adversarial.ball`), so flat ``(n, d)`` and
+  image ``(n, c, h, w)`` inputs both work;
+- perturbed inputs are clipped to the input box ``bounds``, which is required: the data knows its box
+  (``data.bounds``), and ``None`` says the inputs are unbounded;
 - restarts keep, per sample, the strongest result (highest margin), never the last one;
 - no device is hard-coded: everything lives on ``x.device``;
 - gradients are taken with ``torch.autograd.grad`` w.r.t. the input only, so the parameters'
   ``.grad`` are never touched (safe inside a training loop).
+
+A new attack is one function and one registry line::
+
+    @register_attack("my_attack")
+    def my_attack(model, x, y, *, bounds, eps=0.1): ...
+
+    attack = make_attack("my_attack", eps=0.2, bounds=data.bounds)   # attack(model, x, y) -> x_adv
+    attack.spec                                  # {"name": "my_attack", "kwargs": {...}}, JSON for cache keys
 """
 
 from __future__ import annotations
 
-import functools
-import math
+import dataclasses
+import inspect
+import json
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_choice, check_finite, check_positive, to_tensor, unknown_name_error
-from ..models import eval_mode, predict
-
-_NORMS = {"inf": "inf", "linf": "inf", "l_inf": "inf", "2": "2", "l2": "2"}
-
+from .._checks import check_choice, check_finite, check_positive, to_tensor
+from ..models import as_logits, as_model_input, eval_mode, predict
+from ..registry import Registry
+from ..utils import to_jsonable
+from .ball import (
+    canonical_norm,
+    check_bounds,
+    check_in_box,
+    clip_to_box,
+    make_generator,
+    per_sample,
+    project_ball,
+    random_in_ball,
+    steepest_step,
+)
 
 # --------------------------------------------------------------------------------------------------
 # validation and shared helpers
 
 
-def canonical_norm(norm) -> str:
-    """``"inf"`` or ``"2"`` from the accepted spellings (``"inf"``, ``"linf"``, ``inf``, ``2``, ``"l2"``)."""
-    key = str(norm).lower().replace(" ", "")
-    if isinstance(norm, (int, float)) and not isinstance(norm, bool):
-        key = "inf" if math.isinf(norm) else str(int(norm)) if float(norm).is_integer() else key
-    if key not in _NORMS:
-        raise ValueError(f"norm: unknown norm {norm!r}; choose 'inf' (L-infinity) or '2' (L2)")
-    return _NORMS[key]
-
-
-def check_bounds(bounds, name: str = "bounds") -> tuple[float, float] | None:
-    """``None`` or a finite ``(low, high)`` with low < high."""
-    if bounds is None:
-        return None
-    try:
-        lo, hi = (float(b) for b in bounds)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name}: expected None or a (low, high) pair, got {bounds!r}") from e
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"{name}: need finite low < high, got {bounds!r}")
-    return lo, hi
-
-
 def check_inputs(model, x, y, bounds, tol: float = 1e-6):
     """Validate ``(x, y, bounds)`` for an attack on ``model``.
 
-    Returns ``(x, y, bounds, logits)``: x as a float tensor (n, ...) in the model's parameter dtype (so
-    float64 numpy input works with a float32 model; attacks return x_adv in that dtype), y as int64 (n,)
-    on x's device,
-    the checked bounds, and the clean logits (n, n_classes) computed in eval mode.
+    Returns ``(x, y, bounds, logits)``: x as a float tensor (n, ...) in the model's parameter dtype
+    (:func:`univ.models.as_model_input`, so float64 numpy or integer input works with a float32 model;
+    attacks return x_adv in that dtype), y as int64 (n,) on x's device, the checked bounds, and the clean
+    logits (n, n_classes) computed in eval mode. A model whose forward returns anything but a logits
+    tensor (a dict, a tuple, a HuggingFace output object) raises a ValueError naming ``model``.
     """
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     x = to_tensor(x, "x")
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    if dtype is not None and x.dtype != dtype:  # e.g. float64 numpy input to a float32 model
-        x = x.to(dtype)
-    elif not x.is_floating_point():
+    if not x.is_floating_point():  # the attack moves x continuously, so integer inputs become floats
         x = x.float()
+    x = as_model_input(model, x)
     if x.ndim < 2 or x.shape[0] == 0:
         raise ValueError(f"x: expected a batch of inputs (n, ...) with n >= 1, got shape {tuple(x.shape)}")
     if not bool(torch.isfinite(x.sum())):  # a finite sum means finite entries: skip the full scan
         check_finite(x, "x")
     bounds = check_bounds(bounds)
-    if bounds is not None:
-        lo, hi = bounds
-        below, above = float(x.min()), float(x.max())
-        if below < lo - tol or above > hi + tol:
-            raise ValueError(
-                f"x: inputs lie outside the declared box bounds={bounds} (min {below:.4g}, max {above:.4g});"
-                " rescale x or pass the right bounds (None for unbounded inputs)"
-            )
+    check_in_box(x, bounds, "x", tol)
     y = to_tensor(y, "y", device=x.device)
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"y: expected integer labels of shape ({x.shape[0]},), got shape {tuple(y.shape)}")
@@ -92,7 +81,7 @@ def check_inputs(model, x, y, bounds, tol: float = 1e-6):
             raise ValueError("y: expected integer class labels, got non-integer floats")
     y = y.long()
     with eval_mode(model), torch.no_grad():
-        logits = model(x)
+        logits = as_logits(model(x))
     if logits.ndim != 2:
         raise ValueError(f"model: expected logits of shape (n, n_classes), got {tuple(logits.shape)}")
     n_classes = logits.shape[1]
@@ -146,49 +135,22 @@ def margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False) -
     return own - other if targeted else other - own
 
 
-def per_sample_norm(d: torch.Tensor, norm: str) -> torch.Tensor:
-    """Norm of each sample (n,) over all non-batch axes; ``norm`` is "inf" or "2"."""
-    flat = d.reshape(d.shape[0], -1)
-    return flat.abs().amax(dim=1) if norm == "inf" else flat.norm(dim=1)
+# --------------------------------------------------------------------------------------------------
+# the registry
 
 
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.reshape(-1, *([1] * (like.ndim - 1)))
+ATTACKS: Registry = Registry("attack")
+"""Attack name -> function ``attack(model, x, y, *, bounds, **kw) -> x_adv``."""
 
-
-def project_ball(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """Project each sample's ``delta`` onto the ``norm`` ball of radius ``eps``."""
-    if norm == "inf":
-        return delta.clamp(-eps, eps)
-    n = per_sample_norm(delta, "2")
-    return delta * _bcast(torch.clamp(eps / n.clamp_min(1e-12), max=1.0), delta)
-
-
-def random_in_ball(shape, eps: float, norm: str, generator, device, dtype) -> torch.Tensor:
-    """Points drawn uniformly from the ``norm`` ball of radius ``eps``, one per sample."""
-    if norm == "inf":
-        u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
-        return (2 * u - 1) * eps
-    g = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-    d = g[0].numel()
-    r = torch.rand(shape[0], generator=generator, device=device, dtype=dtype) ** (1.0 / d)
-    return g / _bcast(per_sample_norm(g, "2").clamp_min(1e-12), g) * _bcast(r * eps, g)
-
-
-def _clip(x: torch.Tensor, bounds) -> torch.Tensor:
-    return x if bounds is None else x.clamp(*bounds)
-
-
-def _generator(seed, device) -> torch.Generator | None:
-    if seed is None:
-        return None
-    return torch.Generator(device=device).manual_seed(int(seed))
+register_attack = ATTACKS.register
+"""``@register_attack("name")`` on an attack function adds it to :data:`ATTACKS`."""
 
 
 # --------------------------------------------------------------------------------------------------
 # attacks
 
 
+@register_attack("pgd")
 def pgd(
     model: torch.nn.Module,
     x,
@@ -201,14 +163,16 @@ def pgd(
     targeted: bool = False,
     target=None,
     restarts: int = 1,
-    bounds: tuple[float, float] | None = (0.0, 1.0),
+    *,
+    bounds: tuple[float, float] | None,
     loss: str = "ce",
     seed: int | None = 0,
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al. 2018) in an L-inf or L2 ball.
 
-    x: (n, ...) inputs in the box ``bounds``; y: (n,) true labels. Returns x_adv (same shape as x) with
-    ``||x_adv - x||_norm <= eps`` per sample and ``x_adv`` inside ``bounds``.
+    x: (n, ...) inputs; y: (n,) true labels. bounds: the input box, required (the data's own, e.g.
+    ``data.bounds``; None for unbounded inputs), so that no attack silently assumes [0, 1]. Returns
+    x_adv (same shape as x) with ``||x_adv - x||_norm <= eps`` per sample and ``x_adv`` inside ``bounds``.
 
     eps: radius of the ball (0 returns x). norm: "inf" (signed-gradient steps) or "2" (normalised
     gradient steps). steps: iterations per restart. step_size: default 2.5 * eps / steps (Madry).
@@ -235,7 +199,7 @@ def pgd(
     best_score = margin(logits, labels, targeted)
     if eps == 0:
         return best
-    gen = _generator(seed, x.device)
+    gen = make_generator(seed, x.device)
     with eval_mode(model), torch.enable_grad():
         todo = torch.arange(len(x), device=x.device)
         for _ in range(int(restarts)):
@@ -257,7 +221,7 @@ def _pgd_run(model, x, labels, eps, norm, steps, step_size, random_start, target
     margin, which matters for small models where elementwise overhead rivals the forward pass."""
     if random_start:
         delta = random_in_ball(x.shape, eps, norm, gen, x.device, x.dtype)
-        x_adv = _clip(x + delta, bounds)
+        x_adv = clip_to_box(x + delta, bounds)
     else:
         x_adv = x.clone()
     # a sample's "latest fooling iterate" only needs saving when it stops fooling the model: copy
@@ -282,13 +246,8 @@ def _pgd_run(model, x, labels, eps, norm, steps, step_size, random_start, target
             obj = margin(out, labels, targeted).sum()
         grad, = torch.autograd.grad(obj, x_adv)
         with torch.no_grad():
-            if norm == "inf":
-                step = step_size * grad.sign()
-            else:
-                g = per_sample_norm(grad, "2").clamp_min(1e-12)
-                step = step_size * grad / _bcast(g, grad)
-            delta = project_ball(x_adv.detach() + step - x, eps, norm)
-            x_adv = _clip(x + delta, bounds)
+            delta = project_ball(x_adv.detach() + steepest_step(grad, step_size, norm) - x, eps, norm)
+            x_adv = clip_to_box(x + delta, bounds)
     with torch.no_grad():
         out = model(x_adv)
         pred = out.argmax(1)
@@ -298,7 +257,7 @@ def _pgd_run(model, x, labels, eps, norm, steps, step_size, random_start, target
             best[lost] = prev[lost]
             hit |= lost
         # the final iterate wins when it fools (it is usually the strongest); else the latest that did
-        best = torch.where(_bcast(now | ~hit, x), x_adv, best)
+        best = torch.where(per_sample(now | ~hit, x), x_adv, best)
         score = margin(out, labels, targeted)
         redo = hit & ~now
         if bool(redo.any()):
@@ -306,6 +265,7 @@ def _pgd_run(model, x, labels, eps, norm, steps, step_size, random_start, target
     return best, score
 
 
+@register_attack("fgsm")
 def fgsm(
     model: torch.nn.Module,
     x,
@@ -315,14 +275,15 @@ def fgsm(
     random_start: bool = False,
     targeted: bool = False,
     target=None,
-    bounds: tuple[float, float] | None = (0.0, 1.0),
+    *,
+    bounds: tuple[float, float] | None,
     seed: int | None = 0,
 ) -> torch.Tensor:
     """Fast gradient (sign) method (Goodfellow et al. 2015): one step of size eps.
 
     With ``random_start=True`` it is the "FGSM-RS" of Wong et al. 2020 (uniform start, step 1.25 eps,
-    projected back to the ball), the cheap attack for adversarial training. Shapes as :func:`pgd`.
-    Unlike PGD, the result is the single step (not the best of start and step).
+    projected back to the ball), the cheap attack for adversarial training. Shapes and ``bounds`` as
+    :func:`pgd`. Unlike PGD, the result is the single step (not the best of start and step).
     """
     x, y, bounds, logits = check_inputs(model, x, y, bounds)
     check_positive(eps, "eps", strict=False)
@@ -330,22 +291,73 @@ def fgsm(
     labels = resolve_target(target, logits, y) if targeted else y
     if eps == 0:
         return x.clone()
-    gen = _generator(seed, x.device)
-    x0 = _clip(x + random_in_ball(x.shape, eps, norm, gen, x.device, x.dtype), bounds) if random_start else x
+    gen = make_generator(seed, x.device)
+    x0 = clip_to_box(x + random_in_ball(x.shape, eps, norm, gen, x.device, x.dtype), bounds) if random_start else x
     step_size = 1.25 * eps if random_start else eps
     with eval_mode(model), torch.enable_grad():
         x_in = x0.clone().requires_grad_(True)
         obj = F.cross_entropy(model(x_in), labels, reduction="sum")
         grad, = torch.autograd.grad(-obj if targeted else obj, x_in)
-    if norm == "inf":
-        step = step_size * grad.sign()
-    else:
-        step = step_size * grad / _bcast(per_sample_norm(grad, "2").clamp_min(1e-12), grad)
-    return _clip(x + project_ball(x0 + step - x, eps, norm), bounds).detach()
+    return clip_to_box(x + project_ball(x0 + steepest_step(grad, step_size, norm) - x, eps, norm), bounds).detach()
 
 
 # --------------------------------------------------------------------------------------------------
-# evaluation helpers and the registry
+# attacks as objects, and robust accuracy
+
+
+@dataclasses.dataclass(frozen=True)
+class Attack:
+    """A registered attack with its keyword arguments fixed: ``Attack(name, kwargs)(model, x, y) -> x_adv``.
+
+    Build it with :func:`make_attack`. ``spec`` describes it as JSON, so caches keyed by an attack (e.g.
+    :func:`univ.cache.cached_model`) need nothing else.
+    """
+
+    name: str
+    """Registry name (a key of :data:`ATTACKS`)."""
+    kwargs: dict = dataclasses.field(default_factory=dict, hash=False)
+    """Keyword arguments passed to the attack function on every call (``bounds`` among them)."""
+
+    def __call__(self, model: torch.nn.Module, x, y) -> torch.Tensor:
+        return ATTACKS[self.name](model, x, y, **self.kwargs)
+
+    @property
+    def spec(self) -> dict:
+        """``{"name": ..., "kwargs": {...}}`` as plain JSON types; a ValueError when a keyword argument has
+        no JSON form (a target tensor or function), since then nothing can key a cache by it."""
+        spec = {"name": self.name, "kwargs": to_jsonable(self.kwargs)}
+        try:
+            json.dumps(spec, sort_keys=True)
+        except TypeError as e:
+            raise ValueError(f"kwargs: attack {self.name!r} has arguments without a JSON form ({e}); "
+                             "its spec cannot describe it") from e
+        return spec
+
+
+def make_attack(name: str, **kwargs) -> Attack:
+    """The registered attack ``name`` with ``kwargs`` fixed: an :class:`Attack`, called as
+    ``attack(model, x, y) -> x_adv`` and described by ``attack.spec``.
+
+    E.g. ``train(model, data, cfg, attack=make_attack("pgd", eps=0.1, steps=7, bounds=data.bounds))``.
+    Unknown names and arguments the attack does not take raise a ValueError, as does a missing required
+    argument (``bounds``: pass the data's box, or None for unbounded inputs).
+    """
+    fn = ATTACKS[name]
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(list(params)[3:]))
+        if unknown:
+            raise ValueError(f"kwargs: attack {name!r} takes no argument(s) {unknown}; "
+                             f"it takes {list(params)[3:]}")
+    missing = [k for k, p in list(params.items())[3:] if p.default is p.empty
+               and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and k not in kwargs]
+    if missing:
+        hint = " (the data's box, e.g. data.bounds, or None for unbounded inputs)" if missing[0] == "bounds" else ""
+        raise ValueError(f"{missing[0]}: required by attack {name!r}{hint}")
+    kwargs = dict(kwargs)
+    if "bounds" in kwargs:  # checked now, and as floats, so that (0, 1) and (0.0, 1.0) share one spec
+        kwargs["bounds"] = check_bounds(kwargs["bounds"])
+    return Attack(name, kwargs)
 
 
 def robust_accuracy(model: torch.nn.Module, attack: Callable, x, y) -> float:
@@ -353,36 +365,3 @@ def robust_accuracy(model: torch.nn.Module, attack: Callable, x, y) -> float:
     x_adv = attack(model, x, y)
     y = to_tensor(y, "y", device=x_adv.device).long()
     return float((predict(model, x_adv) == y).float().mean())
-
-
-def _lazy(module: str, name: str) -> Callable:
-    """A registry entry for an attack in another module, imported on first call."""
-
-    def call(*args, **kwargs):
-        import importlib
-
-        return getattr(importlib.import_module(module, __package__), name)(*args, **kwargs)
-
-    call.__name__ = call.__qualname__ = name
-    return call
-
-
-ATTACKS: dict[str, Callable] = {
-    "fgsm": fgsm,
-    "pgd": pgd,
-    "lbfgs": _lazy(".lbfgs", "lbfgs"),
-    "deepfool": _lazy(".minimal", "deepfool"),
-}
-"""Attack name -> function ``attack(model, x, y, **kw) -> x_adv``."""
-
-
-def make_attack(name: str, **kwargs) -> Callable:
-    """``attack(model, x, y) -> x_adv`` for the registered ``name`` with ``kwargs`` fixed.
-
-    E.g. ``train(model, data, cfg, attack=make_attack("pgd", eps=0.1, steps=7))``.
-    """
-    if name not in ATTACKS:
-        raise unknown_name_error("attack", name, ATTACKS)
-    fn = functools.partial(ATTACKS[name], **kwargs)
-    fn.__name__ = name  # type: ignore[attr-defined]
-    return fn

@@ -10,15 +10,12 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_same_n, to_tensor
-from .attacks import check_bounds, per_sample_norm
+from .ball import check_bounds, clip_to_box, per_sample, per_sample_norm
 
 
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.reshape(-1, *([1] * (like.ndim - 1)))
-
-
-def matched_random(x, x_adv, bounds=(0.0, 1.0), seed: int = 0, iters: int = 10) -> torch.Tensor:
-    """x + a random direction with the same per-sample L2 norm as ``x_adv - x``, inside ``bounds``.
+def matched_random(x, x_adv, *, bounds: tuple[float, float] | None, seed: int = 0, iters: int = 10) -> torch.Tensor:
+    """x + a random direction with the same per-sample L2 norm as ``x_adv - x``, inside ``bounds``
+    (required: the data's box, or None for unbounded inputs).
 
     Clipping to the box shrinks a random perturbation (half its mass falls outside at a saturated
     pixel), so the direction is rescaled and re-clipped ``iters`` times until the clipped norm matches.
@@ -29,27 +26,27 @@ def matched_random(x, x_adv, bounds=(0.0, 1.0), seed: int = 0, iters: int = 10) 
     target = per_sample_norm(x_adv - x, "2")
     g = torch.Generator(device=x.device).manual_seed(seed)
     u = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
-    u = u / _bcast(per_sample_norm(u, "2").clamp_min(1e-12), u)
+    u = u / per_sample(per_sample_norm(u, "2").clamp_min(1e-12), u)
     scale = target.clone()
-    out = x + u * _bcast(scale, u)
+    out = x + u * per_sample(scale, u)
     for _ in range(iters if bounds is not None else 0):
-        out = (x + u * _bcast(scale, u)).clamp(*bounds)
+        out = (x + u * per_sample(scale, u)).clamp(*bounds)
         got = per_sample_norm(out - x, "2")
         scale = scale * (target / got.clamp_min(1e-12)).clamp(max=10.0)
     return out
 
 
-def gaussian_noise(x, x_adv, bounds=(0.0, 1.0), seed: int = 1) -> torch.Tensor:
+def gaussian_noise(x, x_adv, *, bounds: tuple[float, float] | None, seed: int = 1) -> torch.Tensor:
     """x + i.i.d. N(0, s^2) noise, s = the per-sample RMS of ``x_adv - x``, clipped to ``bounds``
-    (Szegedy et al.'s noise control)."""
+    (required: the data's box, or None for unbounded inputs); Szegedy et al.'s noise control."""
     x, x_adv = to_tensor(x, "x"), to_tensor(x_adv, "x_adv")
     check_same_n(x, x_adv, ("x", "x_adv"))
     bounds = check_bounds(bounds)
     d = (x_adv - x).reshape(len(x), -1)
     s = d.pow(2).mean(1).sqrt()
     g = torch.Generator(device=x.device).manual_seed(seed)
-    out = x + torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype) * _bcast(s, x)
-    return out if bounds is None else out.clamp(*bounds)
+    out = x + torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype) * per_sample(s, x)
+    return clip_to_box(out, bounds)
 
 
 def layer_acts(model, inputs: dict, layer: str, batch_size: int = 1024) -> dict:

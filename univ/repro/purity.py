@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._checks import as_matrix, to_tensor
+from .._checks import as_matrix, to_tensor
 
 
 def _wm(W, M) -> tuple[torch.Tensor, torch.Tensor]:

@@ -59,6 +59,7 @@ def pca_basis(acts) -> torch.Tensor:
 
 
 def is_sae(basis) -> bool:
+    """Whether ``basis`` is an SAE-like object (has ``encode`` and ``decode``) rather than a matrix."""
     return hasattr(basis, "encode") and hasattr(basis, "decode")
 
 

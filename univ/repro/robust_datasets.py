@@ -20,8 +20,10 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
+from ..adversarial.attacks import pgd
+from ..adversarial.ball import check_bounds, clip_to_box, per_sample, per_sample_norm
 from ..data import Dataset
-from .attacks import _clip, check_bounds, eval_mode, per_sample_norm, pgd
+from ..models import eval_mode, predict
 
 
 def layer_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
@@ -50,10 +52,12 @@ def invert_representation(
     x_start: torch.Tensor,
     steps: int = 1000,
     step_size: float = 0.1,
-    bounds: tuple[float, float] | None = (0.0, 1.0),
+    *,
+    bounds: tuple[float, float] | None,
     batch_size: int = 1024,
 ) -> Inversion:
-    """min_x ||r(x) - r(x_target)||_2 from ``x_start`` by L2-normalised gradient steps, clipped to ``bounds``.
+    """min_x ||r(x) - r(x_target)||_2 from ``x_start`` by L2-normalised gradient steps, clipped to ``bounds``
+    (required: the data's box, or None for unbounded inputs).
 
     x_target, x_start: (n, ...) same shape. r is ``layer``'s output (:func:`layer_output`). As in
     Ilyas et al. (their Appendix C: 1000 steps of size 0.1, no norm constraint on the change).
@@ -76,9 +80,9 @@ def invert_representation(
                 loss = (layer_output(model, layer, x) - r_t).pow(2).sum()
                 g, = torch.autograd.grad(loss, x)
                 with torch.no_grad():
-                    g = g / per_sample_norm(g, "2").clamp_min(1e-12).reshape(-1, *[1] * (g.ndim - 1))
+                    g = g / per_sample(per_sample_norm(g, "2").clamp_min(1e-12), g)
                     lr = step_size * (1 - 0.9 * s / max(steps, 1))
-                    x = _clip(x.detach() - lr * g, bounds)
+                    x = clip_to_box(x.detach() - lr * g, bounds)
             with torch.no_grad():
                 d1s.append((layer_output(model, layer, x) - r_t).norm(dim=1))
             outs.append(x.detach())
@@ -131,7 +135,7 @@ def robust_dataset(
     start = torch.empty(n, dtype=torch.long)
     start[order] = order.roll(-1)
     inv = invert_representation(model, layer, data.x_train, data.x_train[start], steps, step_size,
-                                data.bounds, batch_size)
+                                bounds=data.bounds, batch_size=batch_size)
     src = torch.arange(n)
     l2_src = per_sample_norm(inv.x - data.x_train, "2")
     l2_start = per_sample_norm(inv.x - data.x_train[start], "2")
@@ -171,8 +175,7 @@ def nonrobust_dataset(
                 bounds=data.bounds, seed=seed)
             for i in range(0, len(x), batch_size)]
     x_adv = torch.cat(advs)
-    with torch.no_grad(), eval_mode(model):
-        pred = torch.cat([model(x_adv[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    pred = predict(model, x_adv, batch_size)
     l2 = per_sample_norm(x_adv - x, "2")
     idx = torch.arange(len(x))
     stats = {"attack_success": float((pred == t).float().mean()),

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from .._checks import to_tensor
-from .attacks import _bcast, _clip, check_bounds, eval_mode, per_sample_norm, project_ball
+from ..adversarial.ball import check_bounds, clip_to_box, per_sample, project_ball, steepest_step
+from ..models import as_logits, as_model_input, eval_mode
 
 
 def _noisy_logp(model, x, t, sigma, m, gen):
@@ -32,12 +33,13 @@ def _noisy_logp(model, x, t, sigma, m, gen):
     xs = x.unsqueeze(0).expand(m, *x.shape)
     if sigma > 0:
         xs = xs + sigma * torch.randn(xs.shape, generator=gen, device="cpu", dtype=x.dtype).to(x.device)
-    logp = torch.log_softmax(model(xs.reshape(m * n, *x.shape[1:])), dim=1).reshape(m, n, -1)
+    logp = torch.log_softmax(as_logits(model(xs.reshape(m * n, *x.shape[1:]))), dim=1).reshape(m, n, -1)
     return logp.gather(2, t.reshape(1, n, 1).expand(m, n, 1))[..., 0]
 
 
-def _check(x, t, n_samples, sigma):
-    x = to_tensor(x, "x").float()
+def _check(model, x, t, n_samples, sigma):
+    x = to_tensor(x, "x")
+    x = as_model_input(model, x if x.is_floating_point() else x.float())
     t = to_tensor(t, "target", device=x.device).long()
     if t.ndim != 1 or len(t) != len(x):
         raise ValueError(f"target: expected class labels of shape ({len(x)},), got {tuple(t.shape)}")
@@ -70,7 +72,7 @@ def smoothed_gradient(
     log space (log-sum-exp weights), so memory is O(chunk * n) whatever ``n_samples`` is. With
     ``sigma == 0`` one draw is used: the plain gradient of log_softmax_t. The model runs in eval mode.
     """
-    x, t = _check(x, target, n_samples, sigma)
+    x, t = _check(model, x, target, n_samples, sigma)
     m_total = 1 if sigma == 0 else int(n_samples)
     gen = None if seed is None else torch.Generator().manual_seed(int(seed))
     lses, grads = [], []
@@ -86,7 +88,7 @@ def smoothed_gradient(
             done += m
     lses_t = torch.stack(lses)  # (chunks, n)
     w = torch.softmax(lses_t, dim=0)  # each chunk's share of the total mass, per sample
-    grad = sum(_bcast(w[c], grads[c]) * grads[c] for c in range(len(grads)))
+    grad = sum(per_sample(w[c], grads[c]) * grads[c] for c in range(len(grads)))
     log_prob = torch.logsumexp(lses_t, dim=0) - math.log(m_total)
     return SmoothedGradient(grad, log_prob)
 
@@ -95,7 +97,8 @@ def smoothed_gradient(
 def smoothed_proba(model: nn.Module, x, sigma: float, n_samples: int = 64, chunk: int = 64,
                    seed: int | None = 0) -> torch.Tensor:
     """MC estimate (n, C) of g(x) = E[softmax f(x + d)], d ~ N(0, sigma^2 I)."""
-    x = to_tensor(x, "x").float()
+    x = to_tensor(x, "x")
+    x = as_model_input(model, x if x.is_floating_point() else x.float())
     m_total = 1 if sigma == 0 else int(n_samples)
     gen = None if seed is None else torch.Generator().manual_seed(int(seed))
     total, done = 0.0, 0
@@ -105,7 +108,7 @@ def smoothed_proba(model: nn.Module, x, sigma: float, n_samples: int = 64, chunk
             xs = x.unsqueeze(0).expand(m, *x.shape)
             if sigma > 0:
                 xs = xs + sigma * torch.randn(xs.shape, generator=gen, dtype=x.dtype).to(x.device)
-            p = torch.softmax(model(xs.reshape(m * len(x), *x.shape[1:])), dim=1)
+            p = torch.softmax(as_logits(model(xs.reshape(m * len(x), *x.shape[1:]))), dim=1)
             total = total + p.reshape(m, len(x), -1).sum(0)
             done += m
     return total / m_total
@@ -120,21 +123,22 @@ def smoothed_ascent(
     steps: int = 40,
     step_size: float | None = None,
     n_samples: int = 32,
-    bounds: tuple[float, float] | None = (0.0, 1.0),
+    *,
+    bounds: tuple[float, float] | None,
     seed: int | None = 0,
 ) -> torch.Tensor:
-    """Targeted L2 PGD that maximises log g_t(x') over ||x' - x||_2 <= eps, x' in ``bounds``.
+    """Targeted L2 PGD that maximises log g_t(x') over ||x' - x||_2 <= eps, x' in ``bounds`` (required:
+    the data's box, or None for unbounded inputs).
 
     x: (n, ...), target: (n,). step_size defaults to 2.5 * eps / steps. Fresh noise every step
     (seeded): the ascent follows the smoothed gradient, not one fixed noise draw. Returns x' like x.
     """
-    x, t = _check(x, target, n_samples, sigma)
+    x, t = _check(model, x, target, n_samples, sigma)
     bounds = check_bounds(bounds)
     step_size = 2.5 * eps / steps if step_size is None else step_size
     x_adv = x.clone()
     for s in range(int(steps)):
         g = smoothed_gradient(model, x_adv, t, sigma, n_samples,
                               seed=None if seed is None else int(seed) * 100_003 + s).grad
-        g = g / _bcast(per_sample_norm(g, "2").clamp_min(1e-12), g)
-        x_adv = _clip(x + project_ball(x_adv + step_size * g - x, eps, "2"), bounds).detach()
+        x_adv = clip_to_box(x + project_ball(x_adv + steepest_step(g, step_size, "2") - x, eps, "2"), bounds).detach()
     return x_adv

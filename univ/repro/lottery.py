@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Dataset
-from .models import logits as model_logits
-from .train import TrainConfig, train
+from ..data import Dataset
+from ..models import logits as model_logits
+from ..train import TrainConfig, train
 
 Masks = dict[str, torch.Tensor]
 State = dict[str, torch.Tensor]

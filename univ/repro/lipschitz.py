@@ -46,7 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import to_tensor
+from .._checks import to_tensor
+from ..models import eval_mode
 
 _CONV = (nn.Conv1d, nn.Conv2d)
 _POOL = (nn.MaxPool1d, nn.MaxPool2d)
@@ -386,17 +387,12 @@ def jacobian_norms(model: nn.Module, x) -> torch.Tensor:
     """Spectral norm of the Jacobian of the outputs w.r.t. the input at each point. x: (n, ...) ->
     (n,) float64. Each is a lower bound on the local (and global) Lipschitz constant."""
     x = to_tensor(x, "x").detach().double()
-    was = model.training
-    model.eval()
     dtype = next(model.parameters()).dtype
-    try:
-        with torch.enable_grad():
-            xr = x.to(dtype).requires_grad_(True)
-            out = model(xr)
-            grads = [torch.autograd.grad(out[:, k].sum(), xr, retain_graph=k < out.shape[1] - 1)[0]
-                     for k in range(out.shape[1])]
-    finally:
-        model.train(was)
+    with eval_mode(model), torch.enable_grad():
+        xr = x.to(dtype).requires_grad_(True)
+        out = model(xr)
+        grads = [torch.autograd.grad(out[:, k].sum(), xr, retain_graph=k < out.shape[1] - 1)[0]
+                 for k in range(out.shape[1])]
     jac = torch.stack([g.reshape(len(x), -1) for g in grads], dim=1).double()  # (n, C, d)
     return torch.linalg.matrix_norm(jac, ord=2)
 
@@ -410,10 +406,8 @@ def sampled_ratios(model: nn.Module, x, radius: float, n_samples: int = 64, seed
     if radius <= 0 or n_samples < 1:
         raise ValueError(f"radius and n_samples: need radius > 0 and n_samples >= 1, got {radius}, {n_samples}")
     g = torch.Generator().manual_seed(seed)
-    was = model.training
-    model.eval()
-    try:
-        dtype = next(model.parameters()).dtype
+    dtype = next(model.parameters()).dtype
+    with eval_mode(model):
         fx = model(x.to(dtype)).double()
         best = torch.zeros(len(x), dtype=torch.float64)
         for _ in range(int(n_samples)):
@@ -421,6 +415,4 @@ def sampled_ratios(model: nn.Module, x, radius: float, n_samples: int = 64, seed
             d = d * (radius / d.reshape(len(x), -1).norm(dim=1)).reshape(-1, *([1] * (x.ndim - 1)))
             fd = model((x.double() + d).to(dtype)).double()
             best = torch.maximum(best, (fd - fx).norm(dim=1) / radius)
-    finally:
-        model.train(was)
     return best

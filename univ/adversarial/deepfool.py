@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_positive
-from .attacks import check_inputs, eval_mode
+from ..models import eval_mode
+from .attacks import check_inputs, register_attack
+from .ball import clip_to_box
 
 
 def _jacobian(model, x):
@@ -23,16 +25,19 @@ def _jacobian(model, x):
     return logits.detach(), torch.stack([g.reshape(len(x), -1) for g in grads], dim=1)
 
 
+@register_attack("deepfool")
 def deepfool(
     model: torch.nn.Module,
     x,
     y,
     max_iter: int = 50,
     overshoot: float = 0.02,
-    bounds: tuple[float, float] | None = (0.0, 1.0),
+    *,
+    bounds: tuple[float, float] | None,
     eps: float | None = None,
 ) -> torch.Tensor:
-    """DeepFool (L2). x: (n, ...) inputs; y: (n,) labels. Returns x_adv (n, ...), clipped to ``bounds``.
+    """DeepFool (L2). x: (n, ...) inputs; y: (n,) labels. Returns x_adv (n, ...), clipped to ``bounds``
+    (required: the data's box, or None for unbounded inputs).
 
     Samples already misclassified are returned unchanged. ``eps`` (optional) caps the L2 norm of the
     perturbation, which makes DeepFool usable as a norm-ball attack in robust-accuracy comparisons.
@@ -72,8 +77,6 @@ def deepfool(
             r = (1 + overshoot) * r_tot[idx]
             if eps is not None:
                 r = r * torch.clamp(eps / r.norm(dim=1).clamp_min(1e-12), max=1.0)[:, None]
-            new = flat[idx] + r
-            if bounds is not None:
-                new = new.clamp(*bounds)
+            new = clip_to_box(flat[idx] + r, bounds)
             x_adv[idx] = new.reshape(len(idx), *x.shape[1:])
     return x_adv.detach()
