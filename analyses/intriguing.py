@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 import univ
-from univ.adversarial.lbfgs import lbfgs
+from univ.adversarial.lbfgs import lbfgs_search
 from univ.cache import cached_model
 from univ.config import AnalysisConfig, SettingError, check_range
 from univ.models import logits, predict
@@ -219,8 +219,8 @@ def attack_stage(models: dict, metrics: dict, data, cfg: Config, report: Report)
     for name, model in tqdm(models.items(), desc="L-BFGS"):
         ok = predict(model, x) == y
         xs, ys = x[ok], y[ok]
-        x_adv, info = lbfgs(model, xs, ys, search_steps=cfg.search_steps, maxiter=cfg.maxiter,
-                            seed=cfg.seed, return_info=True, bounds=data.bounds)
+        x_adv, info = lbfgs_search(model, xs, ys, search_steps=cfg.search_steps, maxiter=cfg.maxiter,
+                            seed=cfg.seed, bounds=data.bounds)
         succ = info["success"].to_numpy()
         adv[name] = (xs, ys, x_adv, info)
         paper = PAPER_TABLE1.set_index("model").reindex([name])

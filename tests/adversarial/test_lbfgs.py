@@ -4,14 +4,14 @@ import pytest
 import torch
 
 import univ.adversarial as adv
-from univ.adversarial.lbfgs import lbfgs
+from univ.adversarial.lbfgs import lbfgs, lbfgs_search
 from univ.models import predict
 from univ.repro.szegedy import rms_distortion
 
 
 def test_lbfgs_finds_the_minimal_distortion(linear):
     model, x, y, dist = linear
-    x_adv, info = lbfgs(model, x, y, return_info=True, search_steps=14, bounds=(0.0, 1.0))
+    x_adv, info = lbfgs_search(model, x, y, search_steps=14, bounds=(0.0, 1.0))
     assert info["success"].all()
     assert (predict(model, x_adv) != y).all()
     l2 = torch.tensor(info["l2"].to_numpy(), dtype=torch.float32)
@@ -22,7 +22,7 @@ def test_lbfgs_finds_the_minimal_distortion(linear):
 def test_lbfgs_digits_targets(mlp, data):
     x, y = data.x_test[:8], data.y_test[:8]
     t = (y + 3) % 10
-    x_adv, info = lbfgs(mlp, x, y, target=t, return_info=True, search_steps=5, maxiter=50,
+    x_adv, info = lbfgs_search(mlp, x, y, target=t, search_steps=5, maxiter=50,
                         bounds=data.bounds)
     assert info["success"].mean() > 0.9
     ok = torch.tensor(info["success"].to_numpy())

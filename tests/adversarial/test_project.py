@@ -80,9 +80,11 @@ def test_sae_codes_and_class_association():
     assert (df["method"] == "codes").all()
     perturbed = clean + 3 * D[5]
     ch = code_changes(sae, clean, perturbed)
-    assert (ch["n_changed"] >= 1).all() and (ch["jaccard"] <= 1).all()
+    assert (ch.table["n_changed"] >= 1).all() and (ch.table["jaccard"] <= 1).all()
+    assert ch.dz.shape == (30, sae.d_sae) and torch.equal(ch.active_union, (sae.encode(clean) > 0)
+                                                          | (sae.encode(perturbed) > 0))
     same = code_changes(sae, clean, clean)
-    assert (same["n_changed"] == 0).all() and (same["jaccard"] == 1).all()
+    assert (same.table["n_changed"] == 0).all() and (same.table["jaccard"] == 1).all() and not same.dz.any()
     df = project(perturbed - clean, sae, clean=clean)
     assert df["frac_top1"].mean() > 0.5
     lsq = project(perturbed - clean, sae, clean=clean, method="lstsq", support="active")

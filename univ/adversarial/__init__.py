@@ -37,8 +37,9 @@ from .ball import (
 )
 from .controls import gaussian_noise, layer_acts, matched_random
 from .deepfool import deepfool
-from .lbfgs import lbfgs
+from .lbfgs import LBFGSResult, lbfgs, lbfgs_search
 from .project import (
+    CodeChanges,
     code_changes,
     directions,
     latent_class_association,
@@ -53,10 +54,10 @@ from .project import (
 
 __all__ = [
     "ATTACKS", "Attack", "register_attack", "make_attack", "check_inputs", "resolve_target", "fgsm", "pgd",
-    "margin", "random_other_class", "robust_accuracy", "lbfgs", "deepfool",
+    "margin", "random_other_class", "robust_accuracy", "lbfgs", "lbfgs_search", "LBFGSResult", "deepfool",
     "canonical_norm", "check_bounds", "clip_to_box", "make_generator", "per_sample", "per_sample_norm",
     "project_ball", "random_in_ball", "steepest_step",
-    "project", "code_changes", "directions", "latent_class_association", "most_changed_latents",
+    "project", "CodeChanges", "code_changes", "directions", "latent_class_association", "most_changed_latents",
     "neuron_basis", "omp", "pca_basis", "random_dictionary", "random_orthonormal",
     "matched_random", "gaussian_noise", "layer_acts",
 ]

@@ -16,6 +16,7 @@ The paper's Table 1 (average minimal distortions) and univ's version of it for a
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import pandas as pd
 import torch
@@ -53,8 +54,27 @@ def _solve(model, x, target, c, bounds, maxiter):
     return torch.from_numpy(res.x).to(device=x.device, dtype=dtype).reshape(shape)
 
 
+class LBFGSResult(NamedTuple):
+    """What :func:`lbfgs_search` returns."""
+
+    x_adv: torch.Tensor
+    """(n, ...) the successful point with the smallest ||r|| found (else the smallest-c attempt)."""
+    info: pd.DataFrame
+    """Per sample: target, success, c, l2, rms_distortion (||r||_2 / sqrt(input dims), Szegedy's
+    "distortion")."""
+
+
 @register_attack("lbfgs")
-def lbfgs(
+def lbfgs(model: torch.nn.Module, x, y, target=None, *, bounds: tuple[float, float] | None, c_init: float = 1.0,
+          search_steps: int = 12, maxiter: int = 100, c_range: tuple[float, float] = (1e-6, 1e6),
+          seed: int | None = 0) -> torch.Tensor:
+    """Szegedy's minimal-distortion attack; returns x_adv (n, ...). See :func:`lbfgs_search`, which also
+    returns the per-sample search results."""
+    return lbfgs_search(model, x, y, target, bounds=bounds, c_init=c_init, search_steps=search_steps,
+                        maxiter=maxiter, c_range=c_range, seed=seed).x_adv
+
+
+def lbfgs_search(
     model: torch.nn.Module,
     x,
     y,
@@ -66,8 +86,7 @@ def lbfgs(
     maxiter: int = 100,
     c_range: tuple[float, float] = (1e-6, 1e6),
     seed: int | None = 0,
-    return_info: bool = False,
-):
+) -> LBFGSResult:
     """Szegedy's minimal-distortion attack: the smallest box-constrained r with f(x + r) = target.
 
     x: (n, ...) inputs in ``bounds`` (required: the data's box, or None for unbounded inputs, when
@@ -77,10 +96,8 @@ def lbfgs(
     fails), then bisects in log space between the largest success and the smallest failure, for
     ``search_steps`` rounds in all; each round is one L-BFGS-B solve of at most ``maxiter`` iterations.
 
-    Returns x_adv (n, ...): the successful point with the smallest ||r|| found, or for samples where no
-    c in ``c_range`` succeeded, the smallest-c attempt (check ``success``). With ``return_info=True``
-    returns ``(x_adv, info)`` where info is a DataFrame per sample: target, success, c, l2,
-    rms_distortion (||r||_2 / sqrt(input dims), Szegedy's "distortion").
+    Returns an :class:`LBFGSResult`: x_adv (n, ...), the successful point with the smallest ||r|| found, or
+    for samples where no c in ``c_range`` succeeded, the smallest-c attempt (check ``info.success``).
     """
     x, y, bounds, logits = check_inputs(model, x, y, bounds)
     check_positive(c_init, "c_init")
@@ -125,8 +142,6 @@ def lbfgs(
             active[idx[out]] = False
     success = torch.isfinite(best_norm)
     x_adv = torch.where(success.to(x.device).reshape(-1, *([1] * (x.ndim - 1))), best, fallback)
-    if not return_info:
-        return x_adv
     l2 = (x_adv - x).reshape(n, -1).double().norm(dim=1).cpu()
     info = pd.DataFrame({
         "target": t.cpu().numpy(), "success": success.numpy(),
@@ -135,4 +150,4 @@ def lbfgs(
         # Szegedy's distortion: the RMS of the perturbation per input dimension
         "rms_distortion": (l2 / math.sqrt(x[0].numel())).numpy(),
     })
-    return x_adv, info
+    return LBFGSResult(x_adv, info)

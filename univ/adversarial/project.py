@@ -19,6 +19,8 @@ effective number of directions used. Scale-free, so deltas of any size compare.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 import torch
@@ -176,10 +178,10 @@ def project(delta, basis, k=K_DEFAULT, *, method: str = "auto", clean=None, supp
         clean = as_matrix(clean, "clean", min_rows=1)
         check_same_n(delta, clean, ("delta", "clean"))
         changes = code_changes(basis, clean, clean + delta)
-        extra = {c: changes[c].to_numpy() for c in ("n_changed", "jaccard", "n_active_clean")}
+        extra = {c: changes.table[c].to_numpy() for c in ("n_changed", "jaccard", "n_active_clean")}
     if isinstance(support, str):
         check_choice(support, "support", ("active",))
-        support = changes.attrs["active_union"]
+        support = changes.active_union
     elif support is not None:
         support = torch.as_tensor(support, dtype=torch.bool)
         if support.shape != (n, m):
@@ -191,7 +193,7 @@ def project(delta, basis, k=K_DEFAULT, *, method: str = "auto", clean=None, supp
         energy = (delta @ (D / dn[:, None].clamp_min(1e-12)).T).pow(2)
         fracs = {kk: explained[:, min(kk, explained.shape[1]) - 1] for kk in ks}
     else:
-        a = changes.attrs["dz"] if method == "codes" else lstsq_coefficients(delta, D, support)
+        a = changes.dz if method == "codes" else lstsq_coefficients(delta, D, support)
         energy = (a * dn).pow(2)
         order = energy.argsort(dim=1, descending=True)
         fracs = {kk: _span_fraction(delta, D, order, kk) for kk in ks}
@@ -222,13 +224,20 @@ def _encode(sae, acts: torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(sae.encode(acts.float())).double().cpu()
 
 
-def code_changes(sae, clean, perturbed, tol: float = 1e-6) -> pd.DataFrame:
-    """How an SAE's codes change from clean (n, d) to perturbed (n, d) activations, per sample.
+class CodeChanges(NamedTuple):
+    """What :func:`code_changes` returns."""
 
-    Columns: n_changed (latents with |dz| > tol * max|z_clean|), n_active_clean, n_active_perturbed,
-    jaccard (of the active sets). ``df.attrs`` holds the code change ``dz`` (n, m) and the
-    ``active_union`` mask (n, m).
-    """
+    table: pd.DataFrame
+    """Per sample: n_changed (latents with |dz| > tol * max|z_clean|), n_active_clean, n_active_perturbed,
+    jaccard (of the active sets)."""
+    dz: torch.Tensor
+    """(n, m) float64: the code change z(perturbed) - z(clean)."""
+    active_union: torch.Tensor
+    """(n, m) bool: latents active on the clean or the perturbed input."""
+
+
+def code_changes(sae, clean, perturbed, tol: float = 1e-6) -> CodeChanges:
+    """How an SAE's codes change from clean (n, d) to perturbed (n, d) activations, per sample."""
     clean = as_matrix(clean, "clean", min_rows=1)
     perturbed = as_matrix(perturbed, "perturbed", min_rows=1)
     check_same_n(clean, perturbed, ("clean", "perturbed"))
@@ -241,9 +250,7 @@ def code_changes(sae, clean, perturbed, tol: float = 1e-6) -> pd.DataFrame:
         "n_active_clean": a0.sum(1).numpy(), "n_active_perturbed": a1.sum(1).numpy(),
         "jaccard": torch.where(union > 0, (a0 & a1).sum(1) / union.clamp_min(1), 1.0).numpy(),
     })
-    df.attrs["dz"] = z1 - z0
-    df.attrs["active_union"] = a0 | a1
-    return df
+    return CodeChanges(df, z1 - z0, a0 | a1)
 
 
 def latent_class_association(codes, y, n_classes: int | None = None) -> pd.DataFrame:
@@ -276,8 +283,7 @@ def most_changed_latents(sae, clean, perturbed, y, y_adv=None, assoc: pd.DataFra
     class_share, frac_true_class (latent's class == true label among samples where it moved this way),
     frac_adv_class (== adversarial prediction, when y_adv is given).
     """
-    ch = code_changes(sae, clean, perturbed)
-    dz = ch.attrs["dz"]
+    dz = code_changes(sae, clean, perturbed).dz
     y = torch.as_tensor(y).long().cpu()
     if assoc is None:
         assoc = latent_class_association(_encode(sae, as_matrix(clean, "clean", min_rows=1)), y)

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from ..adversarial.attacks import ATTACKS, check_inputs
-from ..adversarial.lbfgs import lbfgs
+from ..adversarial.lbfgs import lbfgs_search
 from ..models import predict
 
 #: Szegedy et al. 2013, Table 1 (MNIST, 28x28 inputs in [0, 1]): average minimal distortion of the
@@ -50,7 +50,7 @@ def minimal_distortion_table(models: dict, x, y, attack: str = "lbfgs", *, bound
         correct = predict(model, xt) == yt
         xs, ys = xt[correct], yt[correct]
         if attack == "lbfgs":  # success means reaching the (random) target, as in the paper
-            x_adv, info = lbfgs(model, xs, ys, return_info=True, bounds=bounds, **attack_kw)
+            x_adv, info = lbfgs_search(model, xs, ys, bounds=bounds, **attack_kw)
             ok = torch.tensor(info["success"].to_numpy())
         else:
             x_adv = ATTACKS[attack](model, xs, ys, bounds=bounds, **attack_kw)
