@@ -46,7 +46,7 @@ class MatchResult:
 
 @torch.no_grad()
 def _codes(sae: SAE, acts, name: str, batch_size: int = 4096) -> Tensor:
-    x = sae._check_input(acts, name)
+    x = sae.check_input(acts, name)
     was = sae.training
     sae.eval()
     z = torch.cat([sae.encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])

@@ -84,7 +84,7 @@ def _codes_and_recon(sae: SAE, x: Tensor, batch_size: int) -> tuple[Tensor, Tens
 @torch.no_grad()
 def evaluate(sae: SAE, acts, batch_size: int = 4096, dense_threshold: float = 0.1) -> SAEMetrics:
     """L0, MSE, FVU, explained variance, dead and dense fractions of ``sae`` on acts: (n, d_in)."""
-    x = sae._check_input(acts, "acts")
+    x = sae.check_input(acts, "acts")
     if len(x) < 2:
         raise ValueError(f"acts: needs at least 2 samples (rows), got {len(x)}")
     was = sae.training

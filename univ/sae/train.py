@@ -1,5 +1,9 @@
 """Training loop for every SAE kind: ``fit(sae, acts, ...)``, also reachable as ``sae.fit(acts, ...)``.
 
+It speaks to the SAE only through the base class's public interface (``training_step``, ``norm_scale``,
+``W_dec``, ``b_dec``, ``has_sparsity_penalty``, ``hparams``), so it never imports the SAE module and works
+for every registered kind unchanged.
+
 The schedule needs no tuning: Adam with a linear learning-rate warm-up, a constant phase that lasts until
 the (smoothed) loss stops improving by ``tol`` for ``patience`` evaluations or until 80% of ``max_steps``,
 then a linear decay to zero over a fifth of the steps taken so far. Sparsity penalties (ReLU's L1,
@@ -15,10 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .._checks import check_choice, check_finite, check_positive, to_tensor
-from .model import SAE
 
 
 def geometric_median(x: Tensor, n_iter: int = 100, eps: float = 1e-8) -> Tensor:
@@ -154,7 +157,7 @@ def _normalise_rows(W_dec: Tensor) -> None:
 
 
 def fit(
-    sae: SAE,
+    sae: nn.Module,
     acts,
     *,
     batch_size: int = 512,
@@ -176,9 +179,10 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
     resume: bool = False,
-    callback: Callable[[int, SAE, dict], None] | None = None,
-) -> SAE:
-    """Train ``sae`` on activations; returns ``sae`` (with ``history_``, ``n_steps_``, ``converged_``).
+    callback: Callable[[int, nn.Module, dict], None] | None = None,
+) -> nn.Module:
+    """Train the SAE ``sae`` (a :class:`univ.sae.SAE`) on activations; returns it, with ``history_``,
+    ``n_steps_``, ``converged_`` and ``dead_fraction_`` set.
 
     acts: (n, d_in) array/tensor, or an iterable of (n_i, d_in) batches (a list, a re-iterable loader, a
         zero-argument callable returning a fresh iterator, or a one-shot generator: one pass), so data that
@@ -186,7 +190,8 @@ def fit(
     batch_size: rows per step. lr: Adam's learning rate (default 3e-3 * min(1, sqrt(1024 / d_sae))).
     max_steps: cap on optimizer steps. patience / tol: stop once the smoothed loss has not improved by a
         relative ``tol`` over ``patience`` evaluations (every ``eval_every`` steps); None trains to the cap.
-    warmup_steps: linear lr warm-up. sparsity_warmup_steps: linear warm-up of the L1/L0 coefficient.
+    warmup_steps: linear lr warm-up. sparsity_warmup_steps: linear warm-up of the sparsity penalty of
+        kinds that have one (``has_sparsity_penalty``: ReLU's L1, JumpReLU's L0).
     decay_fraction: the final linear lr decay lasts this fraction of the steps taken before it.
     b_dec_init: "geometric_median", "mean" or "zeros". normalize: rescale inputs so the mean norm is
         sqrt(d_in) (the factor is stored in ``sae.norm_scale`` and undone on decode).
@@ -210,7 +215,7 @@ def fit(
     data = _Batches(acts, batch_size, sae.d_in, sae.dtype, device, seed)
     lr = lr if lr is not None else 3e-3 * min(1.0, math.sqrt(1024 / sae.d_sae))
     opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), fused=sae.device.type == "cpu" or None)
-    has_sparsity = sae.kind in ("relu", "jumprelu")
+    has_sparsity = sae.has_sparsity_penalty
     state = {"step": 0, "best": math.inf, "bad": 0, "ema": None, "decay_start": None, "decay_len": 0,
              "history": []}
     since_fired = torch.zeros(sae.d_sae, dtype=torch.long, device=device)
@@ -239,7 +244,7 @@ def fit(
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=max_steps, initial=state["step"], disable=not progress, desc=f"fit {sae.kind} SAE",
+    bar = tqdm(total=max_steps, initial=state["step"], disable=not progress, desc=f"fit {type(sae).__name__}",
                leave=False)
     sae.train()
     batches = iter(data)
@@ -257,7 +262,7 @@ def fit(
                 group["lr"] = lr * _lr_factor(step, warmup_steps, state)
             sp = min(1.0, (step + 1) / sparsity_warmup_steps) if has_sparsity and sparsity_warmup_steps else 1.0
             dead = since_fired >= dead_after
-            out = sae._step(x * sae.norm_scale, dead, sp, False)
+            out = sae.training_step(x * sae.norm_scale, dead, sp, False)
             loss = sum(out.losses.values())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -299,7 +304,7 @@ def fit(
 
 
 @torch.no_grad()
-def _init_from_data(sae: SAE, x: Tensor, b_dec_init: str, normalize: bool) -> None:
+def _init_from_data(sae: nn.Module, x: Tensor, b_dec_init: str, normalize: bool) -> None:
     x = x.to(sae.device, torch.float64)
     scale = math.sqrt(sae.d_in) / float(x.norm(dim=1).mean().clamp_min(1e-12)) if normalize else 1.0
     sae.norm_scale.fill_(scale)
