@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_finite, check_positive, to_tensor
+from .._checks import check_choice, check_positive
+from .stream import Batches
 
 
 def geometric_median(x: Tensor, n_iter: int = 100, eps: float = 1e-8) -> Tensor:
@@ -35,113 +36,6 @@ def geometric_median(x: Tensor, n_iter: int = 100, eps: float = 1e-8) -> Tensor:
             return y_new
         y = y_new
     return y
-
-
-def _check_batch(b, name: str, d_in: int, dtype, device) -> Tensor:
-    t = to_tensor(b, name)
-    if t.ndim != 2 or t.shape[0] == 0:
-        raise ValueError(f"{name}: expected a non-empty (n, {d_in}) batch, got shape {tuple(t.shape)}")
-    if t.shape[1] != d_in:
-        raise ValueError(f"{name}: expected {d_in} features (the SAE's d_in), got {t.shape[1]}")
-    return check_finite(t.to(dtype=dtype, device=device), name)
-
-
-class _Batches:
-    """Minibatches of ``batch_size`` rows from a tensor (reshuffled each epoch, reproducibly from the seed
-    and the epoch, so a resumed run sees the same order) or from an iterable of batches (re-chunked;
-    restarted for another pass when it can be, i.e. when it is not a one-shot iterator)."""
-
-    def __init__(self, acts, batch_size: int, d_in: int, dtype, device, seed: int):
-        self.batch_size, self.d_in, self.dtype, self.device, self.seed = batch_size, d_in, dtype, device, seed
-        self.tensor: Tensor | None = None
-        if isinstance(acts, Tensor) or hasattr(acts, "__array__"):
-            t = to_tensor(acts, "acts")
-            if t.ndim != 2:
-                raise ValueError(f"acts: expected a 2-D (n, d_in) array, got shape {tuple(t.shape)}")
-            if t.shape[0] < 2:
-                raise ValueError(f"acts: needs at least 2 samples (rows), got {t.shape[0]}")
-            self.tensor = _check_batch(t, "acts", d_in, dtype, "cpu")
-            self.batch_size = min(batch_size, len(t))
-        elif isinstance(acts, Iterable) or callable(acts):
-            self.source = acts
-            self.one_shot = isinstance(acts, Iterator)
-        else:
-            raise ValueError(f"acts: expected an array or an iterable of batches, got {type(acts).__name__}")
-        self.epoch, self.pos = 0, 0  # position in the tensor, for checkpoints
-        self.n_batches_seen = 0
-
-    def sample(self, n: int) -> Tensor:
-        """Up to n rows for initial statistics (the first rows of the stream)."""
-        if self.tensor is not None:
-            g = torch.Generator().manual_seed(self.seed + 7919)
-            idx = torch.randperm(len(self.tensor), generator=g)[:n]
-            return self.tensor[idx]
-        rows, got = [], 0
-        src = self.source() if callable(self.source) else self.source
-        for i, b in enumerate(src):
-            b = _check_batch(b, f"acts batch {i}", self.d_in, self.dtype, "cpu")
-            rows.append(b)
-            got += len(b)
-            if got >= n:
-                break
-        if got < 2:
-            raise ValueError("acts: the iterable yielded fewer than 2 rows")
-        if self.one_shot:  # the rows read are not lost: train on them first
-            self._pending = rows
-        return torch.cat(rows)[:n]
-
-    def __iter__(self) -> Iterator[Tensor]:
-        if self.tensor is not None:
-            yield from self._tensor_batches()
-        else:
-            yield from self._stream_batches()
-
-    def _tensor_batches(self):
-        n, bs = len(self.tensor), self.batch_size
-        while True:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            perm = torch.randperm(n, generator=g)
-            while self.pos + bs <= n:
-                idx = perm[self.pos:self.pos + bs]
-                self.pos += bs
-                yield self.tensor[idx].to(self.device)
-            self.epoch, self.pos = self.epoch + 1, 0
-
-    def _stream_batches(self):
-        buf: list[Tensor] = []
-        held = 0
-        while True:
-            src = self.source() if callable(self.source) else self.source
-            pending = getattr(self, "_pending", [])
-            self._pending = []
-            i = -1
-            for i, b in enumerate(pending + list(_lazy(src, len(pending)))):
-                if not isinstance(b, Tensor) or b.dtype != self.dtype or b.shape[1:] != (self.d_in,):
-                    b = _check_batch(b, f"acts batch {i}", self.d_in, self.dtype, "cpu")
-                elif i >= len(pending):
-                    check_finite(b, f"acts batch {i}")
-                buf.append(b)
-                held += len(b)
-                while held >= self.batch_size:
-                    if len(buf) == 1 and held == self.batch_size:  # the common case: no copy
-                        yield buf[0].to(device=self.device, dtype=self.dtype)
-                        buf, held = [], 0
-                        break
-                    cat = torch.cat(buf)
-                    yield cat[:self.batch_size].to(device=self.device, dtype=self.dtype)
-                    rest = cat[self.batch_size:]
-                    buf, held = ([rest] if len(rest) else []), len(rest)
-            if self.one_shot or i < 0:
-                if held:
-                    yield torch.cat(buf).to(device=self.device, dtype=self.dtype)
-                return
-            self.epoch += 1
-
-
-def _lazy(src, skip: int):
-    for j, b in enumerate(src):
-        if j >= skip:
-            yield b
 
 
 def _project_out_parallel_grad(W_dec: Tensor) -> None:
@@ -184,9 +78,11 @@ def fit(
     """Train the SAE ``sae`` (a :class:`univ.sae.SAE`) on activations; returns it, with ``history_``,
     ``n_steps_``, ``converged_`` and ``dead_fraction_`` set.
 
-    acts: (n, d_in) array/tensor, or an iterable of (n_i, d_in) batches (a list, a re-iterable loader, a
-        zero-argument callable returning a fresh iterator, or a one-shot generator: one pass), so data that
-        does not fit in memory streams from disk (e.g. the activation cache).
+    acts: (n, d_in) array/tensor (reshuffled each pass), or (n_i, d_in) batches as a list, a re-iterable
+        loader, a zero-argument callable returning a fresh iterable, or a one-shot generator/iterator (one
+        pass), so data that does not fit in memory streams from disk (e.g. the activation cache). Every
+        row is trained on exactly once per pass (the rows read for the initial statistics included) and
+        every batch read is validated.
     batch_size: rows per step. lr: Adam's learning rate (default 3e-3 * min(1, sqrt(1024 / d_sae))).
     max_steps: cap on optimizer steps. patience / tol: stop once the smoothed loss has not improved by a
         relative ``tol`` over ``patience`` evaluations (every ``eval_every`` steps); None trains to the cap.
@@ -199,7 +95,8 @@ def fit(
     checkpoint: a file path; the full training state is written every ``checkpoint_every`` steps and at
         the end. resume: continue from that file when it exists (same data and arguments).
     callback: called as callback(step, sae, record) after each evaluation.
-    Raises ValueError for NaN/Inf activations (naming the batch), a d_in mismatch, or bad arguments.
+    Raises ValueError for NaN/Inf or complex activations (naming the batch), a d_in mismatch, or bad
+    arguments.
     """
     check_choice(b_dec_init, "b_dec_init", ["geometric_median", "mean", "zeros"])
     for name, v in (("batch_size", batch_size), ("max_steps", max_steps), ("eval_every", eval_every)):
@@ -212,12 +109,12 @@ def fit(
     device = torch.device(device) if device is not None else sae.device
     sae.to(device)
     seed = sae.seed if seed is None else seed
-    data = _Batches(acts, batch_size, sae.d_in, sae.dtype, device, seed)
+    data = Batches(acts, batch_size, sae.d_in, sae.dtype, device, seed)
     lr = lr if lr is not None else 3e-3 * min(1.0, math.sqrt(1024 / sae.d_sae))
     opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), fused=sae.device.type == "cpu" or None)
     has_sparsity = sae.has_sparsity_penalty
     state = {"step": 0, "best": math.inf, "bad": 0, "ema": None, "decay_start": None, "decay_len": 0,
-             "history": []}
+             "history": [], "parts": {}, "n_parts": 0}
     since_fired = torch.zeros(sae.d_sae, dtype=torch.long, device=device)
 
     ckpt = Path(checkpoint) if checkpoint is not None else None
@@ -227,9 +124,7 @@ def fit(
         opt.load_state_dict(saved["opt"])
         state.update(saved["state"])
         since_fired = saved["since_fired"].to(device)
-        data.epoch, data.pos = saved["epoch"], saved["pos"]
-        if data.tensor is None:  # a stream cannot be rewound: skip the batches already used
-            data.skip = state["step"]
+        data.restore(saved["data"])
     else:
         _init_from_data(sae, data.sample(init_samples), b_dec_init, normalize)
 
@@ -239,7 +134,7 @@ def fit(
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt.with_suffix(ckpt.suffix + ".tmp")
         torch.save({"sae": sae.state_dict(), "opt": opt.state_dict(), "state": state,
-                    "since_fired": since_fired, "epoch": data.epoch, "pos": data.pos}, tmp)
+                    "since_fired": since_fired, "data": data.position()}, tmp)
         os.replace(tmp, ckpt)
 
     from tqdm.auto import tqdm
@@ -248,10 +143,7 @@ def fit(
                leave=False)
     sae.train()
     batches = iter(data)
-    for _ in range(getattr(data, "skip", 0)):
-        next(batches, None)
-    sum_parts: dict[str, float] = {}
-    n_parts = 0
+    parts = state["parts"]  # loss sums since the last evaluation (kept in checkpoints)
     try:
         while not _finished(state, max_steps):
             x = next(batches, None)
@@ -277,16 +169,17 @@ def fit(
                 raise FloatingPointError(f"fit: the loss became {lv} at step {step}; lower lr")
             state["ema"] = lv if state["ema"] is None else 0.95 * state["ema"] + 0.05 * lv
             for k, v in out.losses.items():
-                sum_parts["loss_" + k] = sum_parts.get("loss_" + k, 0.0) + float(v.detach())
-            sum_parts["l0_active"] = sum_parts.get("l0_active", 0.0) + float(out.l0)
-            n_parts += 1
+                parts["loss_" + k] = parts.get("loss_" + k, 0.0) + float(v.detach())
+            parts["l0_active"] = parts.get("l0_active", 0.0) + float(out.l0)
+            state["n_parts"] += 1
             state["step"] = step + 1
             bar.update(1)
             if state["step"] % eval_every == 0:
-                rec = _evaluate(state, sum_parts, n_parts, since_fired, dead_after, opt, patience, tol,
+                rec = _evaluate(state, parts, state["n_parts"], since_fired, dead_after, opt, patience, tol,
                                 warm=state["step"] >= (sparsity_warmup_steps if has_sparsity else 0)
                                 + warmup_steps, max_steps=max_steps, decay_fraction=decay_fraction)
-                sum_parts, n_parts = {}, 0
+                parts.clear()
+                state["n_parts"] = 0
                 bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.3g}", dead=f"{rec['dead']:.2f}")
                 if callback is not None:
                     callback(state["step"], sae, rec)
