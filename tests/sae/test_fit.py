@@ -1,4 +1,9 @@
-"""fit's data handling: every source form trains on every row once per pass, every batch validated."""
+"""fit's data handling (every source form trains on every row once per pass, every batch validated) and
+its checkpoints (safetensors + JSON, atomic, verified, never unpickled)."""
+
+import json
+import pickle
+import re
 
 import pytest
 import torch
@@ -83,3 +88,109 @@ def test_complex_activations_refused():
         S.TopKSAE(D, 16, k=2).fit([z.real, z], batch_size=20, init_samples=10, progress=False)
     with pytest.raises(ValueError, match="x.*dtype"):
         S.TopKSAE(D, 16, k=2).encode(z)
+
+
+# ---- checkpoints ----
+
+KW = dict(max_steps=40, eval_every=10, progress=False, patience=None, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def x():
+    return torch.randn(300, D, generator=torch.Generator().manual_seed(1)) * 2 + 1
+
+
+@pytest.fixture(scope="module")
+def reference(x):
+    return S.ReluSAE(D, 16).fit(x, **KW)
+
+
+def same_weights(a, b):
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+class Marker:
+    """Unpickling this object creates the file ``path`` (what a malicious pickle could do instead)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_pickle_at_checkpoint_path_is_never_unpickled(x, reference, tmp_path):
+    probe = tmp_path / "probe"
+    pickle.loads(pickle.dumps(Marker(probe))).close()
+    assert probe.exists()  # the payload works: unpickling it would leave the marker
+    for name, write in (("raw.pkl", lambda p, m: p.write_bytes(pickle.dumps({"sae": Marker(m)}))),
+                        ("old.pt", lambda p, m: torch.save({"sae": Marker(m), "state": {}}, p))):
+        ck, marker = tmp_path / name, tmp_path / f"{name}.marker"
+        write(ck, marker)
+        with pytest.warns(UserWarning, match=re.escape(str(ck)) + ".*pickle.*restarts from scratch"):
+            sae = S.ReluSAE(D, 16).fit(x, checkpoint=ck, resume=True, **KW)
+        assert not marker.exists()
+        assert same_weights(sae, reference)  # trained from scratch
+        assert json.loads(ck.read_text())["format"] == "univ.sae.fit-checkpoint"  # replaced by a real one
+
+
+def test_checkpoint_files_safetensors_and_json(x, tmp_path):
+    ck = tmp_path / "run" / "ck"
+    S.ReluSAE(D, 16).fit(x, checkpoint=ck, checkpoint_every=10, **KW)
+    manifest = json.loads(ck.read_text())
+    assert manifest["state"]["state"]["step"] == 40 and manifest["state"]["data"]["source"] == "tensor"
+    files = sorted(p.name for p in ck.parent.iterdir())
+    assert files == ["ck", manifest["tensors"]] and manifest["tensors"].endswith(".safetensors")
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(ck.parent / manifest["tensors"]))
+    assert {"sae.W_enc", "since_fired", "optimizer.0.exp_avg"} <= set(tensors)
+
+
+@pytest.mark.parametrize("damage", ["truncated tensors", "missing tensors", "partial manifest", "flipped byte"])
+def test_damaged_checkpoint_warns_and_restarts(x, reference, tmp_path, damage):
+    ck = tmp_path / "ck"
+    S.ReluSAE(D, 16).fit(x, checkpoint=ck, **{**KW, "max_steps": 20})
+    tensors = ck.parent / json.loads(ck.read_text())["tensors"]
+    if damage == "truncated tensors":
+        tensors.write_bytes(tensors.read_bytes()[:100])
+    elif damage == "missing tensors":
+        tensors.unlink()
+    elif damage == "partial manifest":
+        ck.write_text(ck.read_text()[:50])
+    else:
+        blob = bytearray(tensors.read_bytes())
+        blob[-3] ^= 0xFF
+        tensors.write_bytes(bytes(blob))
+    with pytest.warns(UserWarning, match=re.escape(str(ck)) + ".*restarts from scratch"):
+        sae = S.ReluSAE(D, 16).fit(x, checkpoint=ck, resume=True, **KW)
+    assert same_weights(sae, reference)
+
+
+def test_checkpoint_of_another_sae_refused(x, tmp_path):
+    ck = tmp_path / "ck"
+    S.ReluSAE(D, 16).fit(x, checkpoint=ck, **{**KW, "max_steps": 10})
+    with pytest.raises(ValueError, match="checkpoint.*another SAE"):
+        S.ReluSAE(D, 24).fit(x, checkpoint=ck, resume=True, **KW)
+    with pytest.raises(ValueError, match="acts.*same data"):
+        S.ReluSAE(D, 16).fit(list(x.split(50)), checkpoint=ck, resume=True, **KW)
+
+
+def test_resume_of_a_one_shot_generator(x, tmp_path):
+    """A generator cannot be rewound: the resumed run is handed a fresh one and skips what was used."""
+    kw = {**KW, "batch_size": 32, "init_samples": 64, "max_steps": 1000}
+    ref = S.JumpReluSAE(D, 16).fit((b for b in x.split(50)), **kw)
+
+    def crash(step, sae, rec):
+        if step == 6:
+            raise KeyboardInterrupt
+
+    ck = tmp_path / "ck"
+    with pytest.raises(KeyboardInterrupt):
+        S.JumpReluSAE(D, 16).fit((b for b in x.split(50)), checkpoint=ck, checkpoint_every=3, callback=crash,
+                                 **{**kw, "eval_every": 2})
+    resumed = S.JumpReluSAE(D, 16).fit((b for b in x.split(50)), checkpoint=ck, resume=True,
+                                       **{**kw, "eval_every": 2})
+    again = S.JumpReluSAE(D, 16).fit((b for b in x.split(50)), **{**kw, "eval_every": 2})
+    assert resumed.n_steps_ == again.n_steps_ == ref.n_steps_ == 10
+    assert same_weights(resumed, again)

@@ -12,8 +12,10 @@ JumpReLU's L0) warm up linearly from zero; early stopping only starts counting o
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_choice, check_positive
+from . import checkpoint as ckpt_io
 from .stream import Batches
+
+_STATE_KEYS = ("step", "best", "bad", "ema", "decay_start", "decay_len", "history")
 
 
 def geometric_median(x: Tensor, n_iter: int = 100, eps: float = 1e-8) -> Tensor:
@@ -92,20 +97,27 @@ def fit(
     b_dec_init: "geometric_median", "mean" or "zeros". normalize: rescale inputs so the mean norm is
         sqrt(d_in) (the factor is stored in ``sae.norm_scale`` and undone on decode).
     dead_after: a latent that has not fired on this many training rows counts as dead (AuxK, metrics).
-    checkpoint: a file path; the full training state is written every ``checkpoint_every`` steps and at
-        the end. resume: continue from that file when it exists (same data and arguments).
+    checkpoint: a file path; the full training state is written there (a JSON manifest, the tensors in a
+        safetensors file beside it; see ``univ.sae.checkpoint``) every ``checkpoint_every`` steps and at
+        the end. resume: continue from that checkpoint when it exists (same SAE, data and arguments give
+        the result of an uninterrupted run); a corrupt, partial or foreign file there (e.g. an old
+        torch.save pickle, never unpickled) is announced with a warning and training starts afresh.
     callback: called as callback(step, sae, record) after each evaluation.
-    Raises ValueError for NaN/Inf or complex activations (naming the batch), a d_in mismatch, or bad
-    arguments.
+    Raises ValueError for NaN/Inf or complex activations (naming the batch), a d_in mismatch, bad
+    arguments, or a checkpoint of another SAE.
     """
     check_choice(b_dec_init, "b_dec_init", ["geometric_median", "mean", "zeros"])
-    for name, v in (("batch_size", batch_size), ("max_steps", max_steps), ("eval_every", eval_every)):
+    for name, v in (("batch_size", batch_size), ("max_steps", max_steps), ("eval_every", eval_every),
+                    ("checkpoint_every", checkpoint_every)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}: must be a positive int, got {v!r}")
     if lr is not None:
         check_positive(lr, "lr")
     if patience is not None and patience < 1:
         raise ValueError(f"patience: must be >= 1 or None, got {patience!r}")
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and ckpt.is_dir():
+        raise ValueError(f"checkpoint: {str(ckpt)!r} is a folder; give a file path")
     device = torch.device(device) if device is not None else sae.device
     sae.to(device)
     seed = sae.seed if seed is None else seed
@@ -116,26 +128,27 @@ def fit(
     state = {"step": 0, "best": math.inf, "bad": 0, "ema": None, "decay_start": None, "decay_len": 0,
              "history": [], "parts": {}, "n_parts": 0}
     since_fired = torch.zeros(sae.d_sae, dtype=torch.long, device=device)
+    identity = json.loads(json.dumps({"class": type(sae).__qualname__, "hparams": sae.hparams()}))
 
-    ckpt = Path(checkpoint) if checkpoint is not None else None
+    restored = None
     if resume and ckpt is not None and ckpt.exists():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
-        sae.load_state_dict(saved["sae"])
-        opt.load_state_dict(saved["opt"])
-        state.update(saved["state"])
-        since_fired = saved["since_fired"].to(device)
-        data.restore(saved["data"])
+        try:
+            restored = _restore(ckpt, identity, sae, opt, data, device)
+        except ckpt_io.CheckpointError as e:
+            warnings.warn(f"checkpoint: {str(ckpt)!r} {e}; training restarts from scratch", stacklevel=2)
+    if restored is not None:
+        state.update(restored[0])
+        since_fired = restored[1]
     else:
         _init_from_data(sae, data.sample(init_samples), b_dec_init, normalize)
 
     def save_ckpt():
-        if ckpt is None:
-            return
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt.with_suffix(ckpt.suffix + ".tmp")
-        torch.save({"sae": sae.state_dict(), "opt": opt.state_dict(), "state": state,
-                    "since_fired": since_fired, "data": data.position()}, tmp)
-        os.replace(tmp, ckpt)
+        if ckpt is not None:
+            opt_tensors, opt_meta = ckpt_io.flatten_optimizer(opt.state_dict())
+            tensors = {**{f"sae.{k}": v for k, v in sae.state_dict().items()}, **opt_tensors,
+                       "since_fired": since_fired}
+            ckpt_io.write(ckpt, tensors, {"sae": identity, "optimizer": opt_meta, "state": state,
+                                          "data": data.position()})
 
     from tqdm.auto import tqdm
 
@@ -194,6 +207,45 @@ def fit(
     sae.converged_ = state["decay_start"] is not None and state.get("plateau", False)
     sae.dead_fraction_ = float((since_fired >= dead_after).float().mean())
     return sae
+
+
+def _restore(ckpt: Path, identity: dict, sae: nn.Module, opt, data: Batches, device) -> tuple[dict, Tensor]:
+    """Load the checkpoint into sae, opt and data; returns (state, since_fired). Everything is checked before
+    anything is changed: CheckpointError for a damaged file, ValueError for another SAE's checkpoint."""
+    tensors, saved = ckpt_io.read(ckpt, device)
+    try:
+        found, opt_meta, state, pos = saved["sae"], saved["optimizer"], saved["state"], saved["data"]
+        opt_sd = ckpt_io.unflatten_optimizer(tensors, opt_meta)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ckpt_io.CheckpointError("has a malformed manifest") from None
+    if found != identity:
+        raise ValueError(f"checkpoint: {str(ckpt)!r} holds the training state of another SAE ({found}), not "
+                         f"of this one ({identity}); pass another path or resume=False")
+    if not isinstance(state, dict) or not set(_STATE_KEYS) <= set(state):
+        raise ckpt_io.CheckpointError("has a malformed training state")
+    ckpt_io.same_shapes({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")}, sae.state_dict(), "SAE")
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for idx, st in opt_sd["state"].items():
+        if not 0 <= idx < len(params) or any(isinstance(v, Tensor) and v.ndim and v.shape != params[idx].shape
+                                             for v in st.values()):
+            raise ckpt_io.CheckpointError(f"holds optimizer state that does not fit parameter {idx}")
+    if len(opt_sd["param_groups"]) != len(opt.param_groups):
+        raise ckpt_io.CheckpointError("holds optimizer state for other parameter groups")
+    since_fired = tensors.get("since_fired")
+    if since_fired is None or since_fired.shape != (sae.d_sae,):
+        raise ckpt_io.CheckpointError("lacks a since_fired tensor of the SAE's width")
+    here = data.position()
+    if not isinstance(pos, dict) or (pos.get("source") == here["source"] and (
+            set(pos) != set(here) or not all(isinstance(pos[k], int) for k in here if k != "source"))):
+        raise ckpt_io.CheckpointError("has a malformed data position")
+    data.restore(pos)  # raises ValueError when the data's form changed
+    sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
+    for idx, st in opt_sd["state"].items():
+        for k, v in st.items():  # the moments in their parameter's memory layout (W_enc is a transpose),
+            if isinstance(v, Tensor) and v.ndim:  # which fused Adam relies on and safetensors does not keep
+                st[k] = torch.empty_like(params[idx], dtype=v.dtype).copy_(v)
+    opt.load_state_dict(opt_sd)
+    return state, since_fired
 
 
 @torch.no_grad()
