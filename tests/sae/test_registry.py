@@ -1,6 +1,7 @@
 """A new SAE kind is one subclass and one registry line, and then works through the whole public API:
 fit, encode/decode, save/load, cached_sae. Also: the registries' refusals and what a kind must provide."""
 
+import pandas as pd
 import pytest
 import torch
 
@@ -89,3 +90,17 @@ def test_hparams_come_from_the_constructor():
     with pytest.raises(TypeError, match="width_scale"):
         Forgetful(4, 8).hparams()
 
+
+def test_match_methods_registry(x):
+    def first_latent(sae_a, acts_a, sae_b, acts_b, *, n_shuffles=3, gen):
+        return S.MatchResult("first", pd.DataFrame({"n": [n_shuffles]}))
+
+    S.MATCH_METHODS.register("first", first_latent)
+    try:
+        a, b = S.ReluSAE(6, 12), S.ReluSAE(6, 12, seed=1)
+        assert S.match(a, x, b, x, method="first").table["n"].tolist() == [3]  # the method's own default
+        assert S.match(a, x, b, x, method="first", n_shuffles=7).table["n"].tolist() == [7]
+    finally:
+        S.MATCH_METHODS.unregister("first")
+    with pytest.raises(ValueError, match="unknown matching method 'first'"):
+        S.match(a, x, b, x, method="first")
