@@ -6,8 +6,10 @@ models.
     univ.sae.evaluate(sae, acts)                  # L0, MSE, FVU, explained variance, dead/dense fractions
     univ.sae.save(sae, folder); univ.sae.load(folder)   # safetensors + cfg.json (SAELens layout)
     univ.sae.match(sae_a, acts_a, sae_b, acts_b, method="correlation")   # -> MatchResult(table, summary)
+    univ.sae.spliced_accuracy(model, x, y, layer, sae)   # -> SpliceResult(clean, spliced, zero_ablated, recovered)
 
-A new kind is one SAE subclass and one registry line (``@univ.sae.SAE_KINDS.register("name")``).
+A new kind is one SAE subclass and one registry line (``@univ.sae.SAE_KINDS.register("name")``); a new
+matching method is one function and one line (``@univ.sae.MATCH_METHODS.register("name")``).
 """
 
 from .io import load, save
@@ -15,6 +17,7 @@ from .kinds import BatchTopKSAE, JumpReluSAE, ReluSAE, TopKSAE
 from .match import MATCH_METHODS, MatchResult, match
 from .metrics import (
     SAEMetrics,
+    SpliceResult,
     dead_fraction,
     dense_fraction,
     dictionary_recovery,
@@ -32,5 +35,5 @@ __all__ = [
     "SAE", "SAE_KINDS", "SAEOutput", "StepOutput", "ReluSAE", "TopKSAE", "BatchTopKSAE", "JumpReluSAE", "fit",
     "geometric_median", "save", "load", "match", "MatchResult", "MATCH_METHODS", "evaluate", "SAEMetrics",
     "l0", "mse", "fvu", "explained_variance", "dead_fraction", "dense_fraction", "dictionary_recovery",
-    "spliced_accuracy",
+    "spliced_accuracy", "SpliceResult",
 ]
