@@ -204,13 +204,13 @@ def feature_stage(cfg, entries, data) -> tuple[dict, pd.DataFrame, pd.DataFrame]
                          k=cfg.sae_k, seed=cfg.seed, **fit_kw)
         m = univ.sae.evaluate(sae, te)
         if e.model.reduce == "flatten":  # the SAE sees exactly the layer's output: splice it back in
-            spliced = univ.sae.spliced_accuracy(e.model, sae, data.x_test, data.y_test, layer)
+            spliced = univ.sae.spliced_accuracy(e.model, data.x_test, data.y_test, layer, sae)
         else:  # an SAE on patch-averaged activations has no per-token reconstruction to splice in
-            spliced = {"spliced": np.nan, "recovered": np.nan}
+            spliced = univ.sae.SpliceResult(np.nan, np.nan, np.nan, np.nan)
         quality.append({"model": e.id, "layer": layer, "d_in": d, "d_sae": sae.d_sae, "k": sae.k,
                         "l0": m.l0, "fvu": m.fvu, "dead_fraction": m.dead_fraction,
-                        "model_acc": e.metrics["test_acc"], "spliced_acc": spliced["spliced"],
-                        "recovered": spliced["recovered"]})
+                        "model_acc": e.metrics["test_acc"], "spliced_acc": spliced.spliced,
+                        "recovered": spliced.recovered})
         saes[e.id] = {"sae": sae, "layer": layer, "test": te, "matches": {}}
     rows = []
     for a, b in tqdm(model_pairs(entries), desc="matching"):

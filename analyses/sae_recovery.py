@@ -63,11 +63,9 @@ class Config(AnalysisConfig):
 
 
 def make_sae(kind: str, d: int, width: int, active: int, seed: int) -> S.SAE:
-    """An SAE of ``kind`` with default hyperparameters; TopK kinds get k = the data's mean active count."""
+    """An SAE of ``kind`` with default hyperparameters; kinds with a ``k`` get the data's mean active count."""
     cls = S.SAE_KINDS[kind]
-    if kind in ("topk", "batchtopk"):
-        return cls(d, width, k=active, seed=seed)
-    return cls(d, width, seed=seed)
+    return cls(d, width, seed=seed, **({"k": active} if "k" in cls.hparam_names() else {}))
 
 
 def run(cfg: Config = Config()) -> Report:

@@ -118,15 +118,15 @@ def zoo(
 
 
 def cached_sae(kind: str, acts, key: dict | None = None, root: str | Path | None = None, **kwargs):
-    """Fit an SAE of registry ``kind`` on ``acts`` (n, d_in), or load it if the same SAE config was fitted
-    on the same activations before. ``kwargs`` go to the constructor (d_sae, k, seed, ...) and, prefixed
-    ``fit_``, to ``fit`` (e.g. fit_max_steps=2000). ``key``: extra JSON describing where acts came from."""
+    """Fit an SAE of kind ``kind`` (any name in ``univ.sae.SAE_KINDS``) on ``acts`` (n, d_in), or load it if
+    the same SAE config was fitted on the same activations before. ``kwargs`` go to the constructor (d_sae,
+    k, seed, ...) and, prefixed ``fit_``, to ``fit`` (e.g. fit_max_steps=2000). ``key``: extra JSON
+    describing where acts came from. An unknown kind raises ValueError listing the registered ones."""
     import torch
 
     from . import sae as sae_mod
 
-    if kind not in sae_mod.SAE_KINDS:
-        raise unknown_name_error("SAE kind", kind, sae_mod.SAE_KINDS)
+    cls = sae_mod.SAE_KINDS[kind]
     ctor = {k: v for k, v in kwargs.items() if not k.startswith("fit_")}
     fit_kw = {k[4:]: v for k, v in kwargs.items() if k.startswith("fit_")}
     acts = torch.as_tensor(acts)
@@ -135,7 +135,7 @@ def cached_sae(kind: str, acts, key: dict | None = None, root: str | Path | None
     folder = Path(root or cache_dir() / "saes") / f"{kind}-{stable_hash(full_key)}"
     if (folder / "cfg.json").exists() and os.environ.get("UNIV_NO_CACHE") != "1":
         return sae_mod.load(folder, kind=kind)
-    sae = sae_mod.SAE_KINDS[kind](int(acts.shape[1]), **ctor).fit(acts, **fit_kw)
+    sae = cls(int(acts.shape[1]), **ctor).fit(acts, **fit_kw)
     sae_mod.save(sae, folder)
     (folder / "key.json").write_text(json.dumps(to_jsonable(full_key), indent=2))
     return sae

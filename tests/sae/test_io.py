@@ -14,10 +14,11 @@ KINDS = list(S.SAE_KINDS)
 
 
 def trained(kind, d_in=8, d_sae=24):
-    kw = {"k": 3} if kind in ("topk", "batchtopk") else {}
+    cls = S.SAE_KINDS[kind]
+    kw = {"k": 3} if "k" in cls.hparam_names() else {}
     g = torch.Generator().manual_seed(1)
     x = torch.randn(300, d_in, generator=g) * 2 + 0.5
-    return S.SAE_KINDS[kind](d_in, d_sae, seed=3, **kw).fit(x, max_steps=40, eval_every=10, progress=False), x
+    return cls(d_in, d_sae, seed=3, **kw).fit(x, max_steps=40, eval_every=10, progress=False), x
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -44,6 +44,14 @@ def test_bad_metric_inputs():
         S.fvu(np.ones((4, 2)), np.ones((4, 2)))
     with pytest.raises(ValueError, match="x.*NaN"):
         S.fvu(np.array([[np.nan, 1.0], [1.0, 2.0]]), np.ones((2, 2)))
+    x = np.arange(8.0).reshape(4, 2)
+    for f in (S.fvu, S.mse):  # a (4, 1) or (4, 3) x_hat must not broadcast against (4, 2)
+        with pytest.raises(ValueError, match="x_hat.*features"):
+            f(x, x[:, :1])
+        with pytest.raises(ValueError, match="x_hat.*features"):
+            f(x, np.ones((4, 3)))
+    with pytest.raises(ValueError, match="x.*dtype"):
+        S.fvu(x.astype(np.complex128), x)
 
 
 def test_dictionary_recovery_known_answers():
@@ -88,14 +96,17 @@ def test_spliced_accuracy_identity_and_broken():
     x = torch.randn(200, 4)
     y = model(x).argmax(-1)
     sae = _identity_relu_sae(4)
-    res = S.spliced_accuracy(model, sae, x, y, "0")
-    assert res["clean"] == 1.0 and res["spliced"] == pytest.approx(1.0)
+    res = S.spliced_accuracy(model, x, y, "0", sae)
+    assert isinstance(res, S.SpliceResult)
+    assert res.clean == 1.0 and res.spliced == pytest.approx(1.0) and res.recovered == pytest.approx(1.0)
     with torch.no_grad():
         sae.W_dec.mul_(0)
-    res = S.spliced_accuracy(model, sae, x, y, "0")
-    assert res["spliced"] == res["zero_ablated"] and res["recovered"] == pytest.approx(0.0)
+    res = S.spliced_accuracy(model, x, y, "0", sae, batch_size=64)
+    assert res.spliced == res.zero_ablated and res.recovered == pytest.approx(0.0)
     with pytest.raises(ValueError, match="layer"):
-        S.spliced_accuracy(model, sae, x, y, "fc9")
+        S.spliced_accuracy(model, x, y, "fc9", sae)
+    with pytest.raises(ValueError, match="same number of samples"):
+        S.spliced_accuracy(model, x, y[:-1], "0", sae)
 
 
 def test_spliced_accuracy_on_a_transformerlens_hook_point():
@@ -119,5 +130,5 @@ def test_spliced_accuracy_on_a_transformerlens_hook_point():
     x = torch.randn(64, 5, 3)
     y = model(x).argmax(-1)
     sae = _identity_relu_sae(4)
-    res = S.spliced_accuracy(model, sae, x, y, "hook_resid")
-    assert res["clean"] == 1.0 and res["spliced"] == pytest.approx(1.0)
+    res = S.spliced_accuracy(model, x, y, "hook_resid", sae)
+    assert res.clean == 1.0 and res.spliced == pytest.approx(1.0)

@@ -11,8 +11,8 @@ KINDS = list(S.SAE_KINDS)
 
 
 def make(kind, d_in=8, d_sae=32, seed=0):
-    kw = {"k": 4} if kind in ("topk", "batchtopk") else {}
-    return S.SAE_KINDS[kind](d_in, d_sae, seed=seed, **kw)
+    cls = S.SAE_KINDS[kind]
+    return cls(d_in, d_sae, seed=seed, **({"k": 4} if "k" in cls.hparam_names() else {}))
 
 
 
@@ -171,7 +171,7 @@ def test_sparse_topk_gradients_match_dense_reference():
     x = torch.randn(30, 6, dtype=torch.float64)
     dead = torch.zeros(20, dtype=torch.bool)
     dead[::3] = True
-    out = sae._step(x, dead, 1.0, False)
+    out = sae.training_step(x, dead, 1.0, False)
     sum(out.losses.values()).backward()
     sparse_grads = [p.grad.clone() for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec)]
     sae.zero_grad()

@@ -6,12 +6,18 @@ models.
     univ.sae.evaluate(sae, acts)                  # L0, MSE, FVU, explained variance, dead/dense fractions
     univ.sae.save(sae, folder); univ.sae.load(folder)   # safetensors + cfg.json (SAELens layout)
     univ.sae.match(sae_a, acts_a, sae_b, acts_b, method="correlation")   # -> MatchResult(table, summary)
+    univ.sae.spliced_accuracy(model, x, y, layer, sae)   # -> SpliceResult(clean, spliced, zero_ablated, recovered)
+
+A new kind is one SAE subclass and one registry line (``@univ.sae.SAE_KINDS.register("name")``); a new
+matching method is one function and one line (``@univ.sae.MATCH_METHODS.register("name")``).
 """
 
 from .io import load, save
+from .kinds import BatchTopKSAE, JumpReluSAE, ReluSAE, TopKSAE
 from .match import MATCH_METHODS, MatchResult, match
 from .metrics import (
     SAEMetrics,
+    SpliceResult,
     dead_fraction,
     dense_fraction,
     dictionary_recovery,
@@ -22,12 +28,12 @@ from .metrics import (
     mse,
     spliced_accuracy,
 )
-from .model import SAE, SAE_KINDS, BatchTopKSAE, JumpReluSAE, ReluSAE, SAEOutput, TopKSAE
+from .model import SAE, SAE_KINDS, SAEOutput, StepOutput
 from .train import fit, geometric_median
 
 __all__ = [
-    "SAE", "SAE_KINDS", "SAEOutput", "ReluSAE", "TopKSAE", "BatchTopKSAE", "JumpReluSAE", "fit",
+    "SAE", "SAE_KINDS", "SAEOutput", "StepOutput", "ReluSAE", "TopKSAE", "BatchTopKSAE", "JumpReluSAE", "fit",
     "geometric_median", "save", "load", "match", "MatchResult", "MATCH_METHODS", "evaluate", "SAEMetrics",
     "l0", "mse", "fvu", "explained_variance", "dead_fraction", "dense_fraction", "dictionary_recovery",
-    "spliced_accuracy",
+    "spliced_accuracy", "SpliceResult",
 ]

@@ -1,10 +1,11 @@
 """Save and load SAEs: a folder with ``sae_weights.safetensors`` and ``cfg.json`` (SAELens's layout).
 
 cfg.json holds SAELens's fields (architecture, d_in, d_sae, dtype, device, apply_b_dec_to_input,
-normalize_activations, k for TopK kinds) plus a ``univ`` block with the kind and every constructor
-argument. The weights use SAELens's names (W_enc, b_enc, W_dec, b_dec, threshold) plus ``norm_scale``
-(univ's input normalisation factor). Loading restores every tensor exactly, so encode/decode after a
-round trip are bit-identical.
+normalize_activations, and each kind's own, e.g. k for TopK kinds: ``SAE.saelens_cfg``) plus a ``univ``
+block with the kind and every constructor argument (``SAE.hparams``). The weights are what
+``SAE.export_tensors`` names (SAELens's W_enc, b_enc, W_dec, b_dec, threshold, plus ``norm_scale``, univ's
+input normalisation factor); loading restores every tensor exactly (``SAE.import_tensors``), so
+encode/decode after a round trip are bit-identical.
 """
 
 from __future__ import annotations
@@ -15,21 +16,14 @@ from pathlib import Path
 
 import torch
 
-from .model import SAE, SAE_KINDS, JumpReluSAE
+from .model import SAE, SAE_KINDS
 
 WEIGHTS, CFG = "sae_weights.safetensors", "cfg.json"
 _DTYPES = {str(t): t for t in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
 
 
 def _tensors(sae: SAE) -> dict[str, torch.Tensor]:
-    out = {"W_enc": sae.W_enc, "b_enc": sae.b_enc, "W_dec": sae.W_dec, "b_dec": sae.b_dec,
-           "norm_scale": sae.norm_scale.reshape(1)}
-    if isinstance(sae, JumpReluSAE):
-        out["log_threshold"] = sae.log_threshold
-        out["threshold"] = sae.threshold  # for SAELens; univ reloads from log_threshold (exact)
-    elif hasattr(sae, "threshold"):
-        out["threshold"] = sae.threshold.reshape(1)
-    return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+    return {k: v.detach().cpu().contiguous() for k, v in sae.export_tensors().items()}
 
 
 def save(sae: SAE, path: str | os.PathLike) -> Path:
@@ -40,16 +34,15 @@ def save(sae: SAE, path: str | os.PathLike) -> Path:
         raise ValueError(f"sae: expected a univ.sae.SAE, got {type(sae).__name__}")
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    hp = sae.hparams()
+    kind, hp = sae.kind, sae.hparams()
     cfg = {
         "architecture": sae.architecture, "d_in": sae.d_in, "d_sae": sae.d_sae,
         "dtype": str(sae.dtype).removeprefix("torch."), "device": str(sae.device),
         "apply_b_dec_to_input": True,
         "normalize_activations": "expected_average_only_in" if float(sae.norm_scale) != 1.0 else "none",
-        "metadata": {}, "univ": {"kind": sae.kind, "hparams": hp, "format_version": 1},
+        "metadata": {}, "univ": {"kind": kind, "hparams": hp, "format_version": 1},
+        **sae.saelens_cfg(),
     }
-    if "k" in hp:
-        cfg["k"] = hp["k"]
     save_file(_tensors(sae), str(folder / WEIGHTS))
     (folder / CFG).write_text(json.dumps(cfg, indent=2))
     return folder
@@ -90,13 +83,6 @@ def load(path: str | os.PathLike, kind: str | None = None, d_in: int | None = No
         if tuple(tensors[name].shape) != shape:
             raise ValueError(f"path: tensor {name!r} has shape {tuple(tensors[name].shape)} in {WEIGHTS}, "
                              f"but cfg.json (d_in={cfg['d_in']}, d_sae={cfg['d_sae']}) implies {shape}")
-    with torch.no_grad():
-        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-            getattr(sae, name).copy_(tensors[name])
-        sae.norm_scale.copy_(tensors["norm_scale"].reshape(()))
-        if isinstance(sae, JumpReluSAE):
-            sae.log_threshold.copy_(tensors["log_threshold"])
-        elif "threshold" in want_shapes:
-            sae.threshold.copy_(tensors["threshold"].reshape(()))
+    sae.import_tensors(tensors)
     sae.eval()
     return sae.to(device) if device is not None else sae

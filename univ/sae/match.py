@@ -1,6 +1,7 @@
 """Match SAE features across models (or seeds): which latents of ``sae_a`` recur in ``sae_b``?
 
-Three methods, each with a shuffled baseline so a fraction is never read without its chance level:
+Three methods (the registry :data:`MATCH_METHODS`: one function and one line each), each with a shuffled
+baseline so a fraction is never read without its chance level:
 
 - ``correlation`` (Bricken et al. 2023): codes of both SAEs on the same inputs; each live latent of A is
   paired with the latent of B whose activations correlate most with it (Pearson over inputs). Shared:
@@ -18,6 +19,7 @@ Three methods, each with a shuffled baseline so a fraction is never read without
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,8 +27,14 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .._checks import check_choice, check_same_n
+from .._checks import check_same_n
+from ..registry import Registry
 from .model import SAE
+
+MATCH_METHODS = Registry("matching method")
+"""Registry: method name -> function(sae_a, acts_a, sae_b, acts_b, *, gen, <options>) -> MatchResult.
+The options a function declares among ``threshold``, ``min_correlation`` and ``n_shuffles`` are passed on;
+its default for ``n_shuffles`` applies when the caller gives None."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,7 @@ class MatchResult:
 
 @torch.no_grad()
 def _codes(sae: SAE, acts, name: str, batch_size: int = 4096) -> Tensor:
-    x = sae._check_input(acts, name)
+    x = sae.check_input(acts, name)
     was = sae.training
     sae.eval()
     z = torch.cat([sae.encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
@@ -87,7 +95,10 @@ def _activation_pairs(sae_a, acts_a, sae_b, acts_b):
     return sa, live_a, sb, live_b
 
 
-def _match_correlation(sae_a, acts_a, sae_b, acts_b, threshold, n_shuffles, gen) -> MatchResult:
+@MATCH_METHODS.register("correlation")
+def match_correlation(sae_a, acts_a, sae_b, acts_b, *, threshold: float, n_shuffles: int = 5,
+                      gen: torch.Generator) -> MatchResult:
+    """Bricken et al. 2023: each live latent of A paired with its most correlated latent of B."""
     sa, live_a, sb, live_b = _activation_pairs(sae_a, acts_a, sae_b, acts_b)
     best, partner = _best_correlation(sa, sb, live_b)
     base_vals = []
@@ -139,7 +150,10 @@ def _hungarian_pairs(Ea, Da, Eb, Db, threshold):
     return pe, ce_, pd_, cd_, shared
 
 
-def _match_hungarian(sae_a, sae_b, threshold, n_shuffles, gen) -> MatchResult:
+@MATCH_METHODS.register("hungarian")
+def match_hungarian(sae_a, acts_a, sae_b, acts_b, *, threshold: float, n_shuffles: int = 5,
+                    gen: torch.Generator) -> MatchResult:
+    """Paulo & Belrose 2025: one-to-one assignments of encoder and of decoder directions (acts unused)."""
     if sae_a.d_in != sae_b.d_in:
         raise ValueError(f"sae_b: method 'hungarian' compares directions in one input space, but d_in is "
                          f"{sae_a.d_in} for sae_a and {sae_b.d_in} for sae_b; use method='correlation'")
@@ -161,7 +175,10 @@ def _match_hungarian(sae_a, sae_b, threshold, n_shuffles, gen) -> MatchResult:
     return MatchResult("hungarian", table, summary)
 
 
-def _match_svcca(sae_a, acts_a, sae_b, acts_b, min_correlation, n_shuffles, gen) -> MatchResult:
+@MATCH_METHODS.register("svcca")
+def match_svcca(sae_a, acts_a, sae_b, acts_b, *, min_correlation: float, n_shuffles: int = 100,
+                gen: torch.Generator) -> MatchResult:
+    """Lan et al. 2024: SVCCA and RSA of the decoder rows of correlated latent pairs, against shuffles."""
     from univ.similarity import rsa, svcca
 
     sa, live_a, sb, live_b = _activation_pairs(sae_a, acts_a, sae_b, acts_b)
@@ -192,28 +209,25 @@ def _match_svcca(sae_a, acts_a, sae_b, acts_b, min_correlation, n_shuffles, gen)
     return MatchResult("svcca", pd.DataFrame(rows), summary)
 
 
-MATCH_METHODS = ("correlation", "hungarian", "svcca")
-
-
 def match(sae_a: SAE, acts_a, sae_b: SAE, acts_b, method: str = "correlation", *, threshold: float = 0.7,
           min_correlation: float = 0.1, n_shuffles: int | None = None, seed: int = 0) -> MatchResult:
     """Which latents of ``sae_a`` recur in ``sae_b``? Returns a :class:`MatchResult` (table + summary).
 
     acts_a: (n, d_in_a) and acts_b: (n, d_in_b): activations of the two models on the SAME n inputs, row
-    for row (unused by ``hungarian``, which may get None). method: "correlation", "hungarian" or "svcca"
-    (see the module docstring). threshold: the similarity at which a latent counts as shared.
-    min_correlation: svcca's pair filter. n_shuffles: baseline repetitions (default 5; 100 for svcca).
+    for row (unused by ``hungarian``, which may get None). method: a name in :data:`MATCH_METHODS`
+    ("correlation", "hungarian", "svcca"; see the module docstring). threshold: the similarity at which a
+    latent counts as shared. min_correlation: svcca's pair filter. n_shuffles: baseline repetitions
+    (default: the method's, 5 or 100 for svcca).
     """
-    check_choice(method, "method", MATCH_METHODS)
+    fn = MATCH_METHODS[method]
     for name, s in (("sae_a", sae_a), ("sae_b", sae_b)):
         if not isinstance(s, SAE):
             raise ValueError(f"{name}: expected a univ.sae.SAE, got {type(s).__name__}")
-    n_shuffles = (100 if method == "svcca" else 5) if n_shuffles is None else int(n_shuffles)
-    if n_shuffles < 0:
-        raise ValueError(f"n_shuffles: must be >= 0, got {n_shuffles}")
-    gen = torch.Generator().manual_seed(seed)
-    if method == "correlation":
-        return _match_correlation(sae_a, acts_a, sae_b, acts_b, threshold, n_shuffles, gen)
-    if method == "hungarian":
-        return _match_hungarian(sae_a, sae_b, threshold, n_shuffles, gen)
-    return _match_svcca(sae_a, acts_a, sae_b, acts_b, min_correlation, n_shuffles, gen)
+    options = {"threshold": threshold, "min_correlation": min_correlation}
+    if n_shuffles is not None:
+        if int(n_shuffles) < 0:
+            raise ValueError(f"n_shuffles: must be >= 0, got {n_shuffles}")
+        options["n_shuffles"] = int(n_shuffles)
+    accepted = inspect.signature(fn).parameters
+    options = {k: v for k, v in options.items() if k in accepted}
+    return fn(sae_a, acts_a, sae_b, acts_b, gen=torch.Generator().manual_seed(seed), **options)

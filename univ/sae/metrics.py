@@ -26,17 +26,25 @@ def l0(codes) -> float:
     return float((z != 0).sum(1).double().mean())
 
 
+def _pair(x, x_hat, min_rows: int) -> tuple[Tensor, Tensor]:
+    """x and x_hat as float64 matrices of one shape; ValueError naming the argument otherwise (a width
+    mismatch would otherwise broadcast into a wrong number)."""
+    x, x_hat = as_matrix(x, "x", min_rows), as_matrix(x_hat, "x_hat", min_rows)
+    check_same_n(x, x_hat, ("x", "x_hat"))
+    if x_hat.shape[1] != x.shape[1]:
+        raise ValueError(f"x_hat: has {x_hat.shape[1]} features (columns) but x has {x.shape[1]}")
+    return x, x_hat
+
+
 def mse(x, x_hat) -> float:
     """Mean squared error per element between x and x_hat: (n, d)."""
-    x, x_hat = as_matrix(x, "x", 1), as_matrix(x_hat, "x_hat", 1)
-    check_same_n(x, x_hat, ("x", "x_hat"))
+    x, x_hat = _pair(x, x_hat, 1)
     return float((x - x_hat).pow(2).mean())
 
 
 def fvu(x, x_hat) -> float:
     """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2; x, x_hat: (n, d)."""
-    x, x_hat = as_matrix(x, "x", 2), as_matrix(x_hat, "x_hat", 2)
-    check_same_n(x, x_hat, ("x", "x_hat"))
+    x, x_hat = _pair(x, x_hat, 2)
     total = (x - x.mean(0)).pow(2).sum()
     if total == 0:
         raise ValueError("x: has zero variance, so FVU is undefined")
@@ -84,7 +92,7 @@ def _codes_and_recon(sae: SAE, x: Tensor, batch_size: int) -> tuple[Tensor, Tens
 @torch.no_grad()
 def evaluate(sae: SAE, acts, batch_size: int = 4096, dense_threshold: float = 0.1) -> SAEMetrics:
     """L0, MSE, FVU, explained variance, dead and dense fractions of ``sae`` on acts: (n, d_in)."""
-    x = sae._check_input(acts, "acts")
+    x = sae.check_input(acts, "acts")
     if len(x) < 2:
         raise ValueError(f"acts: needs at least 2 samples (rows), got {len(x)}")
     was = sae.training
@@ -114,20 +122,31 @@ def dictionary_recovery(sae_or_decoder, dictionary, threshold: float = 0.9) -> t
     return float(best.mean()), float((best >= threshold).double().mean())
 
 
+class SpliceResult(NamedTuple):
+    """What :func:`spliced_accuracy` returns: accuracies with the layer intact (``clean``), replaced by the
+    SAE's reconstruction (``spliced``) and by zeros (``zero_ablated``); ``recovered`` = (spliced - zero) /
+    (clean - zero), the fraction of the layer's contribution to accuracy that the SAE keeps (1 = lossless;
+    NaN when zero-ablation costs nothing)."""
+
+    clean: float
+    spliced: float
+    zero_ablated: float
+    recovered: float
+
+
 @torch.no_grad()
-def spliced_accuracy(model: torch.nn.Module, sae: SAE, inputs, labels, layer: str,
-                     batch_size: int = 512) -> dict:
-    """Classifier accuracy with the output of module ``layer`` replaced by the SAE's reconstruction.
+def spliced_accuracy(model: torch.nn.Module, x, y, layer: str, sae: SAE, batch_size: int = 512) -> SpliceResult:
+    """Classifier accuracy on inputs x and labels y: (n,) with the output of ``layer`` replaced by the SAE's
+    reconstruction (the analogue of SAELens's "loss recovered"); see :class:`SpliceResult`.
 
     layer: a name :func:`univ.capture` accepts (a TransformerLens hook name, reconstructed per position,
     or a dotted module path, whose output is flattened to (n, d_in)); reconstructed and reshaped back.
-    Returns {"clean": acc, "spliced": acc, "zero_ablated": acc, "recovered": (spliced - zero) /
-    (clean - zero)}: the fraction of the layer's contribution to accuracy that the SAE keeps
-    (1 = lossless; the analogue of SAELens's loss recovered).
     """
-    x = inputs if isinstance(inputs, Tensor) else torch.as_tensor(inputs)
-    y = labels if isinstance(labels, Tensor) else torch.as_tensor(labels)
-    check_same_n(x, y, ("inputs", "labels"))
+    x = x if isinstance(x, Tensor) else torch.as_tensor(x)
+    y = y if isinstance(y, Tensor) else torch.as_tensor(y)
+    check_same_n(x, y, ("x", "y"))
+    if not isinstance(sae, SAE):
+        raise ValueError(f"sae: expected a univ.sae.SAE, got {type(sae).__name__}")
     mode = {"value": "clean"}
     channels_last = resolve(model, layer, what="layer").channels_last
 
@@ -142,7 +161,7 @@ def spliced_accuracy(model: torch.nn.Module, sae: SAE, inputs, labels, layer: st
         new = sae.decode(sae.encode(flat)) if mode["value"] == "spliced" else torch.zeros_like(flat)
         return new.to(out.dtype).reshape(out.shape)
 
-    res = {}
+    acc = {}
     with eval_mode(model), hooks(model, {layer: splice}, what="layer"):
         for m in ("clean", "spliced", "zero_ablated"):
             mode["value"] = m
@@ -150,10 +169,7 @@ def spliced_accuracy(model: torch.nn.Module, sae: SAE, inputs, labels, layer: st
             for i in range(0, len(x), batch_size):
                 out = model(x[i:i + batch_size])
                 correct += int((out.argmax(-1) == y[i:i + batch_size].to(out.device)).sum())
-            res[m] = correct / len(x)
-    gap = res["clean"] - res["zero_ablated"]
-    res["recovered"] = (res["spliced"] - res["zero_ablated"]) / gap if gap != 0 else float("nan")
-    return res
-
-
-
+            acc[m] = correct / len(x)
+    gap = acc["clean"] - acc["zero_ablated"]
+    recovered = (acc["spliced"] - acc["zero_ablated"]) / gap if gap != 0 else float("nan")
+    return SpliceResult(acc["clean"], acc["spliced"], acc["zero_ablated"], recovered)

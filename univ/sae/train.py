@@ -1,5 +1,9 @@
 """Training loop for every SAE kind: ``fit(sae, acts, ...)``, also reachable as ``sae.fit(acts, ...)``.
 
+It speaks to the SAE only through the base class's public interface (``training_step``, ``norm_scale``,
+``W_dec``, ``b_dec``, ``has_sparsity_penalty``, ``hparams``), so it never imports the SAE module and works
+for every registered kind unchanged.
+
 The schedule needs no tuning: Adam with a linear learning-rate warm-up, a constant phase that lasts until
 the (smoothed) loss stops improving by ``tol`` for ``patience`` evaluations or until 80% of ``max_steps``,
 then a linear decay to zero over a fifth of the steps taken so far. Sparsity penalties (ReLU's L1,
@@ -8,17 +12,22 @@ JumpReLU's L0) warm up linearly from zero; early stopping only starts counting o
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .._checks import check_choice, check_finite, check_positive, to_tensor
-from .model import SAE
+from .._checks import check_choice, check_positive
+from . import checkpoint as ckpt_io
+from .stream import Batches
+
+_STATE_KEYS = ("step", "best", "bad", "ema", "decay_start", "decay_len", "history")
 
 
 def geometric_median(x: Tensor, n_iter: int = 100, eps: float = 1e-8) -> Tensor:
@@ -34,113 +43,6 @@ def geometric_median(x: Tensor, n_iter: int = 100, eps: float = 1e-8) -> Tensor:
     return y
 
 
-def _check_batch(b, name: str, d_in: int, dtype, device) -> Tensor:
-    t = to_tensor(b, name)
-    if t.ndim != 2 or t.shape[0] == 0:
-        raise ValueError(f"{name}: expected a non-empty (n, {d_in}) batch, got shape {tuple(t.shape)}")
-    if t.shape[1] != d_in:
-        raise ValueError(f"{name}: expected {d_in} features (the SAE's d_in), got {t.shape[1]}")
-    return check_finite(t.to(dtype=dtype, device=device), name)
-
-
-class _Batches:
-    """Minibatches of ``batch_size`` rows from a tensor (reshuffled each epoch, reproducibly from the seed
-    and the epoch, so a resumed run sees the same order) or from an iterable of batches (re-chunked;
-    restarted for another pass when it can be, i.e. when it is not a one-shot iterator)."""
-
-    def __init__(self, acts, batch_size: int, d_in: int, dtype, device, seed: int):
-        self.batch_size, self.d_in, self.dtype, self.device, self.seed = batch_size, d_in, dtype, device, seed
-        self.tensor: Tensor | None = None
-        if isinstance(acts, Tensor) or hasattr(acts, "__array__"):
-            t = to_tensor(acts, "acts")
-            if t.ndim != 2:
-                raise ValueError(f"acts: expected a 2-D (n, d_in) array, got shape {tuple(t.shape)}")
-            if t.shape[0] < 2:
-                raise ValueError(f"acts: needs at least 2 samples (rows), got {t.shape[0]}")
-            self.tensor = _check_batch(t, "acts", d_in, dtype, "cpu")
-            self.batch_size = min(batch_size, len(t))
-        elif isinstance(acts, Iterable) or callable(acts):
-            self.source = acts
-            self.one_shot = isinstance(acts, Iterator)
-        else:
-            raise ValueError(f"acts: expected an array or an iterable of batches, got {type(acts).__name__}")
-        self.epoch, self.pos = 0, 0  # position in the tensor, for checkpoints
-        self.n_batches_seen = 0
-
-    def sample(self, n: int) -> Tensor:
-        """Up to n rows for initial statistics (the first rows of the stream)."""
-        if self.tensor is not None:
-            g = torch.Generator().manual_seed(self.seed + 7919)
-            idx = torch.randperm(len(self.tensor), generator=g)[:n]
-            return self.tensor[idx]
-        rows, got = [], 0
-        src = self.source() if callable(self.source) else self.source
-        for i, b in enumerate(src):
-            b = _check_batch(b, f"acts batch {i}", self.d_in, self.dtype, "cpu")
-            rows.append(b)
-            got += len(b)
-            if got >= n:
-                break
-        if got < 2:
-            raise ValueError("acts: the iterable yielded fewer than 2 rows")
-        if self.one_shot:  # the rows read are not lost: train on them first
-            self._pending = rows
-        return torch.cat(rows)[:n]
-
-    def __iter__(self) -> Iterator[Tensor]:
-        if self.tensor is not None:
-            yield from self._tensor_batches()
-        else:
-            yield from self._stream_batches()
-
-    def _tensor_batches(self):
-        n, bs = len(self.tensor), self.batch_size
-        while True:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            perm = torch.randperm(n, generator=g)
-            while self.pos + bs <= n:
-                idx = perm[self.pos:self.pos + bs]
-                self.pos += bs
-                yield self.tensor[idx].to(self.device)
-            self.epoch, self.pos = self.epoch + 1, 0
-
-    def _stream_batches(self):
-        buf: list[Tensor] = []
-        held = 0
-        while True:
-            src = self.source() if callable(self.source) else self.source
-            pending = getattr(self, "_pending", [])
-            self._pending = []
-            i = -1
-            for i, b in enumerate(pending + list(_lazy(src, len(pending)))):
-                if not isinstance(b, Tensor) or b.dtype != self.dtype or b.shape[1:] != (self.d_in,):
-                    b = _check_batch(b, f"acts batch {i}", self.d_in, self.dtype, "cpu")
-                elif i >= len(pending):
-                    check_finite(b, f"acts batch {i}")
-                buf.append(b)
-                held += len(b)
-                while held >= self.batch_size:
-                    if len(buf) == 1 and held == self.batch_size:  # the common case: no copy
-                        yield buf[0].to(device=self.device, dtype=self.dtype)
-                        buf, held = [], 0
-                        break
-                    cat = torch.cat(buf)
-                    yield cat[:self.batch_size].to(device=self.device, dtype=self.dtype)
-                    rest = cat[self.batch_size:]
-                    buf, held = ([rest] if len(rest) else []), len(rest)
-            if self.one_shot or i < 0:
-                if held:
-                    yield torch.cat(buf).to(device=self.device, dtype=self.dtype)
-                return
-            self.epoch += 1
-
-
-def _lazy(src, skip: int):
-    for j, b in enumerate(src):
-        if j >= skip:
-            yield b
-
-
 def _project_out_parallel_grad(W_dec: Tensor) -> None:
     """Remove from each decoder row's gradient its component along the (unit) row, so that Adam's step
     moves along the sphere and renormalising afterwards changes little."""
@@ -154,7 +56,7 @@ def _normalise_rows(W_dec: Tensor) -> None:
 
 
 def fit(
-    sae: SAE,
+    sae: nn.Module,
     acts,
     *,
     batch_size: int = 512,
@@ -176,77 +78,85 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
     resume: bool = False,
-    callback: Callable[[int, SAE, dict], None] | None = None,
-) -> SAE:
-    """Train ``sae`` on activations; returns ``sae`` (with ``history_``, ``n_steps_``, ``converged_``).
+    callback: Callable[[int, nn.Module, dict], None] | None = None,
+) -> nn.Module:
+    """Train the SAE ``sae`` (a :class:`univ.sae.SAE`) on activations; returns it, with ``history_``,
+    ``n_steps_``, ``converged_`` and ``dead_fraction_`` set.
 
-    acts: (n, d_in) array/tensor, or an iterable of (n_i, d_in) batches (a list, a re-iterable loader, a
-        zero-argument callable returning a fresh iterator, or a one-shot generator: one pass), so data that
-        does not fit in memory streams from disk (e.g. the activation cache).
+    acts: (n, d_in) array/tensor (reshuffled each pass), or (n_i, d_in) batches as a list, a re-iterable
+        loader, a zero-argument callable returning a fresh iterable, or a one-shot generator/iterator (one
+        pass), so data that does not fit in memory streams from disk (e.g. the activation cache). Every
+        row is trained on exactly once per pass (the rows read for the initial statistics included) and
+        every batch read is validated.
     batch_size: rows per step. lr: Adam's learning rate (default 3e-3 * min(1, sqrt(1024 / d_sae))).
     max_steps: cap on optimizer steps. patience / tol: stop once the smoothed loss has not improved by a
         relative ``tol`` over ``patience`` evaluations (every ``eval_every`` steps); None trains to the cap.
-    warmup_steps: linear lr warm-up. sparsity_warmup_steps: linear warm-up of the L1/L0 coefficient.
+    warmup_steps: linear lr warm-up. sparsity_warmup_steps: linear warm-up of the sparsity penalty of
+        kinds that have one (``has_sparsity_penalty``: ReLU's L1, JumpReLU's L0).
     decay_fraction: the final linear lr decay lasts this fraction of the steps taken before it.
     b_dec_init: "geometric_median", "mean" or "zeros". normalize: rescale inputs so the mean norm is
         sqrt(d_in) (the factor is stored in ``sae.norm_scale`` and undone on decode).
     dead_after: a latent that has not fired on this many training rows counts as dead (AuxK, metrics).
-    checkpoint: a file path; the full training state is written every ``checkpoint_every`` steps and at
-        the end. resume: continue from that file when it exists (same data and arguments).
+    checkpoint: a file path; the full training state is written there (a JSON manifest, the tensors in a
+        safetensors file beside it; see ``univ.sae.checkpoint``) every ``checkpoint_every`` steps and at
+        the end. resume: continue from that checkpoint when it exists (same SAE, data and arguments give
+        the result of an uninterrupted run); a corrupt, partial or foreign file there (e.g. an old
+        torch.save pickle, never unpickled) is announced with a warning and training starts afresh.
     callback: called as callback(step, sae, record) after each evaluation.
-    Raises ValueError for NaN/Inf activations (naming the batch), a d_in mismatch, or bad arguments.
+    Raises ValueError for NaN/Inf or complex activations (naming the batch), a d_in mismatch, bad
+    arguments, or a checkpoint of another SAE.
     """
     check_choice(b_dec_init, "b_dec_init", ["geometric_median", "mean", "zeros"])
-    for name, v in (("batch_size", batch_size), ("max_steps", max_steps), ("eval_every", eval_every)):
+    for name, v in (("batch_size", batch_size), ("max_steps", max_steps), ("eval_every", eval_every),
+                    ("checkpoint_every", checkpoint_every)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}: must be a positive int, got {v!r}")
     if lr is not None:
         check_positive(lr, "lr")
     if patience is not None and patience < 1:
         raise ValueError(f"patience: must be >= 1 or None, got {patience!r}")
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and ckpt.is_dir():
+        raise ValueError(f"checkpoint: {str(ckpt)!r} is a folder; give a file path")
     device = torch.device(device) if device is not None else sae.device
     sae.to(device)
     seed = sae.seed if seed is None else seed
-    data = _Batches(acts, batch_size, sae.d_in, sae.dtype, device, seed)
+    data = Batches(acts, batch_size, sae.d_in, sae.dtype, device, seed)
     lr = lr if lr is not None else 3e-3 * min(1.0, math.sqrt(1024 / sae.d_sae))
     opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), fused=sae.device.type == "cpu" or None)
-    has_sparsity = sae.kind in ("relu", "jumprelu")
+    has_sparsity = sae.has_sparsity_penalty
     state = {"step": 0, "best": math.inf, "bad": 0, "ema": None, "decay_start": None, "decay_len": 0,
-             "history": []}
+             "history": [], "parts": {}, "n_parts": 0}
     since_fired = torch.zeros(sae.d_sae, dtype=torch.long, device=device)
+    identity = json.loads(json.dumps({"class": type(sae).__qualname__, "hparams": sae.hparams()}))
 
-    ckpt = Path(checkpoint) if checkpoint is not None else None
+    restored = None
     if resume and ckpt is not None and ckpt.exists():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
-        sae.load_state_dict(saved["sae"])
-        opt.load_state_dict(saved["opt"])
-        state.update(saved["state"])
-        since_fired = saved["since_fired"].to(device)
-        data.epoch, data.pos = saved["epoch"], saved["pos"]
-        if data.tensor is None:  # a stream cannot be rewound: skip the batches already used
-            data.skip = state["step"]
+        try:
+            restored = _restore(ckpt, identity, sae, opt, data, device)
+        except ckpt_io.CheckpointError as e:
+            warnings.warn(f"checkpoint: {str(ckpt)!r} {e}; training restarts from scratch", stacklevel=2)
+    if restored is not None:
+        state.update(restored[0])
+        since_fired = restored[1]
     else:
         _init_from_data(sae, data.sample(init_samples), b_dec_init, normalize)
 
     def save_ckpt():
-        if ckpt is None:
-            return
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt.with_suffix(ckpt.suffix + ".tmp")
-        torch.save({"sae": sae.state_dict(), "opt": opt.state_dict(), "state": state,
-                    "since_fired": since_fired, "epoch": data.epoch, "pos": data.pos}, tmp)
-        os.replace(tmp, ckpt)
+        if ckpt is not None:
+            opt_tensors, opt_meta = ckpt_io.flatten_optimizer(opt.state_dict())
+            tensors = {**{f"sae.{k}": v for k, v in sae.state_dict().items()}, **opt_tensors,
+                       "since_fired": since_fired}
+            ckpt_io.write(ckpt, tensors, {"sae": identity, "optimizer": opt_meta, "state": state,
+                                          "data": data.position()})
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=max_steps, initial=state["step"], disable=not progress, desc=f"fit {sae.kind} SAE",
+    bar = tqdm(total=max_steps, initial=state["step"], disable=not progress, desc=f"fit {type(sae).__name__}",
                leave=False)
     sae.train()
     batches = iter(data)
-    for _ in range(getattr(data, "skip", 0)):
-        next(batches, None)
-    sum_parts: dict[str, float] = {}
-    n_parts = 0
+    parts = state["parts"]  # loss sums since the last evaluation (kept in checkpoints)
     try:
         while not _finished(state, max_steps):
             x = next(batches, None)
@@ -257,7 +167,7 @@ def fit(
                 group["lr"] = lr * _lr_factor(step, warmup_steps, state)
             sp = min(1.0, (step + 1) / sparsity_warmup_steps) if has_sparsity and sparsity_warmup_steps else 1.0
             dead = since_fired >= dead_after
-            out = sae._step(x * sae.norm_scale, dead, sp, False)
+            out = sae.training_step(x * sae.norm_scale, dead, sp, False)
             loss = sum(out.losses.values())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -272,16 +182,17 @@ def fit(
                 raise FloatingPointError(f"fit: the loss became {lv} at step {step}; lower lr")
             state["ema"] = lv if state["ema"] is None else 0.95 * state["ema"] + 0.05 * lv
             for k, v in out.losses.items():
-                sum_parts["loss_" + k] = sum_parts.get("loss_" + k, 0.0) + float(v.detach())
-            sum_parts["l0_active"] = sum_parts.get("l0_active", 0.0) + float(out.l0)
-            n_parts += 1
+                parts["loss_" + k] = parts.get("loss_" + k, 0.0) + float(v.detach())
+            parts["l0_active"] = parts.get("l0_active", 0.0) + float(out.l0)
+            state["n_parts"] += 1
             state["step"] = step + 1
             bar.update(1)
             if state["step"] % eval_every == 0:
-                rec = _evaluate(state, sum_parts, n_parts, since_fired, dead_after, opt, patience, tol,
+                rec = _evaluate(state, parts, state["n_parts"], since_fired, dead_after, opt, patience, tol,
                                 warm=state["step"] >= (sparsity_warmup_steps if has_sparsity else 0)
                                 + warmup_steps, max_steps=max_steps, decay_fraction=decay_fraction)
-                sum_parts, n_parts = {}, 0
+                parts.clear()
+                state["n_parts"] = 0
                 bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.3g}", dead=f"{rec['dead']:.2f}")
                 if callback is not None:
                     callback(state["step"], sae, rec)
@@ -298,8 +209,47 @@ def fit(
     return sae
 
 
+def _restore(ckpt: Path, identity: dict, sae: nn.Module, opt, data: Batches, device) -> tuple[dict, Tensor]:
+    """Load the checkpoint into sae, opt and data; returns (state, since_fired). Everything is checked before
+    anything is changed: CheckpointError for a damaged file, ValueError for another SAE's checkpoint."""
+    tensors, saved = ckpt_io.read(ckpt, device)
+    try:
+        found, opt_meta, state, pos = saved["sae"], saved["optimizer"], saved["state"], saved["data"]
+        opt_sd = ckpt_io.unflatten_optimizer(tensors, opt_meta)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ckpt_io.CheckpointError("has a malformed manifest") from None
+    if found != identity:
+        raise ValueError(f"checkpoint: {str(ckpt)!r} holds the training state of another SAE ({found}), not "
+                         f"of this one ({identity}); pass another path or resume=False")
+    if not isinstance(state, dict) or not set(_STATE_KEYS) <= set(state):
+        raise ckpt_io.CheckpointError("has a malformed training state")
+    ckpt_io.same_shapes({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")}, sae.state_dict(), "SAE")
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for idx, st in opt_sd["state"].items():
+        if not 0 <= idx < len(params) or any(isinstance(v, Tensor) and v.ndim and v.shape != params[idx].shape
+                                             for v in st.values()):
+            raise ckpt_io.CheckpointError(f"holds optimizer state that does not fit parameter {idx}")
+    if len(opt_sd["param_groups"]) != len(opt.param_groups):
+        raise ckpt_io.CheckpointError("holds optimizer state for other parameter groups")
+    since_fired = tensors.get("since_fired")
+    if since_fired is None or since_fired.shape != (sae.d_sae,):
+        raise ckpt_io.CheckpointError("lacks a since_fired tensor of the SAE's width")
+    here = data.position()
+    if not isinstance(pos, dict) or (pos.get("source") == here["source"] and (
+            set(pos) != set(here) or not all(isinstance(pos[k], int) for k in here if k != "source"))):
+        raise ckpt_io.CheckpointError("has a malformed data position")
+    data.restore(pos)  # raises ValueError when the data's form changed
+    sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
+    for idx, st in opt_sd["state"].items():
+        for k, v in st.items():  # the moments in their parameter's memory layout (W_enc is a transpose),
+            if isinstance(v, Tensor) and v.ndim:  # which fused Adam relies on and safetensors does not keep
+                st[k] = torch.empty_like(params[idx], dtype=v.dtype).copy_(v)
+    opt.load_state_dict(opt_sd)
+    return state, since_fired
+
+
 @torch.no_grad()
-def _init_from_data(sae: SAE, x: Tensor, b_dec_init: str, normalize: bool) -> None:
+def _init_from_data(sae: nn.Module, x: Tensor, b_dec_init: str, normalize: bool) -> None:
     x = x.to(sae.device, torch.float64)
     scale = math.sqrt(sae.d_in) / float(x.norm(dim=1).mean().clamp_min(1e-12)) if normalize else 1.0
     sae.norm_scale.fill_(scale)
