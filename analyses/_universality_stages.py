@@ -224,7 +224,7 @@ def feature_stage(cfg, entries, data) -> tuple[dict, pd.DataFrame, pd.DataFrame]
                                              **kw).table
         try:
             sv = univ.sae.match(sa["sae"], sa["test"], sb["sae"], sb["test"], method="svcca", seed=cfg.seed,
-                                n_shuffles=cfg.n_shuffles).summary
+                                n_permutations=cfg.match_permutations).summary
         except ValueError:  # fewer than 3 correlated feature pairs: no decoder SVCCA for this pair
             sv = {"svcca": np.nan, "svcca_baseline": np.nan, "svcca_p": np.nan, "n_pairs": 0}
         rows.append({"category": category(a, b), "model_a": a.id, "model_b": b.id,

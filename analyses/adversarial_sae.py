@@ -352,7 +352,7 @@ def _robust_table(models, x, y, cfg, bounds) -> pd.DataFrame:
     rows = []
     for name, (m, _, adv_trained) in models.items():
         for e in (0.0, 0.05, 0.1, 0.2, 0.3):
-            acc = adv.robust_accuracy(m, adv.make_attack("pgd", eps=e, steps=cfg.attack_steps, bounds=bounds), x, y)
+            acc = adv.robust_accuracy(m, x, y, adv.make_attack("pgd", eps=e, steps=cfg.attack_steps, bounds=bounds))
             rows.append({"model": name, "adversarially_trained": adv_trained, "eps": e, "robust_acc": acc})
     return pd.DataFrame(rows).pivot_table(index=["model", "adversarially_trained"], columns="eps",
                                           values="robust_acc").reset_index().rename(columns=lambda c: str(c))

@@ -197,8 +197,8 @@ def run(cfg: Config = Config()) -> Report:
             neuron_rows.append(tab)
             a = tab[tab.alive]
             row = {"seed": s, "kind": kind, "clean_acc": univ.train.evaluate(net, x_ev, y_ev),
-                   "fgm_acc": robust_accuracy(net, eval_atk["fgm"], x_ev, y_ev),
-                   "pgd_acc": robust_accuracy(net, eval_atk["pgd"], x_ev, y_ev), "alive": float(alive.float().mean()),
+                   "fgm_acc": robust_accuracy(net, x_ev, y_ev, eval_atk["fgm"]),
+                   "pgd_acc": robust_accuracy(net, x_ev, y_ev, eval_atk["pgd"]), "alive": float(alive.float().mean()),
                    "purity_1": a.purity_1.mean(), f"purity_{cfg.topk}": a[f"purity_{cfg.topk}"].mean(),
                    "dense_mass": a.dense_mass.mean(), "participation": a.participation.mean(),
                    "label_cos": a.label_cos.mean(),

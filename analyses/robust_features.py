@@ -132,9 +132,9 @@ def _sae_view(std, layer: str, data: Dataset, d_det: ConstructedDataset, d_rand:
 
 
     with torch.no_grad():
-        acts_clean = layer_output(std, layer, data.x_train)
-        acts_det = layer_output(std, layer, d_det.data.x_train)
-        acts_rand = layer_output(std, layer, d_rand.data.x_train)
+        acts_clean = layer_output(std, data.x_train, layer)
+        acts_det = layer_output(std, d_det.data.x_train, layer)
+        acts_rand = layer_output(std, d_rand.data.x_train, layer)
     sae = cached_sae("topk", acts_clean, d_sae=cfg.sae_expansion * acts_clean.shape[1], k=cfg.sae_k, seed=cfg.seed,
                      fit_max_steps=cfg.sae_steps, fit_batch_size=256, fit_progress=False, fit_seed=cfg.seed)
     with torch.no_grad():
@@ -207,7 +207,7 @@ def run(cfg: Config) -> Report:
     def row(name, model, training, paper=(np.nan, np.nan)):
         return {"train set": name, "training": training,
                 "clean_acc": 100 * evaluate(model, data.x_test, data.y_test),
-                "robust_acc": 100 * robust_accuracy(model, attack, x_te, y_te),
+                "robust_acc": 100 * robust_accuracy(model, x_te, y_te, attack),
                 "paper_clean": paper[0], "paper_robust": paper[1]}
 
     rows = [row("D", std, "standard"), row("D", rob, f"adversarial (L2 eps={cfg.train_eps})")]
@@ -218,7 +218,7 @@ def run(cfg: Config) -> Report:
     main = pd.DataFrame(rows)
     curve = pd.DataFrame([
         {"model": k, "eps": e, "robust_acc": 100 * robust_accuracy(
-            m, make_attack("pgd", eps=e, norm="2", steps=cfg.eval_steps, bounds=data.bounds), x_te, y_te)}
+            m, x_te, y_te, make_attack("pgd", eps=e, norm="2", steps=cfg.eval_steps, bounds=data.bounds))}
         for k, m in models.items() for e in cfg.eps_curve])
     curve = curve.pivot(index="model", columns="eps", values="robust_acc").loc[list(models)].reset_index()
     curve.columns = ["model"] + [f"eps={e:g}" for e in cfg.eps_curve]

@@ -36,7 +36,7 @@ class Config(AnalysisConfig):
     """Settings of the universality run (every field is a command-line flag: --field value)."""
 
     QUICK: ClassVar[dict] = {"seeds": 2, "epochs": 6, "n_permutations": 3, "n_bootstrap": 3, "n_attack": 100,
-                             "sae_steps": 400, "n_test": 300, "pgd_steps": 10, "n_shuffles": 20}
+                             "sae_steps": 400, "n_test": 300, "pgd_steps": 10, "match_permutations": 20}
     data: Literal["digits", "mnist1d"] = "digits"
     """Embedded dataset: sklearn digits (8x8 images) or MNIST-1D (generated locally)."""
     archs: tuple[str, ...] = ("mlp", "cnn", "transformer")
@@ -61,8 +61,8 @@ class Config(AnalysisConfig):
     """Active latents per sample of the TopK SAEs (at most sae_expansion x the narrowest layer's width)."""
     sae_steps: int = 2000
     """Optimizer steps per SAE (a cap: the fit stops earlier once its loss plateaus)."""
-    n_shuffles: int = 100
-    """Shuffled pairings behind the decoder-SVCCA baseline of each matched SAE pair."""
+    match_permutations: int = 100
+    """Permutations (shuffled pairings) behind the decoder-SVCCA baseline of each matched SAE pair."""
     adversarial: bool = True
     """Stage 3: PGD attacks, transfer matrix and projections onto the SAE bases."""
     eps: float = 0.1
@@ -78,8 +78,8 @@ class Config(AnalysisConfig):
 
     def validate(self):
         check_choices(self, "archs", ARCH_CFGS[self.data])
-        for name in ("seeds", "n_permutations", "n_bootstrap", "sae_expansion", "sae_k", "sae_steps", "n_shuffles",
-                     "pgd_steps", "n_attack"):
+        for name in ("seeds", "n_permutations", "n_bootstrap", "sae_expansion", "sae_k", "sae_steps",
+                     "match_permutations", "pgd_steps", "n_attack"):
             check_range(self, name, low=1)
         check_range(self, "epochs", low=0)
         check_range(self, "eps", low=0)

@@ -55,8 +55,8 @@ def test_toy_attack_through_the_public_api(toy, tiny):
     trained, metrics = train(model, tiny, TrainConfig(epochs=1, batch_size=16, seed=0), attack=attack,
                              progress=False)
     assert metrics["steps"] == 4 and len(CALLS) == 4  # the training loop attacked every batch
-    robust = adv.robust_accuracy(trained, attack, x, y)
-    clean = adv.robust_accuracy(trained, adv.make_attack(toy, step=0.0, bounds=tiny.bounds), x, y)
+    robust = adv.robust_accuracy(trained, x, y, attack)
+    clean = adv.robust_accuracy(trained, x, y, adv.make_attack(toy, step=0.0, bounds=tiny.bounds))
     assert 0.0 <= robust <= clean  # a zero step gives clean accuracy; the attack does not raise it
 
     with pytest.raises(ValueError, match="already registered"):

@@ -34,7 +34,7 @@ def test_eps_zero_is_clean(mlp, batch, attack, norm):
                                        ("2", [0.0, 0.25, 0.5, 1.0, 2.0, 5.0])])
 def test_accuracy_falls_with_eps(mlp, batch, norm, grid):
     x, y = batch
-    accs = [adv.robust_accuracy(mlp, adv.make_attack("pgd", eps=e, norm=norm, steps=20, bounds=BOX), x, y)
+    accs = [adv.robust_accuracy(mlp, x, y, adv.make_attack("pgd", eps=e, norm=norm, steps=20, bounds=BOX))
             for e in grid]
     assert accs[0] == pytest.approx(acc(mlp, x, y))
     assert all(b <= a + 0.01 for a, b in zip(accs, accs[1:])), accs
@@ -166,7 +166,7 @@ def test_adversarial_training_through_univ_train(data):
                    attack=adv.make_attack("fgsm", eps=0.2, random_start=True, bounds=small.bounds))
     attack = adv.make_attack("pgd", eps=0.2, steps=10, bounds=small.bounds)
     x, y = small.x_test, small.y_test
-    assert adv.robust_accuracy(rob, attack, x, y) > adv.robust_accuracy(std, attack, x, y) + 0.1
+    assert adv.robust_accuracy(rob, x, y, attack) > adv.robust_accuracy(std, x, y, attack) + 0.1
     assert not rob.training
 
 

@@ -8,7 +8,7 @@ from univ.repro.robust_datasets import invert_representation, layer_output, nonr
 
 def test_layer_output_is_differentiable_in_the_input(mlp, data):
     x = data.x_train[:5].clone().requires_grad_(True)
-    r = layer_output(mlp, "4", x)
+    r = layer_output(mlp, x, "4")
     assert r.shape == (5, 16)
     g, = torch.autograd.grad(r.sum(), x)
     assert g.abs().sum() > 0

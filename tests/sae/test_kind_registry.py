@@ -92,14 +92,14 @@ def test_hparams_come_from_the_constructor():
 
 
 def test_match_methods_registry(x):
-    def first_latent(sae_a, acts_a, sae_b, acts_b, *, n_shuffles=3, gen):
-        return S.MatchResult("first", pd.DataFrame({"n": [n_shuffles]}))
+    def first_latent(sae_a, acts_a, sae_b, acts_b, *, n_permutations=3, gen):
+        return S.MatchResult("first", pd.DataFrame({"n": [n_permutations]}))
 
     S.MATCH_METHODS.register("first", first_latent)
     try:
         a, b = S.ReluSAE(6, 12), S.ReluSAE(6, 12, seed=1)
         assert S.match(a, x, b, x, method="first").table["n"].tolist() == [3]  # the method's own default
-        assert S.match(a, x, b, x, method="first", n_shuffles=7).table["n"].tolist() == [7]
+        assert S.match(a, x, b, x, method="first", n_permutations=7).table["n"].tolist() == [7]
     finally:
         S.MATCH_METHODS.unregister("first")
     with pytest.raises(ValueError, match="unknown matching method 'first'"):

@@ -49,7 +49,7 @@ def test_hungarian_two_seeds_vs_unrelated(saes):
 
 def test_svcca_two_seeds_significant(saes):
     a, b, _, x, _ = saes
-    r = S.match(a, x, b, x, method="svcca", n_shuffles=20)
+    r = S.match(a, x, b, x, method="svcca", n_permutations=20)
     assert list(r.table["metric"]) == ["svcca", "rsa"]
     s = r.summary
     assert s["svcca"] > s["svcca_baseline"] + 0.2 and s["rsa"] > s["rsa_baseline"] + 0.2

@@ -360,7 +360,7 @@ def make_attack(name: str, **kwargs) -> Attack:
     return Attack(name, kwargs)
 
 
-def robust_accuracy(model: torch.nn.Module, attack: Callable, x, y) -> float:
+def robust_accuracy(model: torch.nn.Module, x, y, attack: Callable) -> float:
     """Accuracy of ``model`` on ``attack(model, x, y)``: a sample counts only if it stays correct."""
     x_adv = attack(model, x, y)
     y = to_tensor(y, "y", device=x_adv.device).long()

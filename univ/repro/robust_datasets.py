@@ -26,7 +26,7 @@ from ..data import Dataset
 from ..models import eval_mode, predict
 
 
-def layer_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+def layer_output(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
     """(n, d) flattened output of ``layer`` on ``x``, differentiable w.r.t. ``x``; ``layer`` is a hook name
     or module path, as in :func:`univ.capture`."""
     from ..activations import layer_forward
@@ -73,18 +73,18 @@ def invert_representation(
         for i in range(0, len(x_target), batch_size):
             xt, x = x_target[i:i + batch_size], x_start[i:i + batch_size].clone()
             with torch.no_grad():
-                r_t = layer_output(model, layer, xt)
-                d0s.append((layer_output(model, layer, x) - r_t).norm(dim=1))
+                r_t = layer_output(model, xt, layer)
+                d0s.append((layer_output(model, x, layer) - r_t).norm(dim=1))
             for s in range(steps):
                 x.requires_grad_(True)
-                loss = (layer_output(model, layer, x) - r_t).pow(2).sum()
+                loss = (layer_output(model, x, layer) - r_t).pow(2).sum()
                 g, = torch.autograd.grad(loss, x)
                 with torch.no_grad():
                     g = g / per_sample(per_sample_norm(g, "2").clamp_min(1e-12), g)
                     lr = step_size * (1 - 0.9 * s / max(steps, 1))
                     x = clip_to_box(x.detach() - lr * g, bounds)
             with torch.no_grad():
-                d1s.append((layer_output(model, layer, x) - r_t).norm(dim=1))
+                d1s.append((layer_output(model, x, layer) - r_t).norm(dim=1))
             outs.append(x.detach())
     return Inversion(torch.cat(outs), torch.cat(d0s), torch.cat(d1s))
 

@@ -13,8 +13,8 @@ baseline so a fraction is never read without its chance level:
   activations are used. Baseline: B's directions after a random rotation of the input space.
 - ``svcca`` (Lan et al. 2024): pair each live latent of A with its most correlated latent of B, drop pairs
   with correlation <= 0.1, then compare the paired decoder matrices (rows: features) with SVCCA and RSA
-  (``univ.similarity``), against ``n_shuffles`` (100) random pairings of the same rows; p-value =
-  (1 + #{shuffled >= observed}) / (1 + n_shuffles).
+  (``univ.similarity``), against ``n_permutations`` (100) random pairings of the same rows; p-value =
+  (1 + #{shuffled >= observed}) / (1 + n_permutations).
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ import torch
 from torch import Tensor
 
 from .._checks import check_same_n
+from ..models import eval_mode
 from ..registry import Registry
 from .model import SAE
 
 MATCH_METHODS = Registry("matching method")
 """Registry: method name -> function(sae_a, acts_a, sae_b, acts_b, *, gen, <options>) -> MatchResult.
-The options a function declares among ``threshold``, ``min_correlation`` and ``n_shuffles`` are passed on;
-its default for ``n_shuffles`` applies when the caller gives None."""
+The options a function declares among ``threshold``, ``min_correlation`` and ``n_permutations`` are passed on;
+its default for ``n_permutations`` applies when the caller gives None."""
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,8 @@ class MatchResult:
 @torch.no_grad()
 def _codes(sae: SAE, acts, name: str, batch_size: int = 4096) -> Tensor:
     x = sae.check_input(acts, name)
-    was = sae.training
-    sae.eval()
-    z = torch.cat([sae.encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-    sae.train(was)
-    return z
+    with eval_mode(sae):
+        return torch.cat([sae.encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 def _standardise(z: Tensor) -> tuple[Tensor, Tensor]:
@@ -96,13 +94,13 @@ def _activation_pairs(sae_a, acts_a, sae_b, acts_b):
 
 
 @MATCH_METHODS.register("correlation")
-def match_correlation(sae_a, acts_a, sae_b, acts_b, *, threshold: float, n_shuffles: int = 5,
+def match_correlation(sae_a, acts_a, sae_b, acts_b, *, threshold: float, n_permutations: int = 5,
                       gen: torch.Generator) -> MatchResult:
     """Bricken et al. 2023: each live latent of A paired with its most correlated latent of B."""
     sa, live_a, sb, live_b = _activation_pairs(sae_a, acts_a, sae_b, acts_b)
     best, partner = _best_correlation(sa, sb, live_b)
     base_vals = []
-    for _ in range(n_shuffles):
+    for _ in range(n_permutations):
         perm = torch.randperm(len(sb), generator=gen)
         base_vals.append(_best_correlation(sa, sb[perm], live_b)[0])
     base = torch.stack(base_vals).mean(0) if base_vals else torch.full_like(best, float("nan"))
@@ -151,7 +149,7 @@ def _hungarian_pairs(Ea, Da, Eb, Db, threshold):
 
 
 @MATCH_METHODS.register("hungarian")
-def match_hungarian(sae_a, acts_a, sae_b, acts_b, *, threshold: float, n_shuffles: int = 5,
+def match_hungarian(sae_a, acts_a, sae_b, acts_b, *, threshold: float, n_permutations: int = 5,
                     gen: torch.Generator) -> MatchResult:
     """Paulo & Belrose 2025: one-to-one assignments of encoder and of decoder directions (acts unused)."""
     if sae_a.d_in != sae_b.d_in:
@@ -161,7 +159,7 @@ def match_hungarian(sae_a, acts_a, sae_b, acts_b, *, threshold: float, n_shuffle
     Eb, Db = _unit_rows(sae_b.W_enc.T), _unit_rows(sae_b.W_dec)
     pe, ce, pdc, cd, shared = _hungarian_pairs(Ea, Da, Eb, Db, threshold)
     base = []
-    for _ in range(n_shuffles):
+    for _ in range(n_permutations):
         q, _r = torch.linalg.qr(torch.randn(sae_a.d_in, sae_a.d_in, generator=gen, dtype=torch.float64))
         base.append(_hungarian_pairs(Ea, Da, Eb @ q, Db @ q, threshold)[4].mean())
     table = pd.DataFrame({"feature_a": np.arange(sae_a.d_sae), "feature_b_encoder": pe, "cos_encoder": ce,
@@ -176,7 +174,7 @@ def match_hungarian(sae_a, acts_a, sae_b, acts_b, *, threshold: float, n_shuffle
 
 
 @MATCH_METHODS.register("svcca")
-def match_svcca(sae_a, acts_a, sae_b, acts_b, *, min_correlation: float, n_shuffles: int = 100,
+def match_svcca(sae_a, acts_a, sae_b, acts_b, *, min_correlation: float, n_permutations: int = 100,
                 gen: torch.Generator) -> MatchResult:
     """Lan et al. 2024: SVCCA and RSA of the decoder rows of correlated latent pairs, against shuffles."""
     from univ.similarity import rsa, svcca
@@ -193,12 +191,12 @@ def match_svcca(sae_a, acts_a, sae_b, acts_b, *, min_correlation: float, n_shuff
     Db = sae_b.W_dec.detach().double()[ib]  # (p, d_in_b)
     observed = {"svcca": float(svcca(Da, Db)), "rsa": float(rsa(Da, Db))}
     null = {k: [] for k in observed}
-    for _ in range(n_shuffles):
+    for _ in range(n_permutations):
         Dp = Db[torch.randperm(n_pairs, generator=gen)]
         null["svcca"].append(float(svcca(Da, Dp)))
         null["rsa"].append(float(rsa(Da, Dp)))
     rows, summary = [], {"n_pairs": n_pairs, "n_features_a": sae_a.d_sae, "min_correlation": min_correlation,
-                         "n_shuffles": n_shuffles}
+                         "n_permutations": n_permutations}
     for k, v in observed.items():
         z = np.asarray(null[k])
         p = (1 + int((z >= v).sum())) / (1 + len(z)) if len(z) else float("nan")
@@ -210,13 +208,13 @@ def match_svcca(sae_a, acts_a, sae_b, acts_b, *, min_correlation: float, n_shuff
 
 
 def match(sae_a: SAE, acts_a, sae_b: SAE, acts_b, method: str = "correlation", *, threshold: float = 0.7,
-          min_correlation: float = 0.1, n_shuffles: int | None = None, seed: int = 0) -> MatchResult:
+          min_correlation: float = 0.1, n_permutations: int | None = None, seed: int = 0) -> MatchResult:
     """Which latents of ``sae_a`` recur in ``sae_b``? Returns a :class:`MatchResult` (table + summary).
 
     acts_a: (n, d_in_a) and acts_b: (n, d_in_b): activations of the two models on the SAME n inputs, row
     for row (unused by ``hungarian``, which may get None). method: a name in :data:`MATCH_METHODS`
     ("correlation", "hungarian", "svcca"; see the module docstring). threshold: the similarity at which a
-    latent counts as shared. min_correlation: svcca's pair filter. n_shuffles: baseline repetitions
+    latent counts as shared. min_correlation: svcca's pair filter. n_permutations: baseline repetitions
     (default: the method's, 5 or 100 for svcca).
     """
     fn = MATCH_METHODS[method]
@@ -224,10 +222,10 @@ def match(sae_a: SAE, acts_a, sae_b: SAE, acts_b, method: str = "correlation", *
         if not isinstance(s, SAE):
             raise ValueError(f"{name}: expected a univ.sae.SAE, got {type(s).__name__}")
     options = {"threshold": threshold, "min_correlation": min_correlation}
-    if n_shuffles is not None:
-        if int(n_shuffles) < 0:
-            raise ValueError(f"n_shuffles: must be >= 0, got {n_shuffles}")
-        options["n_shuffles"] = int(n_shuffles)
+    if n_permutations is not None:
+        if int(n_permutations) < 0:
+            raise ValueError(f"n_permutations: must be >= 0, got {n_permutations}")
+        options["n_permutations"] = int(n_permutations)
     accepted = inspect.signature(fn).parameters
     options = {k: v for k, v in options.items() if k in accepted}
     return fn(sae_a, acts_a, sae_b, acts_b, gen=torch.Generator().manual_seed(seed), **options)

@@ -95,10 +95,8 @@ def evaluate(sae: SAE, acts, batch_size: int = 4096, dense_threshold: float = 0.
     x = sae.check_input(acts, "acts")
     if len(x) < 2:
         raise ValueError(f"acts: needs at least 2 samples (rows), got {len(x)}")
-    was = sae.training
-    sae.eval()
-    z, x_hat = _codes_and_recon(sae, x, batch_size)
-    sae.train(was)
+    with eval_mode(sae):
+        z, x_hat = _codes_and_recon(sae, x, batch_size)
     f = fvu(x.double(), x_hat.double())
     return SAEMetrics(l0(z), mse(x.double(), x_hat.double()), f, 1 - f, dead_fraction(z),
                       dense_fraction(z, dense_threshold))
