@@ -50,7 +50,7 @@ def cca(X, Y, device=None) -> CCAResult:
     n <= max(d1, d2) + 1 (degenerate, see module docstring). Invariant to any invertible linear
     map and translation of either side; symmetric.
     """
-    X, Y = pair(X, Y, min_rows=3, device=device)
+    X, Y = pair(X, Y, min_rows=3, device=device, what="CCA")
     n = X.shape[0]
     degenerate_check(n, X.shape[1], Y.shape[1], "cca", strict=True)
     Qx, Qy = _span_basis(center(X)), _span_basis(center(Y))
@@ -85,7 +85,7 @@ def svcca(X, Y, variance_kept: float = 0.99, device=None) -> float:
     """
     if not (0 < variance_kept <= 1):
         raise ValueError(f"variance_kept: must be in (0, 1], got {variance_kept!r}")
-    X, Y = pair(X, Y, min_rows=3, device=device)
+    X, Y = pair(X, Y, min_rows=3, device=device, what="SVCCA")
     n = X.shape[0]
     Xc, Yc = center(X), center(Y)
     if n < max(X.shape[1], Y.shape[1]):
@@ -192,6 +192,6 @@ def pwcca(X, Y, epsilon: float = 1e-10, device=None) -> float:
     vector (by ~1e-5 to 1e-3); univ reproduces numpy's signs to agree with the published numbers.
     """
     check_positive(epsilon, "epsilon", strict=False)
-    X, Y = pair(X, Y, min_rows=3, device=device)
+    X, Y = pair(X, Y, min_rows=3, device=device, what="PWCCA")
     degenerate_check(X.shape[0], X.shape[1], Y.shape[1], "pwcca", strict=True)
     return pwcca_from_sides(pwcca_side(X, epsilon, "X"), pwcca_side(Y, epsilon, "Y"))
