@@ -1,11 +1,13 @@
 """Numerical safety: exact invariance to the scale of either side (2^-900 .. 2^900), tiny but valid
-inputs and truly constant inputs."""
+inputs, truly constant inputs, and PWCCA that does not depend on the thread count."""
 
 import math
 import warnings
 
 import numpy as np
 import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
 from univ import similarity as sim
 
@@ -100,3 +102,41 @@ def test_constant_input_raises_naming_the_argument(name, kind):
         fn(C, Y)
     with pytest.raises(ValueError, match="^yb: has zero variance" if batches else "^Y: has zero variance"):
         fn(X, C[:, :5])
+
+
+# --- PWCCA does not depend on the number of BLAS / torch threads ------------------------------------
+
+
+def _mlp_activations(seed: int, n: int = 500, widths=(64, 128)):
+    """ReLU activations of a small random MLP on random inputs; the last eighth of each layer's
+    columns are near-collinear copies of the first (as duplicated or redundant neurons are)."""
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(n, 32, generator=g)
+    out = []
+    for w in widths:
+        h = torch.relu(h @ (torch.randn(h.shape[1], w, generator=g) / h.shape[1] ** 0.5)
+                       + 0.1 * torch.randn(w, generator=g))
+        a = h.clone()
+        k = w // 8
+        a[:, -k:] = 1.5 * a[:, :k] + 1e-6 * torch.randn(n, k, generator=g)
+        out.append(a)
+    return out
+
+
+def _pwcca_with_threads(pairs, threads: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(threads):
+            return [sim.pwcca(a, b) for a, b in pairs]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_pwcca_same_for_one_and_two_threads():
+    A, B = _mlp_activations(1), _mlp_activations(2)
+    shared = torch.cat([A[1][:, :64], B[1][:, :40]], 1)  # 64 canonical correlations equal to 1
+    pairs = [(A[0], B[0]), (A[1], B[1]), (A[0], B[1]), (A[1], shared)]
+    one, two = _pwcca_with_threads(pairs, 1), _pwcca_with_threads(pairs, 2)
+    for a, b in zip(one, two):
+        assert abs(a - b) <= 1e-12
