@@ -158,5 +158,12 @@ def check_int(value, name: str, low: int | None = None, high: int | None = None,
 
 
 def _check_real(value, name: str) -> None:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+    """Raise TypeError unless value is one real number (Python, NumPy or a 0-d tensor; not bool or str)."""
+    ok = not isinstance(value, (bool, np.bool_, str, bytes, complex, np.complexfloating))
+    if ok and not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        try:
+            ok = np.ndim(value) == 0 and not np.iscomplexobj(value) and float(value) is not None
+        except (TypeError, ValueError, RuntimeError):
+            ok = False
+    if not ok:
         raise TypeError(f"{name}: must be a real number, got {value!r} ({type(value).__name__})")
