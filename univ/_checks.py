@@ -6,6 +6,7 @@ into silently wrong numbers.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -19,15 +20,27 @@ def to_tensor(x, name: str, dtype: torch.dtype | None = None, device=None, detac
     keeps a tensor's autograd graph."""
     if isinstance(x, torch.Tensor):
         t = x.detach() if detach else x
+        if t.layout != torch.strided:
+            t = t.to_dense()
     elif isinstance(x, np.ndarray) or isinstance(x, (list, tuple)):
-        arr = np.asarray(x)
+        try:
+            arr = np.asarray(x)
+        except ValueError as e:  # ragged nested lists
+            raise ValueError(f"{name}: could not convert to a numeric array ({e})") from None
         if arr.dtype == object:
             raise ValueError(f"{name}: could not convert to a numeric array (got dtype=object)")
+        if arr.dtype.kind not in "biufc":
+            raise TypeError(f"{name}: expected numbers, got a numpy array of dtype {arr.dtype}")
+        if not arr.dtype.isnative:  # torch.from_numpy refuses non-native byte order
+            arr = arr.astype(arr.dtype.newbyteorder("="))
         t = torch.from_numpy(np.ascontiguousarray(arr))
     else:
         raise ValueError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
     if dtype is not None or device is not None:
-        t = t.to(dtype=dtype or t.dtype, device=device or t.device)
+        try:
+            t = t.to(dtype=dtype or t.dtype, device=device or t.device)
+        except (RuntimeError, TypeError, ValueError, AssertionError) as e:  # torch without CUDA asserts
+            raise ValueError(f"device: cannot move {name} to {device!r} ({e})") from None
     return t
 
 
@@ -50,8 +63,10 @@ def as_matrix(
     min_rows: int = 2,
     dtype: torch.dtype | None = torch.float64,
     device=None,
+    finite: bool = True,
 ) -> torch.Tensor:
-    """Validate a (n, d) sample matrix: 2-D, non-empty, finite, at least ``min_rows`` rows."""
+    """Validate a (n, d) sample matrix: 2-D, non-empty, real, at least ``min_rows`` rows and (unless
+    ``finite`` is False, for callers that check finiteness themselves) free of NaN/Inf."""
     t = to_tensor(x, name)
     if t.ndim != 2:
         raise ValueError(
@@ -62,11 +77,18 @@ def as_matrix(
         raise ValueError(f"{name}: is empty (shape {tuple(t.shape)})")
     if t.shape[0] < min_rows:
         raise ValueError(f"{name}: needs at least {min_rows} samples (rows), got {t.shape[0]}")
-    if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64,
-                                                  torch.uint8, torch.bool)):
-        raise ValueError(f"{name}: unsupported dtype {t.dtype}")
-    t = t.to(dtype=dtype or (t.dtype if t.is_floating_point() else torch.float32), device=device)
-    return check_finite(t, name)
+    if t.is_complex():
+        raise TypeError(f"{name}: complex values are not supported (got dtype {t.dtype}); pass the real "
+                        f"part, the magnitude, or real and imaginary parts as separate features")
+    if not (t.is_floating_point() or t.dtype == torch.bool or _is_integer(t.dtype)):
+        raise TypeError(f"{name}: unsupported dtype {t.dtype}; expected a real float, integer or bool array")
+    t = to_tensor(t, name, dtype=dtype or (t.dtype if t.is_floating_point() else torch.float32), device=device)
+    return check_finite(t, name) if finite else t
+
+
+def _is_integer(dtype: torch.dtype) -> bool:
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool) and \
+        dtype.itemsize <= 8 and "int" in str(dtype)
 
 
 def check_same_n(a: torch.Tensor, b: torch.Tensor, names: Sequence[str] = ("X", "Y")) -> None:
@@ -86,6 +108,38 @@ def check_choice(value, name: str, choices: Iterable) -> None:
 
 
 def check_positive(value, name: str, strict: bool = True) -> None:
-    """Raise unless value > 0 (or >= 0 when ``strict`` is False)."""
-    if value is None or not np.isfinite(value) or (value <= 0 if strict else value < 0):
+    """Raise unless value is a real number > 0 (or >= 0 when ``strict`` is False)."""
+    _check_real(value, name)
+    if not np.isfinite(value) or (value <= 0 if strict else value < 0):
         raise ValueError(f"{name}: must be {'> 0' if strict else '>= 0'}, got {value!r}")
+
+
+def check_fraction(value, name: str) -> None:
+    """Raise unless value is a real number in (0, 1]."""
+    _check_real(value, name)
+    if not 0 < value <= 1:
+        raise ValueError(f"{name}: must be in (0, 1], got {value!r}")
+
+
+def check_int(value, name: str, low: int | None = None, high: int | None = None, why: str = "") -> int:
+    """``value`` as an int (Python or NumPy integer, not bool); raise unless low <= value <= high."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name}: must be an integer, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        rule = (f"satisfy {low} <= {name} <= {high}" if low is not None and high is not None
+                else f"be >= {low}" if low is not None else f"be <= {high}")
+        raise ValueError(f"{name}: must {rule}{why}, got {value}")
+    return value
+
+
+def _check_real(value, name: str) -> None:
+    """Raise TypeError unless value is one real number (Python, NumPy or a 0-d tensor; not bool or str)."""
+    ok = not isinstance(value, (bool, np.bool_, str, bytes, complex, np.complexfloating))
+    if ok and not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        try:
+            ok = np.ndim(value) == 0 and not np.iscomplexobj(value) and float(value) is not None
+        except (TypeError, ValueError, RuntimeError):
+            ok = False
+    if not ok:
+        raise TypeError(f"{name}: must be a real number, got {value!r} ({type(value).__name__})")

@@ -82,11 +82,11 @@ def test_nan_in_batch_7_of_a_generator_raises(init_samples):
 
 def test_complex_activations_refused():
     z = torch.randn(40, D, dtype=torch.complex64)
-    with pytest.raises(ValueError, match="acts.*complex"):
+    with pytest.raises(TypeError, match="acts.*complex"):
         S.TopKSAE(D, 16, k=2).fit(z, progress=False)
-    with pytest.raises(ValueError, match="acts batch 1.*complex"):
+    with pytest.raises(TypeError, match="acts batch 1.*complex"):
         S.TopKSAE(D, 16, k=2).fit([z.real, z], batch_size=20, init_samples=10, progress=False)
-    with pytest.raises(ValueError, match="x.*dtype"):
+    with pytest.raises(TypeError, match="x.*complex"):
         S.TopKSAE(D, 16, k=2).encode(z)
 
 

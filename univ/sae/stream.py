@@ -24,7 +24,7 @@ def check_batch(b, name: str, d_in: int, dtype: torch.dtype, device) -> Tensor:
     """b as a finite, real (n, d_in) tensor of ``dtype`` on ``device``; ValueError naming ``name`` otherwise."""
     t = to_tensor(b, name)
     if t.is_complex():
-        raise ValueError(f"{name}: complex activations ({t.dtype}) are not supported; pass real values")
+        raise TypeError(f"{name}: complex activations ({t.dtype}) are not supported; pass real values")
     if t.ndim != 2 or t.shape[0] == 0:
         raise ValueError(f"{name}: expected a non-empty (n, {d_in}) batch, got shape {tuple(t.shape)}")
     if t.shape[1] != d_in:

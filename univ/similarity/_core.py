@@ -1,23 +1,104 @@
-"""Shared numerics for the similarity metrics: input pairs, centering, fast symmetric Grams."""
+"""Shared numerics for the similarity metrics: input pairs, exact rescaling, centering, fast symmetric Grams."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .._checks import as_matrix, check_same_n
+from .._checks import as_matrix, check_finite, check_same_n
+
+# Inputs whose largest |entry| lies in [2^-17, 2^16) are used as given; others are multiplied by a power
+# of two. Within the band no metric's products (fourth powers summed over n^2 d^2 terms in float64, the
+# squares of the mixed-precision path in float32) can overflow or underflow.
+_BAND = (2.0**-17, 2.0**16)
 
 
-def matrix(x, name: str, min_rows: int = 2, device=None) -> torch.Tensor:
-    """``as_matrix(x, name, min_rows)`` as float64 (its NaN/Inf check is one reduction in the common case)."""
-    return as_matrix(x, name, min_rows=min_rows, dtype=torch.float64, device=device)
+def pow2_exponent(top: float) -> int:
+    """-e such that ``top`` * 2^-e is in [0.5, 1) (``top``: a largest |entry|), or 0 when ``top`` is
+    already in the safe band (or 0)."""
+    if top == 0 or _BAND[0] <= top < _BAND[1]:
+        return 0
+    return -math.frexp(top)[1]
 
 
-def pair(X, Y, min_rows: int = 2, device=None, names=("X", "Y")) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate two sample matrices and return them as float64 tensors on ``device``."""
-    X = matrix(X, names[0], min_rows=min_rows, device=device)
-    Y = matrix(Y, names[1], min_rows=min_rows, device=device)
+def times_pow2(X: torch.Tensor, k: int) -> torch.Tensor:
+    """X * 2^k, exact in binary floating point (no copy when k = 0)."""
+    if k == 0:
+        return X
+    if abs(k) > 1000:  # 2^k itself would overflow or be subnormal: two exact steps
+        X, k = X * math.ldexp(1.0, k // 2), k - k // 2
+    return X * math.ldexp(1.0, k)
+
+
+def unit_scale(X: torch.Tensor, top: float | None = None) -> torch.Tensor:
+    """X: (n, d) times a power of two so that max|X| is in [0.5, 1), or X itself when max|X| (``top``,
+    computed when None) is in the safe band. Exact (bit for bit a scaled copy), so every scale-invariant
+    metric gives the same value on X * 2^s for any s that keeps X * 2^s representable."""
+    return times_pow2(X, pow2_exponent(float(X.abs().max()) if top is None else top))
+
+
+def all_rows_equal(X: torch.Tensor) -> bool:
+    """Whether every row of X: (n, d) equals the first exactly, i.e. X is constant."""
+    n = X.shape[0]
+    for i in (n - 1, n // 2):  # a differing row usually settles it in O(d)
+        if bool((X[i] != X[0]).any()):
+            return False
+    return bool((X == X[0]).all())
+
+
+def _checked(x, name: str, min_rows: int, device) -> tuple[torch.Tensor, float]:
+    """(X as float64, max|X|), finiteness checked by one min/max pass (NaN and Inf propagate)."""
+    X = as_matrix(x, name, min_rows=min_rows, dtype=torch.float64, device=device, finite=False)
+    lo, hi = (float(v) for v in torch.aminmax(X))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        check_finite(X, name)
+    return X, max(-lo, hi)
+
+
+def _constant_error(X: torch.Tensor, name: str, what: str | None) -> None:
+    if what is not None and all_rows_equal(X):
+        raise ValueError(f"{name}: has zero variance (all {X.shape[0]} rows are equal); {what} is undefined")
+
+
+def matrix(x, name: str, min_rows: int = 2, device=None, rescale: bool = False, what: str | None = None
+           ) -> torch.Tensor:
+    """``as_matrix(x, name, min_rows)`` as float64 (n, d); ``rescale``: :func:`unit_scale` it; ``what``
+    (a metric's name): raise if X is constant, saying that ``what`` is undefined."""
+    X, top = _checked(x, name, min_rows, device)
+    _constant_error(X, name, what)
+    return unit_scale(X, top) if rescale else X
+
+
+def pair(X, Y, min_rows: int = 2, device=None, names=("X", "Y"), rescale: bool = True,
+         what: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate two sample matrices X: (n, d1), Y: (n, d2) and return them as float64 tensors on
+    ``device``, each rescaled by a power of two (``rescale``, see :func:`unit_scale`). ``what`` (the
+    metric's name): raise for a constant side, naming it."""
+    (X, tx), (Y, ty) = _checked(X, names[0], min_rows, device), _checked(Y, names[1], min_rows, device)
     check_same_n(X, Y, names)
-    return X, Y
+    _constant_error(X, names[0], what)
+    _constant_error(Y, names[1], what)
+    return (unit_scale(X, tx), unit_scale(Y, ty)) if rescale else (X, Y)
+
+
+class RowWatch:
+    """Remembers, over batches, whether every row of each side so far equals that side's first row,
+    so streaming estimators can say a side is constant (exactly, as :func:`all_rows_equal`)."""
+
+    def __init__(self):
+        self.rows: list | None = None  # per side: the first row, or None once the side varies
+
+    def update(self, *batches: torch.Tensor) -> None:
+        if self.rows is None:
+            self.rows = [b[0].clone() for b in batches]
+        self.rows = [None if r is None or bool((b != r).any()) else r for r, b in zip(self.rows, batches)]
+
+    def check(self, what: str, n: int, names=("xb", "yb")) -> None:
+        for row, name in zip(self.rows or [], names):
+            if row is not None:
+                raise ValueError(f"{name}: has zero variance (all {n} rows over all batches are equal); "
+                                 f"{what} is undefined")
 
 
 def center(X: torch.Tensor) -> torch.Tensor:

@@ -14,9 +14,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .._checks import check_positive
+from .._checks import check_fraction, check_positive, check_same_n
 from ..utils import one_blas_thread
-from ._core import center, degenerate_check, gram, pair
+from ._core import center, degenerate_check, gram, matrix, pair
 
 
 class CCAResult(NamedTuple):
@@ -50,7 +50,7 @@ def cca(X, Y, device=None) -> CCAResult:
     n <= max(d1, d2) + 1 (degenerate, see module docstring). Invariant to any invertible linear
     map and translation of either side; symmetric.
     """
-    X, Y = pair(X, Y, min_rows=3, device=device)
+    X, Y = pair(X, Y, min_rows=3, device=device, what="CCA")
     n = X.shape[0]
     degenerate_check(n, X.shape[1], Y.shape[1], "cca", strict=True)
     Qx, Qy = _span_basis(center(X)), _span_basis(center(Y))
@@ -83,9 +83,8 @@ def svcca(X, Y, variance_kept: float = 0.99, device=None) -> float:
     canonical correlations. Invariant to orthogonal maps, isotropic scaling and translation (not to
     general invertible maps, which change the kept subspace); symmetric. Warns when degenerate.
     """
-    if not (0 < variance_kept <= 1):
-        raise ValueError(f"variance_kept: must be in (0, 1], got {variance_kept!r}")
-    X, Y = pair(X, Y, min_rows=3, device=device)
+    check_fraction(variance_kept, "variance_kept")
+    X, Y = pair(X, Y, min_rows=3, device=device, what="SVCCA")
     n = X.shape[0]
     Xc, Yc = center(X), center(Y)
     if n < max(X.shape[1], Y.shape[1]):
@@ -110,11 +109,11 @@ def _pca_scores(Xc: torch.Tensor, variance_kept: float) -> torch.Tensor:
     return U[:, :max(1, min(k, rank))]
 
 
-def _inv_sqrt_psd(S: torch.Tensor) -> torch.Tensor:
+def _inv_sqrt_psd(S: np.ndarray) -> np.ndarray:
     """(pinv S)^(1/2) for a symmetric PSD S, as google/svcca's pinv + eigh square root."""
-    w, V = torch.linalg.eigh(S)
-    cutoff = 1e-15 * w.abs().max()
-    inv = torch.where(w > cutoff, 1.0 / torch.sqrt(w.clamp_min(cutoff)), torch.zeros_like(w))
+    w, V = np.linalg.eigh(S)
+    cutoff = 1e-15 * np.abs(w).max()
+    inv = np.where(w > cutoff, 1.0 / np.sqrt(np.maximum(w, cutoff)), 0.0)
     return (V * inv) @ V.T
 
 
@@ -122,7 +121,7 @@ class PWCCASide(NamedTuple):
     """What PWCCA needs from one side, reusable across pairs (see :func:`pwcca_side`)."""
 
     name: str
-    raw: torch.Tensor  # (n, d)
+    raw: torch.Tensor  # (n, d) float64 on the CPU, rescaled by a power of two
     centered: torch.Tensor  # (n, k) kept columns, centred
     mean: torch.Tensor  # (k,)
     scatter: torch.Tensor  # (k, k) centred scatter of the kept columns
@@ -130,52 +129,79 @@ class PWCCASide(NamedTuple):
     inv_sqrt: torch.Tensor  # (k, k) inverse square root of the rescaled, regularised covariance
 
 
-def pwcca_side(X: torch.Tensor, epsilon: float = 1e-10, name: str = "X") -> PWCCASide:
-    """Per-side statistics of :func:`pwcca` for a validated float64 X: (n, d). Comparing one layer with
-    many others, compute this once per layer and call :func:`pwcca_from_sides`."""
+# PWCCA runs in numpy on one BLAS thread. Its value hangs on individual canonical directions (their
+# signs, and their basis wherever canonical correlations nearly coincide) and on the inverse square root
+# of a covariance regularised at epsilon, which magnify rounding differences by up to ~1e12. Threaded
+# BLAS/LAPACK (MKL in torch, OpenBLAS in numpy) round differently for different thread counts, which
+# moved PWCCA by up to ~1e-4 between 1 and 2 threads; one thread makes the value reproducible.
+
+
+def pwcca_side(X, epsilon: float = 1e-10, name: str = "X") -> PWCCASide:
+    """Per-side statistics of :func:`pwcca` for X: (n, d). Comparing one layer with many others,
+    compute this once per layer and call :func:`pwcca_from_sides`."""
+    _check_epsilon(epsilon)
+    X = matrix(X, name, min_rows=3, device="cpu", rescale=True, what="PWCCA")
+    with one_blas_thread():
+        return _side(X.numpy(), epsilon, name)
+
+
+def _check_epsilon(epsilon) -> None:
+    check_positive(epsilon, "epsilon", strict=False)
+    if epsilon >= 1:
+        raise ValueError(f"epsilon: must be < 1 (it cuts neurons whose variance is below epsilon times "
+                         f"the largest), got {epsilon!r}")
+
+
+def _side(X: np.ndarray, epsilon: float, name: str) -> PWCCASide:
     n = X.shape[0]
     m = X.mean(0)
     Xc = X - m
-    C = gram(Xc)
+    C = Xc.T @ Xc  # numpy dispatches A.T @ A to syrk
     # google's rescaling of each covariance by its largest entry, then its small-variance cut
-    scale = float(C.abs().max()) / (n - 1)
+    scale = float(np.abs(C).max()) / (n - 1)
     if scale <= 0:
         raise ValueError(f"{name}: has zero variance; PWCCA is undefined")
-    keep = torch.diagonal(C) / (n - 1) / scale >= epsilon
-    if not bool(keep.all()):  # boolean indexing copies (n, d): only when something is cut
-        C, Xc, m = C[keep][:, keep], Xc[:, keep], m[keep]
-    S = C / (n - 1) / scale + epsilon * torch.eye(C.shape[0], dtype=C.dtype, device=C.device)
-    return PWCCASide(name, X, Xc, m, C, keep, _inv_sqrt_psd(S) / np.sqrt(scale))
+    keep = np.diagonal(C) / (n - 1) / scale >= epsilon
+    if not keep.all():  # boolean indexing copies (n, d): only when something is cut
+        C, Xc, m = C[np.ix_(keep, keep)], Xc[:, keep], m[keep]
+    S = C / (n - 1) / scale + epsilon * np.eye(C.shape[0])
+    t = torch.from_numpy
+    return PWCCASide(name, t(X), t(Xc), t(m), t(C), t(keep), t(_inv_sqrt_psd(S) / np.sqrt(scale)))
 
 
 def pwcca_from_sides(sx: PWCCASide, sy: PWCCASide) -> float:
     """PWCCA from two :func:`pwcca_side` results (the same n); see :func:`pwcca`."""
+    for side, arg in ((sx, "sx"), (sy, "sy")):
+        if not isinstance(side, PWCCASide):
+            raise TypeError(f"{arg}: expected a PWCCASide from pwcca_side(), got {type(side).__name__}")
+    check_same_n(sx.raw, sy.raw, ("sx", "sy"))
     a, b = (sx, sy) if int(sx.keep.sum()) <= int(sy.keep.sum()) else (sy, sx)
-    n = a.raw.shape[0]
-    Caa, mA = a.scatter, a.mean
+    with one_blas_thread():
+        return _pwcca(*(t.numpy() for t in (a.raw, a.centered, a.mean, a.scatter, a.keep, a.inv_sqrt,
+                                            b.centered, b.inv_sqrt)))
+
+
+def _pwcca(A, Ac, mA, Caa, keep, inv_a, Bc, inv_b) -> float:
+    n = A.shape[0]
     # inv_sqrt carries 1/sqrt(scale), so this is google's rescaled (Saa^-1/2 Sab Sbb^-1/2)
-    arr = a.inv_sqrt @ ((a.centered.T @ b.centered) / (n - 1)) @ b.inv_sqrt
-    # numpy's LAPACK SVD, not torch's: the sign of each singular vector changes the "+ mean" term
-    # of the directions below, and google's numbers come from numpy's sign convention
-    with one_blas_thread():  # a threaded LAPACK SVD of a small matrix is ~100x slower, worse on a busy machine
-        u_np, s_np, _ = np.linalg.svd(arr.cpu().numpy())
-    u = torch.from_numpy(u_np).to(Caa)
-    rho = torch.from_numpy(np.abs(s_np)).to(Caa)
+    arr = inv_a @ ((Ac.T @ Bc) / (n - 1)) @ inv_b
+    # numpy's LAPACK SVD: the sign of each singular vector changes the "+ mean" term of the directions
+    # below, and google's numbers come from numpy's sign convention
+    u, rho, _ = np.linalg.svd(arr)
+    rho = np.abs(rho)
     # dirns D = u^T (A - mean)^T + mean 1^T: (ka, n). With C the centred scatter of A,
     #   D D^T = u^T C u + n m m^T  and  D A = u^T C + n m m^T,
     # so P = D^T R^-1 (QR of D^T, R^T R = D D^T) gives P^T A = L^-1 D A with L = chol(D D^T).
-    nmm = n * torch.outer(mA, mA)
-    DA = u.T @ Caa + nmm
-    L, info = torch.linalg.cholesky_ex(u.T @ Caa @ u + nmm)
-    if int(info) == 0:
-        proj = torch.linalg.solve_triangular(L, DA, upper=False)
-    else:  # rank-deficient directions: fall back to the explicit QR, as google does
-        D = u.T @ a.centered.T + mA[:, None]
-        P, _ = torch.linalg.qr(D.T)
-        proj = P.T @ (a.raw if bool(a.keep.all()) else a.raw[:, a.keep])
-    weights = proj.abs().sum(1)
+    nmm = n * np.outer(mA, mA)
+    try:
+        L = np.linalg.cholesky(u.T @ Caa @ u + nmm)
+        proj = np.linalg.solve(L, u.T @ Caa + nmm)
+    except np.linalg.LinAlgError:  # rank-deficient directions: the explicit QR, as google does
+        P, _ = np.linalg.qr((u.T @ Ac.T + mA[:, None]).T)
+        proj = P.T @ (A if keep.all() else A[:, keep])
+    weights = np.abs(proj).sum(1)
     weights = weights / weights.sum()
-    return float((weights[: rho.numel()] * rho).sum().clamp(0.0, 1.0))
+    return float(np.clip((weights[: rho.size] * rho).sum(), 0.0, 1.0))
 
 
 def pwcca(X, Y, epsilon: float = 1e-10, device=None) -> float:
@@ -186,12 +212,14 @@ def pwcca(X, Y, epsilon: float = 1e-10, device=None) -> float:
     directions u^T (A - mean) + mean, orthonormalised (QR); weights sum_j |<P_i, a_j>| over A's
     uncentred neurons. Either argument order works (google's code crashes when the first is wider);
     on equal widths the value depends on the order, as PWCCA weights by one side. Computed from
-    (d, d) moments: O(n d^2). Raises when degenerate (see module docstring).
+    (d, d) moments: O(n d^2), in numpy on the CPU with one BLAS thread (whatever ``device``), so the
+    value does not depend on the thread count. Raises when degenerate (see module docstring).
 
     Note: the "+ mean" term makes google's PWCCA depend on the arbitrary sign of each singular
     vector (by ~1e-5 to 1e-3); univ reproduces numpy's signs to agree with the published numbers.
     """
-    check_positive(epsilon, "epsilon", strict=False)
-    X, Y = pair(X, Y, min_rows=3, device=device)
+    _check_epsilon(epsilon)
+    X, Y = pair(X, Y, min_rows=3, device="cpu", what="PWCCA")
     degenerate_check(X.shape[0], X.shape[1], Y.shape[1], "pwcca", strict=True)
-    return pwcca_from_sides(pwcca_side(X, epsilon, "X"), pwcca_side(Y, epsilon, "Y"))
+    with one_blas_thread():
+        return pwcca_from_sides(_side(X.numpy(), epsilon, "X"), _side(Y.numpy(), epsilon, "Y"))

@@ -8,12 +8,14 @@ by the unbiased estimator of Song et al. (2012), as in Kornblith et al.'s code.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 
-from .._checks import check_choice, check_positive
-from ._core import center, gram, pair, sym_fro2
+from .._checks import check_choice, check_int, check_positive
+from ._core import RowWatch, center, gram, matrix, pair, pow2_exponent, sym_fro2, times_pow2
 
 # ---------------------------------------------------------------------------------------------------
 # HSIC pieces
@@ -29,11 +31,13 @@ def _debias(xty, ssr_x, ssr_y, sn_x, sn_y, n: int):
     return xty - n / (n - 2.0) * dot + sn_x * sn_y / ((n - 1.0) * (n - 2.0))
 
 
-def _ratio(num, den_x, den_y, debiased: bool) -> float:
+def _ratio(num, den_x, den_y, debiased: bool, names=("X", "Y")) -> float:
+    # inputs are constant-checked and rescaled before this, so a zero here means the variation is
+    # below the rounding of the computation (e.g. float32 in precision="mixed"), not exactly zero
     if float(den_x) <= 0 or float(den_y) <= 0:
-        which = "X" if float(den_x) <= 0 else "Y"
+        which = names[0] if float(den_x) <= 0 else names[1]
         why = ("its debiased self-HSIC is <= 0 (too few samples or nearly constant features)"
-               if debiased else "it has zero variance (all rows equal)")
+               if debiased else "its centred values vanish in rounding (nearly constant features)")
         raise ValueError(f"{which}: CKA is undefined because {why}")
     return float(num / torch.sqrt(den_x * den_y))
 
@@ -54,20 +58,23 @@ def _sample_space(n: int, d1: int, d2: int) -> bool:
     return n * n * (d1 + d2) < n * (d1 + d2) ** 2 / 2  # n x n Grams are cheaper only when n << d
 
 
-def _mixed_terms(X: torch.Tensor, Y: torch.Tensor, chunk: int = 4096, row_norms: bool = True):
+def _mixed_terms(X: torch.Tensor, Y: torch.Tensor, chunk: int = 4096, row_norms: bool = True,
+                 center64: bool = False):
     """The feature-space terms of :func:`_linear_terms` from UNcentred float64 X, Y: each row chunk is
-    centred in float64 and multiplied in float32, products accumulated in float64 (never materialising
-    centred float64 copies). Also returns the centred rows' squared norms (for the debiased form)."""
+    centred (in float64 when ``row_norms`` or ``center64``) and multiplied in float32, products
+    accumulated in float64 (never materialising centred float64 copies). Also returns the centred
+    rows' squared norms (for the debiased form)."""
     mx, my = X.mean(0), Y.mean(0)
     C = X.new_zeros(X.shape[1], Y.shape[1])
     Gx, Gy = X.new_zeros(X.shape[1], X.shape[1]), Y.new_zeros(Y.shape[1], Y.shape[1])
     rx, ry = [], []
     on_cpu = X.device.type == "cpu"
     for i in range(0, X.shape[0], chunk):
-        if row_norms:
+        if row_norms or center64:
             xc, yc = X[i:i + chunk] - mx, Y[i:i + chunk] - my
-            rx.append((xc * xc).sum(1))
-            ry.append((yc * yc).sum(1))
+            if row_norms:
+                rx.append((xc * xc).sum(1))
+                ry.append((yc * yc).sum(1))
             xs, ys = xc.float(), yc.float()
         else:  # centre in float32 against the float64 mean: one pass, error ~eps32 * |mean| / std
             xs, ys = X[i:i + chunk].float() - mx.float(), Y[i:i + chunk].float() - my.float()
@@ -79,6 +86,13 @@ def _mixed_terms(X: torch.Tensor, Y: torch.Tensor, chunk: int = 4096, row_norms:
         else:
             Gx += gram(xs).double()
             Gy += gram(ys).double()
+    if not (row_norms or center64):
+        # float32 centring adds ~eps32 |mean| to every entry: redo in float64 where that is not
+        # negligible against the spread (means far from zero relative to the standard deviation)
+        n, eps = X.shape[0], torch.finfo(torch.float32).eps
+        if any(float(n * ((eps * m) ** 2).sum()) > 1e-8 * float(torch.trace(G))
+               for m, G in ((mx, Gx), (my, Gy))):
+            return _mixed_terms(X, Y, chunk, row_norms, center64=True)
     norms = (torch.cat(rx), torch.cat(ry)) if row_norms else (None, None)
     return (C * C).sum(), (Gx * Gx).sum(), (Gy * Gy).sum(), *norms
 
@@ -94,7 +108,7 @@ def linear_cka(X, Y, debiased: bool = False, device=None, precision: str = "floa
     Invariant to orthogonal maps, isotropic scaling and translation of either side; symmetric.
     """
     check_choice(precision, "precision", ("float64", "mixed"))
-    X, Y = pair(X, Y, min_rows=4 if debiased else 2, device=device)
+    X, Y = pair(X, Y, min_rows=4 if debiased else 2, device=device, what="linear CKA")
     n = X.shape[0]
     if precision == "mixed" and not _sample_space(n, X.shape[1], Y.shape[1]):
         xty, xx, yy, rx, ry = _mixed_terms(X, Y, row_norms=debiased)
@@ -119,8 +133,15 @@ def _kth(flat: torch.Tensor, k: int) -> torch.Tensor:
     return torch.kthvalue(flat, k).values
 
 
-def rbf_gram(X: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Kornblith's gram_rbf: exp(-D^2 / (2 threshold^2 median(D^2))), median over all n^2 entries."""
+def rbf_gram(X, threshold: float = 0.8) -> torch.Tensor:
+    """Kornblith's gram_rbf of X: (n, d) -> (n, n) float64: exp(-D^2 / (2 threshold^2 median(D^2))),
+    median over all n^2 squared distances (the zero diagonal included)."""
+    check_positive(threshold, "threshold")
+    return _rbf_gram(matrix(X, "X", rescale=True, what="the RBF Gram"), threshold)
+
+
+def _rbf_gram(X: torch.Tensor, threshold: float, name: str = "X") -> torch.Tensor:
+    X = center(X)  # distances are translation invariant; centring keeps the Gram trick below accurate
     dot = X @ X.T
     sq = torch.diagonal(dot)
     d2 = -2 * dot + sq[:, None] + sq[None, :]
@@ -129,13 +150,28 @@ def rbf_gram(X: torch.Tensor, threshold: float) -> torch.Tensor:
     # numpy's median: the mean of the two middle values when the count is even
     med = _kth(flat, (m + 1) // 2) if m % 2 else (_kth(flat, m // 2) + _kth(flat, m // 2 + 1)) / 2
     if float(med) <= 0:
-        raise ValueError("RBF bandwidth is 0: the median squared distance between samples is 0 "
+        raise ValueError(f"{name}: RBF bandwidth is 0: the median squared distance between samples is 0 "
                          "(more than half the pairs of rows are identical)")
-    return torch.exp(-d2 / (2 * threshold**2 * med))
+    bandwidth = 2 * float(threshold) * float(threshold) * med  # float products overflow to inf, ** raises
+    if not 0 < float(bandwidth) < math.inf:
+        raise ValueError(f"threshold: {threshold!r} is too extreme: the RBF bandwidth 2 threshold^2 "
+                         f"median(D^2) under- or overflows float64")
+    return torch.exp(-d2 / bandwidth)
 
 
-def center_gram(K: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
-    """Double-centred copy of a symmetric Gram (n, n); ``unbiased`` as in Kornblith et al.'s code."""
+def center_gram(K, unbiased: bool = False) -> torch.Tensor:
+    """Double-centred float64 copy of a symmetric Gram K: (n, n); ``unbiased`` as in Kornblith et al.'s
+    code (needs n >= 3)."""
+    return _center_gram(_square(matrix(K, "K", min_rows=3 if unbiased else 1), "K"), unbiased)
+
+
+def _square(K: torch.Tensor, name: str) -> torch.Tensor:
+    if K.shape[0] != K.shape[1]:
+        raise ValueError(f"{name}: expected a square (n, n) Gram matrix, got shape {tuple(K.shape)}")
+    return K
+
+
+def _center_gram(K: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
     K = K.clone()
     n = K.shape[0]
     if unbiased:
@@ -152,10 +188,12 @@ def center_gram(K: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
 
 
 def gram_cka(Kx, Ky, debiased: bool = False) -> float:
-    """CKA between two symmetric (n, n) Gram matrices (any kernel)."""
-    Kx = center_gram(Kx, debiased)
-    Ky = center_gram(Ky, debiased)
-    return _ratio((Kx * Ky).sum(), (Kx * Kx).sum(), (Ky * Ky).sum(), debiased)
+    """CKA between two symmetric Gram matrices Kx: (n, n) and Ky: (n, n) (any kernel) -> float.
+    Invariant to scaling either Gram (each is rescaled by a power of two first)."""
+    names = ("Kx", "Ky")
+    Kx, Ky = pair(Kx, Ky, min_rows=4 if debiased else 2, names=names, what="CKA")
+    Kx, Ky = _center_gram(_square(Kx, "Kx"), debiased), _center_gram(_square(Ky, "Ky"), debiased)
+    return _ratio((Kx * Ky).sum(), (Kx * Kx).sum(), (Ky * Ky).sum(), debiased, names)
 
 
 def rbf_cka(X, Y, threshold: float = 0.8, debiased: bool = False, device=None) -> float:
@@ -166,8 +204,10 @@ def rbf_cka(X, Y, threshold: float = 0.8, debiased: bool = False, device=None) -
     Invariant to orthogonal maps, isotropic scaling (the bandwidth scales along) and translation.
     """
     check_positive(threshold, "threshold")
-    X, Y = pair(X, Y, min_rows=4 if debiased else 2, device=device)
-    return gram_cka(rbf_gram(X, threshold), rbf_gram(Y, threshold), debiased)
+    X, Y = pair(X, Y, min_rows=4 if debiased else 2, device=device, what="RBF CKA")
+    Kx = _center_gram(_rbf_gram(X, threshold, "X"), debiased)
+    Ky = _center_gram(_rbf_gram(Y, threshold, "Y"), debiased)
+    return _ratio((Kx * Ky).sum(), (Kx * Kx).sum(), (Ky * Ky).sum(), debiased)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -195,8 +235,14 @@ class StreamingLinearCKA:
 
     def update(self, xb, yb) -> StreamingLinearCKA:
         """Add a batch: xb: (b, d1), yb: (b, d2)."""
-        xb, yb = pair(xb, yb, min_rows=1, device=self.device, names=("xb", "yb"))
+        xb, yb = pair(xb, yb, min_rows=1, device=self.device, names=("xb", "yb"), rescale=False)
         if self.n_ == 0:
+            # one exact power-of-two scale per side, from the first batch, keeps the fourth-order
+            # moments in range for data of any magnitude
+            self.exp_x_, self.exp_y_ = (pow2_exponent(float(t.abs().max())) for t in (xb, yb))
+        xb, yb = times_pow2(xb, self.exp_x_), times_pow2(yb, self.exp_y_)
+        if self.n_ == 0:
+            self.rows_ = RowWatch()
             self.shift_x_, self.shift_y_ = xb.mean(0), yb.mean(0)
             d1, d2 = xb.shape[1], yb.shape[1]
             z = lambda *s: xb.new_zeros(s)
@@ -227,6 +273,7 @@ class StreamingLinearCKA:
             self.qx_ += q @ xs
             self.py_ += p @ ys
             self.qy_ += q @ ys
+        self.rows_.update(xb, yb)
         self.n_ += xb.shape[0]
         return self
 
@@ -243,6 +290,7 @@ class StreamingLinearCKA:
         if n < (4 if self.debiased else 2):
             raise ValueError(f"StreamingLinearCKA: needs at least {4 if self.debiased else 2} samples "
                              f"in total, got {n}")
+        self.rows_.check("linear CKA", n, ("xb", "yb"))
         dx, dy = self.sx_ / n, self.sy_ / n
         cxx = self.sxx_ - n * torch.outer(dx, dx)
         cyy = self.syy_ - n * torch.outer(dy, dy)
@@ -274,8 +322,8 @@ def _hsic1_terms(xb: torch.Tensor, yb: torch.Tensor, kernel: str, threshold: flo
         sx, sy = rx.sum(), ry.sum()
         return (scale * _debias(xty, rx, ry, sx, sy, b), scale * _debias(xx, rx, rx, sx, sx, b),
                 scale * _debias(yy, ry, ry, sy, sy, b))
-    Kx = center_gram(rbf_gram(xb, threshold), True)
-    Ky = center_gram(rbf_gram(yb, threshold), True)
+    Kx = _center_gram(_rbf_gram(xb, threshold, "xb"), True)
+    Ky = _center_gram(_rbf_gram(yb, threshold, "yb"), True)
     return scale * (Kx * Ky).sum(), scale * (Kx * Kx).sum(), scale * (Ky * Ky).sum()
 
 
@@ -292,21 +340,31 @@ def minibatch_cka(batches_or_X, Y=None, batch_size: int = 256, kernel: str = "li
     check_choice(kernel, "kernel", ("linear", "rbf"))
     check_positive(threshold, "threshold")
     if Y is not None:
-        X, Y = pair(batches_or_X, Y, min_rows=4, device=device)
-        if int(batch_size) < 4:
-            raise ValueError(f"batch_size: must be >= 4 (unbiased HSIC needs 4 samples), got {batch_size}")
+        X, Y = pair(batches_or_X, Y, min_rows=4, device=device, what="minibatch CKA")
+        batch_size = check_int(batch_size, "batch_size", 4, why=" (unbiased HSIC needs 4 samples)")
         batches: Iterable = [(X[i:i + batch_size], Y[i:i + batch_size])
                              for i in range(0, X.shape[0], batch_size) if X.shape[0] - i >= 4]
     else:
         batches = batches_or_X
+        if isinstance(batches, (torch.Tensor, np.ndarray)) or not isinstance(batches, Iterable):
+            raise TypeError(f"batches_or_X: expected an iterable of (xb, yb) pairs (or X with Y given), "
+                            f"got {type(batches).__name__}")
     hxy = hxx = hyy = 0.0
-    n_batches = 0
-    for xb, yb in batches:
-        xb, yb = pair(xb, yb, min_rows=4, device=device, names=("xb", "yb"))
+    n_batches = n = 0
+    rows = RowWatch()
+    for item in batches:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise TypeError(f"batches_or_X: each batch must be an (xb, yb) pair, got {type(item).__name__}")
+        xb, yb = pair(*item, min_rows=4, device=device, names=("xb", "yb"), rescale=False)
+        if n_batches == 0:  # one exact power-of-two scale per side for all batches
+            ex, ey = (pow2_exponent(float(t.abs().max())) for t in (xb, yb))
+        xb, yb = times_pow2(xb, ex), times_pow2(yb, ey)
+        rows.update(xb, yb)
         a, b, c = _hsic1_terms(xb, yb, kernel, threshold)
         hxy, hxx, hyy = hxy + a, hxx + b, hyy + c
-        n_batches += 1
+        n_batches, n = n_batches + 1, n + xb.shape[0]
     if n_batches == 0:
         raise ValueError("batches_or_X: no batch of at least 4 samples was given")
+    rows.check("minibatch CKA", n, ("xb", "yb"))
     return _ratio(torch.as_tensor(hxy), torch.as_tensor(hxx), torch.as_tensor(hyy), True)
 

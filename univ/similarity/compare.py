@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._checks import as_matrix, check_positive, unknown_name_error
+from .._checks import as_matrix, check_int, unknown_name_error
 from ..registry import Registry
 from ..utils import stable_hash
 from .cca import cca, pwcca, svcca
@@ -44,6 +44,8 @@ COLUMNS = ["layer_a", "layer_b", "metric", "value", "baseline_mean", "p_value", 
 
 def get_metric(name: str) -> Metric:
     """The metric function registered as ``name`` (ValueError listing the valid names otherwise)."""
+    if not isinstance(name, str):
+        raise TypeError(f"metric: expected a metric name (str), got {type(name).__name__} {name!r}")
     return METRICS[name]
 
 
@@ -74,17 +76,17 @@ def compare(acts_a: dict, acts_b: dict, metrics: Iterable[str] = ("linear_cka",)
     Columns: layer_a, layer_b, metric, value, baseline_mean, p_value, ci_low, ci_high (NaN where not
     requested). Seeded per (seed, layer names, metric): any subset of the table reproduces the same numbers.
     """
-    fns = {m: get_metric(m) for m in metrics}
+    fns = {m: get_metric(m) for m in ([metrics] if isinstance(metrics, str) else metrics)}
     if not fns:
         raise ValueError("metrics: give at least one metric name")
     if baseline not in (None, "permutation"):
         raise ValueError(f"baseline: unknown value {baseline!r}; choose None or 'permutation'")
-    if ci is not None and not (0 < ci < 1):
+    if ci is not None and not (isinstance(ci, (float, np.floating)) and 0 < ci < 1):
         raise ValueError(f"ci: must be a confidence level in (0, 1) such as 0.95, got {ci!r}")
     if baseline:
-        check_positive(n_permutations, "n_permutations")
+        n_permutations = check_int(n_permutations, "n_permutations", 1)
     if ci is not None:
-        check_positive(n_bootstrap, "n_bootstrap")
+        n_bootstrap = check_int(n_bootstrap, "n_bootstrap", 1)
     if pairs not in ("all", "matching"):
         raise ValueError(f"pairs: unknown value {pairs!r}; choose 'all' or 'matching'")
     A, B = _acts(acts_a, "acts_a", device), _acts(acts_b, "acts_b", device)
@@ -100,7 +102,10 @@ def compare(acts_a: dict, acts_b: dict, metrics: Iterable[str] = ("linear_cka",)
             if pairs == "matching" and la != lb:
                 continue
             for mname, fn in fns.items():
-                value = fn(X, Y, device=device)
+                try:
+                    value = fn(X, Y, device=device)
+                except ValueError as e:  # say which layers the metric's X and Y were
+                    raise ValueError(f"{mname} of acts_a[{la!r}] (X) and acts_b[{lb!r}] (Y): {e}") from None
                 row = dict(layer_a=la, layer_b=lb, metric=mname, value=value, baseline_mean=np.nan,
                            p_value=np.nan, ci_low=np.nan, ci_high=np.nan)
                 gen = torch.Generator().manual_seed(int(stable_hash([seed, la, lb, mname]), 16))
@@ -122,6 +127,9 @@ def compare(acts_a: dict, acts_b: dict, metrics: Iterable[str] = ("linear_cka",)
 
 def grid(df: pd.DataFrame, metric: str, value: str = "value") -> pd.DataFrame:
     """compare()'s table as a layer_a x layer_b matrix of ``value`` for one metric (layer order kept)."""
+    if not isinstance(df, pd.DataFrame) or not {"layer_a", "layer_b", "metric", value} <= set(df.columns):
+        raise ValueError(f"df: expected compare()'s DataFrame with columns layer_a, layer_b, metric and "
+                         f"{value!r}, got {type(df).__name__}")
     sub = df[df["metric"] == metric]
     if sub.empty:
         raise unknown_name_error("metric", metric, sorted(df["metric"].unique()))

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from .._checks import check_choice
-from ._core import center, pair
+from .._checks import check_choice, check_int
+from ._core import center, matrix, pair
 
 # ---------------------------------------------------------------------------------------------------
 # Procrustes (Williams et al. 2021)
@@ -22,7 +22,7 @@ def procrustes(X, Y, device=None) -> float:
     rotation, reflection, translation and isotropic scaling. Symmetric and invariant to exactly
     those. Distances: :func:`procrustes_distance`.
     """
-    X, Y = pair(X, Y, min_rows=2, device=device)
+    X, Y = pair(X, Y, min_rows=2, device=device, what="Procrustes")
     Xc, Yc = center(X), center(Y)
     nx, ny = torch.linalg.norm(Xc), torch.linalg.norm(Yc)
     for v, name in ((nx, "X"), (ny, "Y")):
@@ -48,20 +48,21 @@ def procrustes_distance(X, Y, kind: str = "angular", device=None) -> float:
 # RSA
 
 
-def _rdm_upper(X: torch.Tensor, distance: str) -> torch.Tensor:
+def _rdm_upper(X: torch.Tensor, distance: str, name: str) -> torch.Tensor:
     """Upper triangle (k > 0) of the (n, n) representational dissimilarity matrix, flattened."""
     if distance == "correlation":
         Z = X - X.mean(1, keepdim=True)
         norms = torch.linalg.norm(Z, dim=1, keepdim=True)
         if bool((norms == 0).any()):
-            raise ValueError("correlation distance is undefined for a sample whose features are all equal; "
-                             "use distance='euclidean'")
+            raise ValueError(f"{name}: correlation distance is undefined for a sample whose features are all "
+                             f"equal (row {int(torch.nonzero(norms.flatten() == 0)[0])}); use distance='euclidean'")
         Z = Z / norms
         D = 1.0 - Z @ Z.T
     elif distance == "cosine":
         norms = torch.linalg.norm(X, dim=1, keepdim=True)
         if bool((norms == 0).any()):
-            raise ValueError("cosine distance is undefined for an all-zero sample; use distance='euclidean'")
+            raise ValueError(f"{name}: cosine distance is undefined for an all-zero sample (row "
+                             f"{int(torch.nonzero(norms.flatten() == 0)[0])}); use distance='euclidean'")
         Z = X / norms
         D = 1.0 - Z @ Z.T
     else:
@@ -86,10 +87,11 @@ def _average_ranks(v: torch.Tensor) -> torch.Tensor:
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a - a.mean(), b - b.mean()
-    den = torch.linalg.norm(a) * torch.linalg.norm(b)
-    if float(den) == 0:
-        raise ValueError("RSA is undefined: one RDM is constant (all pairwise distances equal)")
-    return float((a @ b) / den)
+    na, nb = torch.linalg.norm(a), torch.linalg.norm(b)
+    for v, name in ((na, "X"), (nb, "Y")):
+        if float(v) == 0:
+            raise ValueError(f"{name}: RSA is undefined: its RDM is constant (all pairwise distances equal)")
+    return float((a @ b) / (na * nb))
 
 
 def rsa(X, Y, distance: str = "correlation", method: str = "spearman", device=None) -> float:
@@ -104,8 +106,8 @@ def rsa(X, Y, distance: str = "correlation", method: str = "spearman", device=No
     """
     check_choice(distance, "distance", ("correlation", "euclidean", "cosine"))
     check_choice(method, "method", ("spearman", "pearson"))
-    X, Y = pair(X, Y, min_rows=3, device=device)
-    a, b = _rdm_upper(X, distance), _rdm_upper(Y, distance)
+    X, Y = pair(X, Y, min_rows=3, device=device, what="RSA")
+    a, b = _rdm_upper(X, distance, "X"), _rdm_upper(Y, distance, "Y")
     if method == "spearman":
         a, b = _average_ranks(a), _average_ranks(b)
     return _pearson(a, b)
@@ -142,8 +144,9 @@ def _top_float32(Xf: torch.Tensor, r: int, chunk: int):
     return vals, idx
 
 
-def knn_indices(X: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
-    """Indices (n, k) of each row's k largest inner products with the other rows (self excluded).
+def knn_indices(X, k: int, chunk: int = 2048) -> torch.Tensor:
+    """Indices (n, k) of each row of X: (n, d)'s k largest inner products with the other rows (self
+    excluded), 1 <= k < n.
 
     The set of neighbours is exactly float64's, found at float32 speed: a float32 pass over the
     blocks of the (n, n) similarity on and above the diagonal (it is symmetric) keeps each row's top
@@ -153,6 +156,19 @@ def knn_indices(X: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
     entirely in float64. Within a row the order follows the float32 scores (descending).
     Memory O(chunk^2 + n k).
     """
+    X = matrix(X, "X", rescale=True)
+    k = _check_k(k, X.shape[0])
+    return _knn_indices(X, k, check_int(chunk, "chunk", 1))
+
+
+def _check_k(k, n: int) -> int:
+    check_int(k, "k")
+    if not 1 <= k < n:
+        raise ValueError(f"k: must be an integer with 1 <= k < n = {n} (self is excluded), got {k!r}")
+    return int(k)
+
+
+def _knn_indices(X: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
     n, d = X.shape
     m = min(n - 1, 2 * k + 8)
     norms = torch.linalg.norm(X, dim=1)
@@ -192,15 +208,13 @@ def mutual_knn(X, Y, k: int = 10, center: bool = False, normalize: bool = False,
     norm (what platonic-rep's ``measure_alignment`` does before calling it). Symmetric; invariant
     to orthogonal maps and isotropic scaling. Needs 1 <= k < n.
     """
-    X, Y = pair(X, Y, min_rows=2, device=device)
-    n = X.shape[0]
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n:
-        raise ValueError(f"k: must be an integer with 1 <= k < n = {n} (self is excluded), got {k!r}")
+    X, Y = pair(X, Y, min_rows=2, device=device, what="mutual kNN")
+    k = _check_k(k, X.shape[0])
     if center:
         X, Y = X - X.mean(0), Y - Y.mean(0)
     if normalize:
         X = X / torch.linalg.norm(X, dim=1, keepdim=True).clamp_min(1e-300)
         Y = Y / torch.linalg.norm(Y, dim=1, keepdim=True).clamp_min(1e-300)
-    a, b = knn_indices(X, k), knn_indices(Y, k)
+    a, b = _knn_indices(X, k), _knn_indices(Y, k)
     shared = (a[:, :, None] == b[:, None, :]).sum(dim=(1, 2))
     return float(shared.double().mean() / k)
