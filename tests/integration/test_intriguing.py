@@ -8,7 +8,7 @@ import torch
 
 
 def test_label_purity_known_answers():
-    from analyses.intriguing import label_purity
+    from analyses._intriguing_stages import label_purity
 
     labels = np.array([[1, 1, 1, 1], [1, 2, 1, 2], [0, 1, 2, 3], [5, 5, 5, 0]])
     assert np.allclose(label_purity(labels), [1.0, 0.5, 0.25, 0.75])
@@ -18,7 +18,7 @@ def test_label_purity_known_answers():
 
 
 def test_top_activating_units_and_directions():
-    from analyses.intriguing import top_activating
+    from analyses._intriguing_stages import top_activating
 
     acts = torch.tensor([[0.0, 1.0], [3.0, 0.0], [2.0, 2.0], [1.0, 5.0]])
     idx = top_activating(acts, torch.eye(2), k=2)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import univ
-from analyses.layer_identification import Config, identification
+from analyses._layer_identification_stages import identification
+from analyses.layer_identification import Config
 from univ.models import build_model
 
 
@@ -37,7 +38,7 @@ def test_config_defaults_and_validation():
 
 
 def test_memoised_mutual_knn_equals_the_library_metric():
-    from analyses import layer_identification as li
+    from analyses import _layer_identification_stages as li
 
     g = torch.Generator().manual_seed(0)
     X = torch.randn(120, 9, generator=g)
