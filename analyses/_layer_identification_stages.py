@@ -17,7 +17,6 @@ import univ
 from univ import similarity as sim
 from univ.cache import cached_model
 from univ.report import Report, heatmap
-from univ.similarity.cca import _pca_coefficients, _span_basis
 from univ.train import TrainConfig
 
 if TYPE_CHECKING:
@@ -44,11 +43,7 @@ def _basis(X, kind: str):
     """Orthonormal basis of a layer, computed once per run: its centred column span (CCA) or its
     top principal directions keeping 99% of the variance (SVCCA), exactly as sim.cca / sim.svcca."""
     def compute():
-        Xc = X - X.mean(0)
-        if kind == "cca":
-            return _span_basis(Xc)
-        B, _ = _pca_coefficients(Xc, 0.99)
-        return Xc @ B
+        return sim.span_basis(X) if kind == "cca" else sim.principal_basis(X, 0.99)
 
     return _memo(kind, compute, X)
 
@@ -74,40 +69,19 @@ FEATURE_GROUP = ("linear_cka", "linear_cka_debiased", "procrustes")
 
 
 def _feature_group(acts: list[dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
-    """Linear CKA, debiased linear CKA and Procrustes for every cross-network layer pair in one pass:
-    all three are functions of the cross product Xc^T Yc and per-layer terms, so that product is
-    formed once per pair (the same formulas as sim.linear_cka / sim.procrustes)."""
+    """Linear CKA, debiased linear CKA and Procrustes for every cross-network layer pair in one pass: each
+    layer's moments once (sim.layer_moments), one cross product per pair (sim.moment_measures)."""
     N, L = len(acts), len(acts[0])
-    n = next(iter(acts[0].values())).shape[0]
-    stats = []
-    for a in acts:
-        row = []
-        for X in a.values():
-            Xc = X - X.mean(0)
-            r = (Xc * Xc).sum(1)
-            ss = float(r.sum())
-            g = Xc.T @ Xc
-            xx = float((g * g).sum())
-            row.append((Xc, r, ss, xx, _debias_term(xx, r, r, ss, ss, n)))
-        stats.append(row)
+    stats = [[sim.layer_moments(X) for X in a.values()] for a in acts]
     out = {m: np.full((N, N, L, L), np.nan) for m in FEATURE_GROUP}
     for a, b in itertools.combinations(range(N), 2):
         for i, j in itertools.product(range(L), range(L)):
-            Xc, rx, sx, xx, dx = stats[a][i]
-            Yc, ry, sy, yy, dy = stats[b][j]
-            C = Xc.T @ Yc
-            xy = float((C * C).sum())
-            out["linear_cka"][a, b, i, j] = xy / np.sqrt(xx * yy)
-            out["linear_cka_debiased"][a, b, i, j] = _debias_term(xy, rx, ry, sx, sy, n) / np.sqrt(dx * dy)
-            out["procrustes"][a, b, i, j] = float(torch.linalg.svdvals(C).sum()) / np.sqrt(sx * sy)
+            for m, v in sim.moment_measures(stats[a][i], stats[b][j]).items():
+                out[m][a, b, i, j] = v
     for m in FEATURE_GROUP:
         for a, b in itertools.combinations(range(N), 2):
             out[m][b, a] = out[m][a, b].T
     return out
-
-
-def _debias_term(xty, rx, ry, sx, sy, n):
-    return float(xty - n / (n - 2.0) * float(rx @ ry) + sx * sy / ((n - 1.0) * (n - 2.0)))
 
 
 def _svcca(X, Y):

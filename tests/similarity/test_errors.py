@@ -73,12 +73,15 @@ TWO_MATRICES = {  # public functions of two sample matrices: name -> (call, firs
     "procrustes_distance": (sim.procrustes_distance, "X", "Y"),
     "rsa": (sim.rsa, "X", "Y"),
     "mutual_knn": (lambda A, B: sim.mutual_knn(A, B, k=3), "X", "Y"),
+    "moment_measures": (lambda A, B: sim.moment_measures(sim.layer_moments(A), sim.layer_moments(B, name="Y")),
+                        "X", "Y"),
     "minibatch_cka": (lambda A, B: sim.minibatch_cka(A, B, batch_size=10), "X", "Y"),
     "StreamingLinearCKA": (lambda A, B: sim.StreamingLinearCKA().update(A, B).value(), "xb", "yb"),
     "compare": (lambda A, B: sim.compare({"a": A}, {"b": B}), "acts_a['a']", "acts_b['b']"),
 }
 ONE_MATRIX = {"rbf_gram": (sim.rbf_gram, "X"), "knn_indices": (lambda A: sim.knn_indices(A, 3), "X"),
-              "pwcca_side": (sim.pwcca_side, "X")}
+              "pwcca_side": (sim.pwcca_side, "X"), "span_basis": (sim.span_basis, "X"),
+              "principal_basis": (sim.principal_basis, "X"), "layer_moments": (sim.layer_moments, "X")}
 GRAMS = {"gram_cka": (sim.gram_cka, "Kx", "Ky"), "center_gram": (lambda A, B: sim.center_gram(A), "K", None)}
 
 
@@ -222,7 +225,7 @@ def test_bad_input_raises_named_error(call, exc, fragment):
 
 def test_every_public_function_is_in_the_table():
     covered = set(TWO_MATRICES) | set(ONE_MATRIX) | set(GRAMS) | {c[0].split("-")[0] for c in PARAMETERS}
-    public = {n for n in sim.__all__ if callable(getattr(sim, n)) and n not in ("CCAResult", "PWCCASide")}
+    public = {n for n in sim.__all__ if callable(getattr(sim, n)) and n not in ("CCAResult", "PWCCASide", "LayerMoments")}
     assert public - covered - {"METRICS"} == set()
 
 

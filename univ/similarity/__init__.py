@@ -6,14 +6,16 @@ float dtype), computes in float64 on ``device`` (default: the input's) and retur
 
 from __future__ import annotations
 
-from .cca import CCAResult, PWCCASide, cca, pwcca, pwcca_from_sides, pwcca_side, svcca
+from .cca import CCAResult, PWCCASide, cca, principal_basis, pwcca, pwcca_from_sides, pwcca_side, span_basis, svcca
 from .cka import StreamingLinearCKA, center_gram, gram_cka, linear_cka, minibatch_cka, rbf_cka, rbf_gram
 from .compare import METRICS, compare, get_metric, grid, register_metric
 from .geometry import knn_indices, mutual_knn, procrustes, procrustes_distance, rsa
+from .moments import LayerMoments, layer_moments, moment_measures
 
 __all__ = [
     "linear_cka", "rbf_cka", "gram_cka", "rbf_gram", "center_gram", "StreamingLinearCKA", "minibatch_cka",
-    "cca", "CCAResult", "svcca", "pwcca", "pwcca_side", "pwcca_from_sides", "PWCCASide",
+    "cca", "CCAResult", "svcca", "span_basis", "principal_basis", "pwcca", "pwcca_side", "pwcca_from_sides",
+    "PWCCASide",
     "procrustes", "procrustes_distance", "rsa", "mutual_knn", "knn_indices",
-    "compare", "grid", "METRICS", "get_metric", "register_metric",
+    "layer_moments", "moment_measures", "LayerMoments", "compare", "grid", "METRICS", "get_metric", "register_metric",
 ]

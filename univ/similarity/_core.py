@@ -156,3 +156,25 @@ def degenerate_check(n: int, d1: int, d2: int, what: str, strict: bool = True) -
             f"{what}: d1 + d2 = {d1 + d2} > n - 1 = {n - 1}: at least {d1 + d2 - n + 1} canonical "
             f"correlations equal 1 by construction; the mean is inflated (Kornblith et al. 2019, Thm 1)",
             RuntimeWarning, stacklevel=3)
+
+
+def debiased_hsic(xty, ssr_x, ssr_y, sn_x, sn_y, n: int):
+    """Kornblith's feature-space unbiased-HSIC correction, times n (n - 3).
+
+    xty: ||Xc^T Yc||_F^2, ssr_*: per-row squared norms of the centred data (or their dot product when
+    a float is passed as ``ssr_x`` and ``ssr_y`` is None), sn_*: total squared norms.
+    """
+    dot = ssr_x if ssr_y is None else ssr_x @ ssr_y
+    return xty - n / (n - 2.0) * dot + sn_x * sn_y / ((n - 1.0) * (n - 2.0))
+
+
+def cka_ratio(num, den_x, den_y, debiased: bool, names=("X", "Y")) -> float:
+    """num / sqrt(den_x den_y), refusing a vanishing denominator with a message naming the side."""
+    # inputs are constant-checked and rescaled before this, so a zero here means the variation is
+    # below the rounding of the computation (e.g. float32 in precision="mixed"), not exactly zero
+    if float(den_x) <= 0 or float(den_y) <= 0:
+        which = names[0] if float(den_x) <= 0 else names[1]
+        why = ("its debiased self-HSIC is <= 0 (too few samples or nearly constant features)"
+               if debiased else "its centred values vanish in rounding (nearly constant features)")
+        raise ValueError(f"{which}: CKA is undefined because {why}")
+    return float(num / torch.sqrt(torch.as_tensor(den_x * den_y, dtype=torch.float64)))

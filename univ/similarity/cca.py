@@ -100,6 +100,27 @@ def svcca(X, Y, variance_kept: float = 0.99, device=None) -> float:
     return float(torch.linalg.svdvals(M).clamp(0.0, 1.0).mean())
 
 
+def span_basis(X, device=None) -> torch.Tensor:
+    """The per-layer half of :func:`cca`: an orthonormal basis (n, r) of the centred column span of X: (n, d),
+    r its numerical rank, so that ``cca(X, Y).rho == svdvals(span_basis(X).T @ span_basis(Y))``. Compute it
+    once per layer when one layer meets many others."""
+    X = matrix(X, "X", min_rows=3, device=device, rescale=True, what="CCA")
+    return _span_basis(center(X))
+
+
+def principal_basis(X, variance_kept: float = 0.99, device=None) -> torch.Tensor:
+    """The per-layer half of :func:`svcca`: orthonormal scores (n, k) of the fewest principal directions of
+    X: (n, d) keeping ``variance_kept`` of the variance, so that ``svcca(X, Y)`` is the mean of
+    ``svdvals(principal_basis(X).T @ principal_basis(Y))`` (up to rounding)."""
+    check_fraction(variance_kept, "variance_kept")
+    X = matrix(X, "X", min_rows=3, device=device, rescale=True, what="SVCCA")
+    Xc = center(X)
+    if X.shape[0] < X.shape[1]:
+        return _pca_scores(Xc, variance_kept)
+    B, _ = _pca_coefficients(Xc, variance_kept)
+    return Xc @ B
+
+
 def _pca_scores(Xc: torch.Tensor, variance_kept: float) -> torch.Tensor:
     lam, U = torch.linalg.eigh(Xc @ Xc.T)
     lam, U = lam.flip(0).clamp_min(0.0), U.flip(1)

@@ -15,31 +15,21 @@ import numpy as np
 import torch
 
 from .._checks import check_choice, check_int, check_positive
-from ._core import RowWatch, center, gram, matrix, pair, pow2_exponent, sym_fro2, times_pow2
+from ._core import (
+    RowWatch,
+    center,
+    cka_ratio,
+    debiased_hsic,
+    gram,
+    matrix,
+    pair,
+    pow2_exponent,
+    sym_fro2,
+    times_pow2,
+)
 
 # ---------------------------------------------------------------------------------------------------
 # HSIC pieces
-
-
-def _debias(xty, ssr_x, ssr_y, sn_x, sn_y, n: int):
-    """Kornblith's feature-space unbiased-HSIC correction, times n (n - 3).
-
-    xty: ||Xc^T Yc||_F^2, ssr_*: per-row squared norms of the centred data (or their dot product when
-    a float is passed as ``ssr_x`` and ``ssr_y`` is None), sn_*: total squared norms.
-    """
-    dot = ssr_x if ssr_y is None else ssr_x @ ssr_y
-    return xty - n / (n - 2.0) * dot + sn_x * sn_y / ((n - 1.0) * (n - 2.0))
-
-
-def _ratio(num, den_x, den_y, debiased: bool, names=("X", "Y")) -> float:
-    # inputs are constant-checked and rescaled before this, so a zero here means the variation is
-    # below the rounding of the computation (e.g. float32 in precision="mixed"), not exactly zero
-    if float(den_x) <= 0 or float(den_y) <= 0:
-        which = names[0] if float(den_x) <= 0 else names[1]
-        why = ("its debiased self-HSIC is <= 0 (too few samples or nearly constant features)"
-               if debiased else "its centred values vanish in rounding (nearly constant features)")
-        raise ValueError(f"{which}: CKA is undefined because {why}")
-    return float(num / torch.sqrt(den_x * den_y))
 
 
 def _linear_terms(Xc: torch.Tensor, Yc: torch.Tensor):
@@ -119,10 +109,10 @@ def linear_cka(X, Y, debiased: bool = False, device=None, precision: str = "floa
             rx, ry = (Xc * Xc).sum(1), (Yc * Yc).sum(1)
     if debiased:
         sx, sy = rx.sum(), ry.sum()
-        xty, xx, yy = _debias(xty, rx, ry, sx, sy, n), _debias(xx, rx, rx, sx, sx, n), \
-            _debias(yy, ry, ry, sy, sy, n)
-        return _ratio(xty, xx, yy, True)
-    return _ratio(xty, xx, yy, False)
+        xty, xx, yy = debiased_hsic(xty, rx, ry, sx, sy, n), debiased_hsic(xx, rx, rx, sx, sx, n), \
+            debiased_hsic(yy, ry, ry, sy, sy, n)
+        return cka_ratio(xty, xx, yy, True)
+    return cka_ratio(xty, xx, yy, False)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -193,7 +183,7 @@ def gram_cka(Kx, Ky, debiased: bool = False) -> float:
     names = ("Kx", "Ky")
     Kx, Ky = pair(Kx, Ky, min_rows=4 if debiased else 2, names=names, what="CKA")
     Kx, Ky = _center_gram(_square(Kx, "Kx"), debiased), _center_gram(_square(Ky, "Ky"), debiased)
-    return _ratio((Kx * Ky).sum(), (Kx * Kx).sum(), (Ky * Ky).sum(), debiased, names)
+    return cka_ratio((Kx * Ky).sum(), (Kx * Kx).sum(), (Ky * Ky).sum(), debiased, names)
 
 
 def rbf_cka(X, Y, threshold: float = 0.8, debiased: bool = False, device=None) -> float:
@@ -207,7 +197,7 @@ def rbf_cka(X, Y, threshold: float = 0.8, debiased: bool = False, device=None) -
     X, Y = pair(X, Y, min_rows=4 if debiased else 2, device=device, what="RBF CKA")
     Kx = _center_gram(_rbf_gram(X, threshold, "X"), debiased)
     Ky = _center_gram(_rbf_gram(Y, threshold, "Y"), debiased)
-    return _ratio((Kx * Ky).sum(), (Kx * Kx).sum(), (Ky * Ky).sum(), debiased)
+    return cka_ratio((Kx * Ky).sum(), (Kx * Kx).sum(), (Ky * Ky).sum(), debiased)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -297,14 +287,14 @@ class StreamingLinearCKA:
         cxy = self.sxy_ - n * torch.outer(dx, dy)
         xty, xx, yy = (cxy * cxy).sum(), (cxx * cxx).sum(), (cyy * cyy).sum()
         if not self.debiased:
-            return _ratio(xty, xx, yy, False)
+            return cka_ratio(xty, xx, yy, False)
         sx, sy = torch.trace(cxx), torch.trace(cyy)
         rd = self._row_norm_dot
         ab = rd(self.pq_, self.py_, self.qx_, self.sxy_, self.sx_, self.sy_, self.p_, self.q_, n, dx, dy)
         aa = rd(self.pp_, self.px_, self.px_, self.sxx_, self.sx_, self.sx_, self.p_, self.p_, n, dx, dx)
         bb = rd(self.qq_, self.qy_, self.qy_, self.syy_, self.sy_, self.sy_, self.q_, self.q_, n, dy, dy)
-        return _ratio(_debias(xty, ab, None, sx, sy, n), _debias(xx, aa, None, sx, sx, n),
-                      _debias(yy, bb, None, sy, sy, n), True)
+        return cka_ratio(debiased_hsic(xty, ab, None, sx, sy, n), debiased_hsic(xx, aa, None, sx, sx, n),
+                      debiased_hsic(yy, bb, None, sy, sy, n), True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -320,8 +310,8 @@ def _hsic1_terms(xb: torch.Tensor, yb: torch.Tensor, kernel: str, threshold: flo
         xty, xx, yy = _linear_terms(Xc, Yc)
         rx, ry = (Xc * Xc).sum(1), (Yc * Yc).sum(1)
         sx, sy = rx.sum(), ry.sum()
-        return (scale * _debias(xty, rx, ry, sx, sy, b), scale * _debias(xx, rx, rx, sx, sx, b),
-                scale * _debias(yy, ry, ry, sy, sy, b))
+        return (scale * debiased_hsic(xty, rx, ry, sx, sy, b), scale * debiased_hsic(xx, rx, rx, sx, sx, b),
+                scale * debiased_hsic(yy, ry, ry, sy, sy, b))
     Kx = _center_gram(_rbf_gram(xb, threshold, "xb"), True)
     Ky = _center_gram(_rbf_gram(yb, threshold, "yb"), True)
     return scale * (Kx * Ky).sum(), scale * (Kx * Kx).sum(), scale * (Ky * Ky).sum()
@@ -366,5 +356,5 @@ def minibatch_cka(batches_or_X, Y=None, batch_size: int = 256, kernel: str = "li
     if n_batches == 0:
         raise ValueError("batches_or_X: no batch of at least 4 samples was given")
     rows.check("minibatch CKA", n, ("xb", "yb"))
-    return _ratio(torch.as_tensor(hxy), torch.as_tensor(hxx), torch.as_tensor(hyy), True)
+    return cka_ratio(torch.as_tensor(hxy), torch.as_tensor(hxx), torch.as_tensor(hyy), True)
 
