@@ -1,8 +1,11 @@
-"""On-disk cache of trained models, keyed by a hash of everything that determines them.
+"""On-disk cache of trained models and SAEs, keyed by a hash of everything that determines them.
 
-``cache_dir()/models/<name>-<hash>/`` holds model.safetensors + config.json (open_lth's layout: the
-folder name is the hash of the hyperparameters, the JSON holds them), so a rerun with the same config
-loads instead of training, and every cached model is traceable to its config.
+``cache_dir()/models/<name>-<hash>/`` holds model.safetensors + config.json + key.json (open_lth's layout:
+the folder name is the hash of the hyperparameters, the JSON holds them), so a rerun with the same config
+loads instead of training, and every cached model is traceable to its config. Every entry goes through
+:mod:`univ.integrity`: written atomically with a manifest, verified on read, and recomputed (with a warning
+naming it) when missing, partial or corrupt. The metrics returned come from the same verified entry as the
+weights.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ._checks import unknown_name_error
 from .data import Dataset
+from .integrity import read_entry, write_entry
 from .models import ZooModel, build_model
 from .train import TrainConfig, load_metrics, load_model, save_model, train
 from .utils import cache_dir, stable_hash, tensor_hash, to_jsonable
@@ -35,6 +39,14 @@ def model_key(name: str, model_cfg: dict, seed: int, data: Dataset, train_cfg: T
     }
 
 
+class CachedModel(NamedTuple):
+    """What :func:`cached_model` returns (unpacks as ``model, metrics = cached_model(...)``)."""
+
+    model: ZooModel
+    metrics: dict
+    """train_acc, test_acc, final_loss, steps, seconds of the training that made these weights."""
+
+
 def cached_model(
     name: str,
     data: Dataset,
@@ -45,12 +57,12 @@ def cached_model(
     root: str | Path | None = None,
     progress: bool = True,
     device=None,
-) -> tuple[ZooModel, dict]:
+) -> CachedModel:
     """Build (seeded) and train a zoo model, or load it if this exact configuration was trained before.
 
     ``train_cfg=None`` gives the untrained, randomly initialised model (the baseline). ``attack`` trains
     adversarially: an :class:`univ.adversarial.Attack` (``make_attack(name, **kw)``), whose ``spec``
-    goes into the cache key. Set UNIV_NO_CACHE=1 to always retrain. Returns (model, metrics).
+    goes into the cache key. Set UNIV_NO_CACHE=1 to always retrain. Returns a :class:`CachedModel`.
     """
     attack_spec = None if attack is None else getattr(attack, "spec", None)
     if attack is not None and attack_spec is None:
@@ -61,8 +73,10 @@ def cached_model(
     model_cfg.setdefault("n_classes", data.n_classes)
     key = model_key(name, model_cfg, seed, data, train_cfg, {"attack": attack_spec} if attack_spec else None)
     folder = Path(root or cache_dir() / "models") / f"{name}-{stable_hash(key)}"
-    if (folder / "model.safetensors").exists() and os.environ.get("UNIV_NO_CACHE") != "1":
-        return load_model(folder, device), load_metrics(folder)
+    if os.environ.get("UNIV_NO_CACHE") != "1":
+        hit = read_entry(folder, lambda f: CachedModel(load_model(f, device), load_metrics(f)), "cached model")
+        if hit is not None:
+            return hit
     model = build_model(name, seed=seed, **model_cfg)
     if device is not None:
         model.to(device)
@@ -74,9 +88,13 @@ def cached_model(
     else:
         model, metrics = train(model, data, train_cfg, attack=attack, progress=progress, device=device)
     metrics = {k: v for k, v in metrics.items() if k != "history"}
-    save_model(model, folder, metrics)
-    (folder / "key.json").write_text(json.dumps(key, indent=2))
-    return model, metrics
+
+    def fill(f: Path) -> None:
+        save_model(model, f, metrics)
+        (f / "key.json").write_text(json.dumps(key, indent=2))
+
+    write_entry(folder, fill, meta={"kind": "model", "name": name})
+    return CachedModel(model, metrics)
 
 
 class ZooEntry(NamedTuple):
@@ -133,9 +151,15 @@ def cached_sae(kind: str, acts, key: dict | None = None, root: str | Path | None
     full_key = {"kind": kind, "d_in": int(acts.shape[1]), "ctor": ctor, "fit": fit_kw,
                 "acts": tensor_hash(acts), "extra": key or {}}
     folder = Path(root or cache_dir() / "saes") / f"{kind}-{stable_hash(full_key)}"
-    if (folder / "cfg.json").exists() and os.environ.get("UNIV_NO_CACHE") != "1":
-        return sae_mod.load(folder, kind=kind)
+    if os.environ.get("UNIV_NO_CACHE") != "1":
+        hit = read_entry(folder, lambda f: sae_mod.load(f, kind=kind), "cached SAE")
+        if hit is not None:
+            return hit
     sae = cls(int(acts.shape[1]), **ctor).fit(acts, **fit_kw)
-    sae_mod.save(sae, folder)
-    (folder / "key.json").write_text(json.dumps(to_jsonable(full_key), indent=2))
+
+    def fill(f: Path) -> None:
+        sae_mod.save(sae, f)
+        (f / "key.json").write_text(json.dumps(to_jsonable(full_key), indent=2))
+
+    write_entry(folder, fill, meta={"kind": "sae", "sae_kind": kind})
     return sae

@@ -50,6 +50,21 @@ def _manifest(folder: Path, meta: dict | None) -> dict:
     return {"format": FORMAT, "files": files, "meta": meta or {}}
 
 
+def write_file(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Create or replace the single file ``path`` atomically: ``write(tmp)`` writes a temporary file beside
+    it, which is then renamed over ``path`` (a reader never sees a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_entry(path: str | Path, fill: Callable[[Path], None], meta: dict | None = None) -> Path:
     """Create the entry ``path`` atomically: ``fill(tmp)`` writes the files into a temporary folder beside it,
     the manifest is written last, and the folder is renamed into place (an older entry is replaced).

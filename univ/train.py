@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ._checks import check_choice, check_finite, to_tensor
 from .data import Dataset
+from .integrity import write_file
 from .models import ZooModel, build_model, model_spec, predict
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -142,11 +143,12 @@ def train(
 
 
 def save_model(model: ZooModel, path: str | Path, metrics: dict | None = None) -> Path:
-    """Save a zoo model as ``path/model.safetensors`` + ``path/config.json`` (never pickle)."""
+    """Save a zoo model as ``path/model.safetensors`` + ``path/config.json`` (never pickle). Each file is
+    written atomically, config.json last, so a folder with config.json holds the weights it describes."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    _save_weights(model, str(path / "model.safetensors"))
-    (path / "config.json").write_text(json.dumps({**model_spec(model), "metrics": metrics or {}}, indent=2))
+    write_file(path / "model.safetensors", lambda f: _save_weights(model, str(f)))
+    spec = json.dumps({**model_spec(model), "metrics": metrics or {}}, indent=2)
+    write_file(path / "config.json", lambda f: f.write_text(spec))
     return path
 
 
@@ -155,12 +157,30 @@ def load_model(path: str | Path, device=None) -> ZooModel:
     path = Path(path)
     if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
         raise ValueError(f"path: {str(path)!r} holds no saved univ model (config.json + model.safetensors)")
-    spec = json.loads((path / "config.json").read_text())
-    model = build_model(spec["name"], **spec["config"])
-    _load_weights(model, str(path / "model.safetensors"), strict=True, device=str(device or "cpu"))
+    spec = _read_spec(path)
+    try:
+        model = build_model(spec["name"], **spec["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"path: {str(path / 'config.json')!r} describes no buildable zoo model: {e}") from None
+    try:
+        _load_weights(model, str(path / "model.safetensors"), strict=True, device=str(device or "cpu"))
+    except Exception as e:  # safetensors' and torch's own errors: say which file
+        raise ValueError(f"path: cannot load the weights in {str(path / 'model.safetensors')!r} into a "
+                         f"{spec['name']!r} model: {type(e).__name__}: {e}") from None
     model.eval()
     return model
 
 
+def _read_spec(path: Path) -> dict:
+    try:
+        spec = json.loads((path / "config.json").read_text())
+        spec["name"], spec["config"]  # noqa: B018 (both must be there)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"path: {str(path / 'config.json')!r} is not a univ model config "
+                         f"({type(e).__name__}: {e})") from None
+    return spec
+
+
 def load_metrics(path: str | Path) -> dict:
-    return json.loads((Path(path) / "config.json").read_text()).get("metrics", {})
+    """The metrics saved beside a model by :func:`save_model`."""
+    return _read_spec(Path(path)).get("metrics", {})

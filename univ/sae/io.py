@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..integrity import write_file
 from .model import SAE, SAE_KINDS
 
 WEIGHTS, CFG = "sae_weights.safetensors", "cfg.json"
@@ -27,7 +28,8 @@ def _tensors(sae: SAE) -> dict[str, torch.Tensor]:
 
 
 def save(sae: SAE, path: str | os.PathLike) -> Path:
-    """Write ``sae`` to the folder ``path`` (created) as safetensors + cfg.json; returns the folder."""
+    """Write ``sae`` to the folder ``path`` (created) as safetensors + cfg.json; returns the folder. Each file
+    is replaced atomically, so an interrupted save leaves the previous SAE (or none), never a mix."""
     from safetensors.torch import save_file
 
     if not isinstance(sae, SAE):
@@ -43,8 +45,10 @@ def save(sae: SAE, path: str | os.PathLike) -> Path:
         "metadata": {}, "univ": {"kind": kind, "hparams": hp, "format_version": 1},
         **sae.saelens_cfg(),
     }
-    save_file(_tensors(sae), str(folder / WEIGHTS))
-    (folder / CFG).write_text(json.dumps(cfg, indent=2))
+    # each file atomically, cfg.json last: a folder with cfg.json holds the weights it describes
+    write_file(folder / WEIGHTS, lambda f: save_file(_tensors(sae), str(f)))
+    text = json.dumps(cfg, indent=2)
+    write_file(folder / CFG, lambda f: f.write_text(text))
     return folder
 
 
