@@ -50,20 +50,14 @@ def procrustes_distance(X, Y, kind: str = "angular", device=None) -> float:
 
 def _rdm_upper(X: torch.Tensor, distance: str, name: str) -> torch.Tensor:
     """Upper triangle (k > 0) of the (n, n) representational dissimilarity matrix, flattened."""
-    if distance == "correlation":
-        Z = X - X.mean(1, keepdim=True)
+    if distance in ("correlation", "cosine"):  # correlation distance: the cosine of row-centred samples
+        Z = X - X.mean(1, keepdim=True) if distance == "correlation" else X
         norms = torch.linalg.norm(Z, dim=1, keepdim=True)
         if bool((norms == 0).any()):
-            raise ValueError(f"{name}: correlation distance is undefined for a sample whose features are all "
-                             f"equal (row {int(torch.nonzero(norms.flatten() == 0)[0])}); use distance='euclidean'")
-        Z = Z / norms
-        D = 1.0 - Z @ Z.T
-    elif distance == "cosine":
-        norms = torch.linalg.norm(X, dim=1, keepdim=True)
-        if bool((norms == 0).any()):
-            raise ValueError(f"{name}: cosine distance is undefined for an all-zero sample (row "
+            what = "a sample whose features are all equal" if distance == "correlation" else "an all-zero sample"
+            raise ValueError(f"{name}: {distance} distance is undefined for {what} (row "
                              f"{int(torch.nonzero(norms.flatten() == 0)[0])}); use distance='euclidean'")
-        Z = X / norms
+        Z = Z / norms
         D = 1.0 - Z @ Z.T
     else:
         Xc = center(X)  # centring first keeps the Gram trick accurate
