@@ -1,7 +1,8 @@
 """Input validation shared by every public function.
 
-Each check raises ``ValueError`` naming the argument and the problem, so that bad input never turns
-into silently wrong numbers.
+Each check raises ``ValueError`` (``TypeError`` for a value of the wrong type: a string for a number, complex
+or non-numeric data) naming the argument and the problem, so that bad input never turns into silently wrong
+numbers or a torch/numpy traceback from the public API.
 """
 
 from __future__ import annotations

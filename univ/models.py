@@ -85,9 +85,12 @@ def model_input(model: nn.Module, x, name: str = "x", detach: bool = True) -> to
 
 def run_model(model: nn.Module, x: torch.Tensor, name: str = "x"):
     """``model(x)``; a torch error inside the forward (a shape or dtype the model cannot take) becomes a
-    ValueError naming ``name`` and the input's shape and dtype."""
+    ValueError naming ``name`` and the input's shape and dtype. Running out of memory is not bad input: that
+    error passes through, for the caller to retry with a smaller batch."""
     try:
         return model(x)
+    except torch.OutOfMemoryError:
+        raise
     except RuntimeError as e:
         raise ValueError(f"{name}: the model's forward failed on an input of shape {tuple(x.shape)} and dtype "
                          f"{x.dtype} ({str(e).splitlines()[0]})") from e

@@ -241,6 +241,15 @@ def test_numpy_integers_and_models_returning_dicts():
     assert torch.equal(torch.cat(list(cached_batches(path, "1", batch_size=np.int64(3))())), ref)
 
 
+def test_out_of_memory_is_not_called_bad_input():
+    class Oom(nn.Module):
+        def forward(self, x):
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        logits(Oom(), X)
+
+
 def test_missing_cuda_is_one_line_naming_the_devices():
     with pytest.raises(ValueError) as info:
         univ.capture(M, X, ["1"], device="cuda")
