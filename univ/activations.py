@@ -22,9 +22,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import check_choice, check_finite, to_tensor, unknown_name_error
+from ._checks import check_callable, check_choice, check_device, check_int, check_path, unknown_name_error
 from .integrity import MANIFEST, read_entry, verify_entry, write_entry
-from .models import as_model_input, eval_mode, model_device
+from .models import check_model, eval_mode, model_device, model_input, run_model
 from .utils import cache_dir, stable_hash, tensor_hash
 
 REDUCTIONS = ("flatten", "mean", "last", "none")
@@ -61,6 +61,7 @@ def _hook_table(model: nn.Module) -> dict[str, HookPoint]:
 def resolve(model: nn.Module, name: str, what: str = "hook name") -> HookPoint:
     """The HookPoint behind a hook name or module path, as :func:`capture` resolves it; unknown names
     raise ValueError ("unknown <what> ...") listing the closest valid ones."""
+    check_model(model)
     if not isinstance(name, str):
         raise TypeError(f"{what}: expected a string, got {type(name).__name__} {name!r}")
     table = _hook_table(model)
@@ -71,7 +72,7 @@ def resolve(model: nn.Module, name: str, what: str = "hook name") -> HookPoint:
 
 def hook_names(model: nn.Module) -> list[str]:
     """Every name :func:`capture` accepts for ``model`` (TransformerLens hook names first)."""
-    return list(_hook_table(model))
+    return list(_hook_table(check_model(model)))
 
 
 def first_tensor(out) -> torch.Tensor:
@@ -93,7 +94,11 @@ def hooks(model: nn.Module, fns: Mapping[str, HookFn], what: str = "hook name") 
     fns: {name: fn}; ``fn(t)`` receives the tensor the point emits (the first element of a tuple output)
     and returns None to observe it or a tensor of the same shape to replace it. Yields {name: HookPoint}.
     """
+    if not isinstance(fns, Mapping):
+        raise ValueError(f"fns: expected a mapping {{name: function}}, got {type(fns).__name__}")
     points = {name: resolve(model, name, what) for name in fns}
+    for name, fn in fns.items():
+        check_callable(fn, f"fns[{name!r}]")
     handles = []
 
     def make(fn):
@@ -130,15 +135,18 @@ def reduce_acts(t: torch.Tensor, how: str, channels_last: bool) -> torch.Tensor:
 def layer_forward(model: nn.Module, x: torch.Tensor, layer: str, reduce: str | None = None):
     """One forward pass returning (output, acts) with the autograd graph kept to ``x``: acts (n, d) at
     ``layer``, reduced as :func:`capture` would (``model.reduce`` or "flatten" by default). The model's
-    mode is left as it is (callers doing attacks or inversion hold :func:`univ.models.eval_mode`)."""
-    reduce = reduce or getattr(model, "reduce", "flatten")
+    mode is left as it is (callers doing attacks or inversion hold :func:`univ.models.eval_mode`).
+    x is cast as :func:`univ.models.as_model_input` says; a name whose hook does not fire raises ValueError."""
+    reduce = reduce or getattr(check_model(model), "reduce", "flatten")
     check_choice(reduce, "reduce", REDUCTIONS)
+    x = model_input(model, x, "x", detach=False)
     store = {}
     channels_last = resolve(model, layer).channels_last
     with hooks(model, {layer: lambda t: store.__setitem__("acts", reduce_acts(t, reduce, channels_last))}):
-        out = model(x)
+        out = run_model(model, x)
     if "acts" not in store:
-        raise RuntimeError(f"hook {layer!r} did not fire during the forward pass")
+        raise ValueError(f"layer: the hook {layer!r} did not fire during the forward pass; is the module used "
+                         "by model.forward?")
     return out, store["acts"]
 
 
@@ -148,15 +156,25 @@ def cached_batches(path: str | Path, name: str, batch_size: int = 4096):
     more activations than fit in memory: ``sae.fit(cached_batches(path, "act2"))``."""
     from safetensors import safe_open
 
-    path = Path(path)
+    path = check_path(path)
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a string, got {type(name).__name__} {name!r}")
+    batch_size = check_int(batch_size, "batch_size", low=1)
     if not path.is_file():
         raise ValueError(f"path: no activation cache file at {str(path)!r}")
     if (path.parent / MANIFEST).exists() and (problem := verify_entry(path.parent)) is not None:
         raise ValueError(f"path: the activation cache entry {str(path.parent)!r} is not usable: {problem}")
-    with safe_open(str(path), framework="pt") as f:
-        if name not in f.keys():
-            raise unknown_name_error("cached activation", name, list(f.keys()))
-        n = f.get_slice(name).get_shape()[0]
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            shape = f.get_slice(name).get_shape() if name in keys else None
+    except Exception as e:  # safetensors raises its own error type for a malformed file
+        raise ValueError(f"path: {str(path)!r} is not a readable safetensors file ({e})") from None
+    if shape is None:
+        raise unknown_name_error("cached activation", name, keys)
+    if len(shape) != 2:
+        raise ValueError(f"name: the cached activation {name!r} has shape {tuple(shape)}, not (n, d)")
+    n = shape[0]
 
     def batches():
         with safe_open(str(path), framework="pt") as f:
@@ -172,7 +190,9 @@ def _targets(model: nn.Module, names: Sequence[str]) -> dict[str, HookPoint]:
     for is dropped (its first name is kept)."""
     targets: dict[str, HookPoint] = {}
     seen: set[int] = set()
-    for name in names:
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise TypeError(f"names[{i}]: expected a hook name (a string), got {type(name).__name__} {name!r}")
         point = resolve(model, name)
         if id(point.module) not in seen:
             seen.add(id(point.module))
@@ -195,10 +215,32 @@ def cache_path(model: nn.Module, inputs, names: Sequence[str], reduce: str | Non
                folder: str | Path | None = None, dtype: torch.dtype = torch.float32) -> Path:
     """The file :func:`capture` caches these activations in (``folder``: as given to ``cache=``). It lies in
     an integrity-checked entry folder (see :mod:`univ.integrity`) named by the key."""
-    reduce = reduce or getattr(model, "reduce", "flatten")
-    key = _cache_key(model, as_model_input(model, to_tensor(inputs, "inputs")), list(_targets(model, names)),
+    reduce = reduce or getattr(check_model(model), "reduce", "flatten")
+    check_choice(reduce, "reduce", REDUCTIONS)
+    _check_dtype(dtype)
+    folder = cache_dir() / "acts" if folder is None else check_path(folder, "folder")
+    key = _cache_key(model, model_input(model, inputs, "inputs"), list(_targets(model, _names(model, names))),
                      reduce, dtype)
-    return Path(folder or cache_dir() / "acts") / key / ACTS_FILE
+    return folder / key / ACTS_FILE
+
+
+def _names(model: nn.Module, names) -> list[str]:
+    if names is None:
+        names = getattr(model, "layers", None)
+        if names is None:
+            raise ValueError("names: required for models without a `layers` attribute")
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, Sequence):
+        raise TypeError(f"names: expected a hook name or a list of them, got {type(names).__name__}")
+    if not names:
+        raise ValueError("names: empty list of hook names")
+    return list(names)
+
+
+def _check_dtype(dtype) -> None:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype: expected a floating torch dtype such as torch.float32, got {dtype!r}")
 
 
 def capture(
@@ -231,27 +273,15 @@ def capture(
     (the first name asked for). The model's train/eval mode is restored afterwards and every hook is
     removed, even when the forward raises.
     """
-    if names is None:
-        names = getattr(model, "layers", None)
-        if names is None:
-            raise ValueError("names: required for models without a `layers` attribute")
-    if isinstance(names, str):
-        names = [names]
-    names = list(names)
-    if not names:
-        raise ValueError("names: empty list of hook names")
+    names = _names(check_model(model), names)
     reduce = reduce or getattr(model, "reduce", "flatten")
     check_choice(reduce, "reduce", REDUCTIONS)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: must be a positive integer, got {batch_size!r}")
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype: expected a floating torch dtype such as torch.float32, got {dtype!r}")
-    x_all = to_tensor(inputs, "inputs", detach=not grad)
-    if x_all.ndim == 0 or len(x_all) == 0:
-        raise ValueError(f"inputs: need at least one sample, got shape {tuple(x_all.shape)}")
-    if x_all.is_floating_point():
-        check_finite(x_all.detach(), "inputs")
-    x_all = as_model_input(model, x_all)
+    batch_size = check_int(batch_size, "batch_size", low=1)
+    _check_dtype(dtype)
+    device = check_device(device)
+    if not isinstance(cache, bool):
+        check_path(cache, "cache")
+    x_all = model_input(model, inputs, "inputs", detach=not grad)
     targets = _targets(model, names)
 
     path = None
@@ -272,11 +302,11 @@ def capture(
             torch.set_grad_enabled(grad):
         for start in tqdm(range(0, len(x_all), batch_size), desc="capture", disable=not progress, leave=False):
             current.clear()
-            model(x_all[start:start + batch_size].to(dev))
+            run_model(model, x_all[start:start + batch_size].to(dev), "inputs")
             for n in targets:
                 if n not in current:
-                    raise RuntimeError(f"hook {n!r} did not fire during the forward pass; is the module "
-                                       "used by model.forward?")
+                    raise ValueError(f"names: the hook {n!r} did not fire during the forward pass; is the module "
+                                     "used by model.forward?")
                 t = current[n]
                 collected[n].append(t if grad else t.detach().to("cpu", dtype))
     acts = {n: torch.cat(ts) for n, ts in collected.items()}

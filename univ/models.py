@@ -18,7 +18,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ._checks import to_tensor
+from ._checks import as_real_tensor, check_int
 from .registry import Registry
 
 # --------------------------------------------------------------------------------------------------
@@ -47,13 +47,53 @@ def model_dtype(model: nn.Module) -> torch.dtype | None:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
 
 
+def check_model(model, name: str = "model") -> nn.Module:
+    """Raise a ValueError naming ``name`` unless ``model`` is a torch.nn.Module."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{name}: expected a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def takes_tokens(model: nn.Module) -> bool:
+    """Whether integer inputs are token ids for ``model``: its ``takes_tokens`` attribute when it has one,
+    else whether any of its modules is an embedding (class name containing "embed": torch's Embedding,
+    TransformerLens's Embed, HuggingFace's embedding blocks)."""
+    flag = getattr(model, "takes_tokens", None)
+    if isinstance(flag, bool):
+        return flag
+    return any("embed" in type(m).__name__.lower() for m in model.modules())
+
+
 def as_model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The one input-dtype rule of capture, attacks and predictions: floating inputs are cast to the model's
-    parameter dtype (float64 numpy data into a float32 net); integer inputs (tokens) pass unchanged."""
+    parameter dtype (float64 numpy data into a float32 net); bool inputs too (the default float dtype for
+    a model without parameters); integer inputs stay integers (token ids) for a model that
+    :func:`takes_tokens`, and are cast like bools for any other model."""
     dtype = model_dtype(model)
-    if x.is_floating_point() and dtype is not None and x.dtype != dtype:
-        return x.to(dtype)
+    if x.is_floating_point():
+        return x if dtype is None or x.dtype == dtype else x.to(dtype)
+    if x.dtype == torch.bool or (not x.is_complex() and not takes_tokens(model)):
+        return x.to(dtype or torch.get_default_dtype())
     return x
+
+
+def model_input(model: nn.Module, x, name: str = "x", detach: bool = True) -> torch.Tensor:
+    """``x`` (numpy or torch) checked as a batch for ``model``: a non-empty real tensor free of NaN/Inf,
+    in the dtype :func:`as_model_input` gives; ValueError/TypeError naming ``name`` otherwise."""
+    return as_model_input(model, as_real_tensor(x, name, detach=detach))
+
+
+def run_model(model: nn.Module, x: torch.Tensor, name: str = "x"):
+    """``model(x)``; a torch error inside the forward (a shape or dtype the model cannot take) becomes a
+    ValueError naming ``name`` and the input's shape and dtype. Running out of memory is not bad input: that
+    error passes through, for the caller to retry with a smaller batch."""
+    try:
+        return model(x)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as e:
+        raise ValueError(f"{name}: the model's forward failed on an input of shape {tuple(x.shape)} and dtype "
+                         f"{x.dtype} ({str(e).splitlines()[0]})") from e
 
 
 def as_logits(out) -> torch.Tensor:
@@ -69,12 +109,12 @@ def as_logits(out) -> torch.Tensor:
 def logits(model: nn.Module, x, batch_size: int = 1024) -> torch.Tensor:
     """The model's outputs (n, n_classes) on x: (n, ...), in eval mode (every module's mode restored),
     batched, on the CPU."""
-    x = as_model_input(model, to_tensor(x, "x"))
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: must be a positive integer, got {batch_size!r}")
+    check_model(model)
+    batch_size = check_int(batch_size, "batch_size", low=1)
+    x = model_input(model, x)
     dev = model_device(model)
     with eval_mode(model):
-        outs = [as_logits(model(x[i:i + batch_size].to(dev))) for i in range(0, len(x), batch_size)]
+        outs = [as_logits(run_model(model, x[i:i + batch_size].to(dev))) for i in range(0, len(x), batch_size)]
     return torch.cat(outs).cpu()
 
 
@@ -87,6 +127,8 @@ class ZooModel(nn.Module):
     """Base of the zoo: input-shape checking, ``config`` and ``layers``."""
 
     name: str = "base"
+    takes_tokens: bool = False
+    """Whether integer inputs are token ids (see :func:`takes_tokens`)."""
     layers: list[str]
     """Representation layers captured by default, input side first, logits last."""
     reduce: str = "flatten"
@@ -285,6 +327,7 @@ class TokenTransformer(ZooModel):
 
     name = "token_transformer"
     reduce = "last"
+    takes_tokens = True
 
     def __init__(self, n_ctx: int = 3, d_vocab: int = 114, n_classes: int = 113, d_model: int = 128,
                  n_layers: int = 1, n_heads: int = 4, seed: int = 0):

@@ -32,8 +32,17 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_choice, check_finite, check_positive, to_tensor
-from ..models import as_logits, as_model_input, eval_mode, predict
+from .._checks import (
+    as_labels,
+    as_real_tensor,
+    check_callable,
+    check_choice,
+    check_int,
+    check_positive,
+    check_seed,
+    to_tensor,
+)
+from ..models import as_logits, as_model_input, check_model, eval_mode, predict, run_model
 from ..registry import Registry
 from ..utils import to_jsonable
 from .ball import (
@@ -61,27 +70,18 @@ def check_inputs(model, x, y, bounds, tol: float = 1e-6):
     logits (n, n_classes) computed in eval mode. A model whose forward returns anything but a logits
     tensor (a dict, a tuple, a HuggingFace output object) raises a ValueError naming ``model``.
     """
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    x = to_tensor(x, "x")
+    check_model(model)
+    x = as_real_tensor(x, "x")
     if not x.is_floating_point():  # the attack moves x continuously, so integer inputs become floats
         x = x.float()
     x = as_model_input(model, x)
-    if x.ndim < 2 or x.shape[0] == 0:
+    if x.ndim < 2:
         raise ValueError(f"x: expected a batch of inputs (n, ...) with n >= 1, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x.sum())):  # a finite sum means finite entries: skip the full scan
-        check_finite(x, "x")
     bounds = check_bounds(bounds)
     check_in_box(x, bounds, "x", tol)
-    y = to_tensor(y, "y", device=x.device)
-    if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y: expected integer labels of shape ({x.shape[0]},), got shape {tuple(y.shape)}")
-    if y.is_floating_point():
-        if not bool((y == y.round()).all()):
-            raise ValueError("y: expected integer class labels, got non-integer floats")
-    y = y.long()
+    y = as_labels(y, "y", n=len(x), device=x.device)
     with eval_mode(model), torch.no_grad():
-        logits = as_logits(model(x))
+        logits = as_logits(run_model(model, x))
     if logits.ndim != 2:
         raise ValueError(f"model: expected logits of shape (n, n_classes), got {tuple(logits.shape)}")
     n_classes = logits.shape[1]
@@ -98,6 +98,7 @@ def resolve_target(target, logits: torch.Tensor, y: torch.Tensor) -> torch.Tenso
 
     ``None`` picks the least-likely class under the clean logits (the hardest target).
     """
+    logits, y = _logits_and_labels(logits, y, "y")
     if target is None:
         t = logits.argmin(dim=1)
     elif callable(target):
@@ -105,16 +106,25 @@ def resolve_target(target, logits: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     else:
         t = target
     t = to_tensor(t, "target", device=y.device)
-    if t.ndim != 1 or t.shape[0] != y.shape[0] or t.is_floating_point():
+    if t.ndim != 1 or t.shape[0] != y.shape[0] or t.is_floating_point() or t.is_complex():
         raise ValueError(f"target: expected integer labels of shape ({y.shape[0]},), got {tuple(t.shape)}")
-    t = t.long()
-    if bool(((t < 0) | (t >= logits.shape[1])).any()):
-        raise ValueError(f"target: labels must lie in [0, {logits.shape[1]})")
-    return t
+    return as_labels(t, "target", n_classes=logits.shape[1])
+
+
+def _logits_and_labels(logits, labels, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits as a real (n, n_classes >= 2) tensor (graph kept) and labels as int64 (n,) within range."""
+    if not isinstance(logits, torch.Tensor):
+        logits = as_real_tensor(logits, "logits")
+    if logits.ndim != 2 or logits.shape[1] < 2 or not logits.is_floating_point():
+        raise ValueError(f"logits: expected a float (n, n_classes) tensor with n_classes >= 2, got "
+                         f"{logits.dtype} {tuple(logits.shape)}")
+    return logits, as_labels(labels, name, n=len(logits), n_classes=logits.shape[1], device=logits.device)
 
 
 def random_other_class(generator: torch.Generator | None = None):
     """A target function: a uniformly random class different from the true label."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
 
     def fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         n_classes = logits.shape[1]
@@ -129,6 +139,7 @@ def margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False) -
 
     Untargeted: max_{j != y} z_j - z_y. Targeted: z_t - max_{j != t} z_j.
     """
+    logits, labels = _logits_and_labels(logits, labels, "labels")
     own = logits.gather(1, labels[:, None])[:, 0]
     top2, idx = logits.topk(2, dim=1)  # the best other class is the runner-up when labels is the top
     other = torch.where(idx[:, 0] == labels, top2[:, 1], top2[:, 0])
@@ -189,8 +200,8 @@ def pgd(
     check_positive(eps, "eps", strict=False)
     norm = canonical_norm(norm)
     check_choice(loss, "loss", ("ce", "margin"))
-    if int(steps) < 1 or int(restarts) < 1:
-        raise ValueError(f"steps and restarts: must be >= 1, got steps={steps}, restarts={restarts}")
+    steps, restarts = check_int(steps, "steps", low=1), check_int(restarts, "restarts", low=1)
+    seed = check_seed(seed)
     step_size = 2.5 * eps / steps if step_size is None else step_size
     check_positive(step_size, "step_size", strict=False)
     labels = resolve_target(target, logits, y) if targeted else y
@@ -288,6 +299,7 @@ def fgsm(
     x, y, bounds, logits = check_inputs(model, x, y, bounds)
     check_positive(eps, "eps", strict=False)
     norm = canonical_norm(norm)
+    seed = check_seed(seed)
     labels = resolve_target(target, logits, y) if targeted else y
     if eps == 0:
         return x.clone()
@@ -342,6 +354,8 @@ def make_attack(name: str, **kwargs) -> Attack:
     Unknown names and arguments the attack does not take raise a ValueError, as does a missing required
     argument (``bounds``: pass the data's box, or None for unbounded inputs).
     """
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected an attack name, got {type(name).__name__} {name!r}")
     fn = ATTACKS[name]
     params = inspect.signature(fn).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -362,6 +376,8 @@ def make_attack(name: str, **kwargs) -> Attack:
 
 def robust_accuracy(model: torch.nn.Module, x, y, attack: Callable) -> float:
     """Accuracy of ``model`` on ``attack(model, x, y)``: a sample counts only if it stays correct."""
+    check_model(model)
+    check_callable(attack, "attack")
     x_adv = attack(model, x, y)
-    y = to_tensor(y, "y", device=x_adv.device).long()
+    y = as_labels(y, "y", n=len(x_adv), device=x_adv.device)
     return float((predict(model, x_adv) == y).float().mean())

@@ -7,10 +7,23 @@ noise with the same per-sample RMS.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
-from .._checks import check_same_n, to_tensor
+from .._checks import as_real_tensor, check_int
 from .ball import check_bounds, clip_to_box, per_sample, per_sample_norm
+
+
+def _pair(x, x_adv) -> tuple[torch.Tensor, torch.Tensor]:
+    """x and x_adv as finite float tensors of one shape (x's float dtype; integers and bools become float32)."""
+    x, x_adv = as_real_tensor(x, "x"), as_real_tensor(x_adv, "x_adv")
+    if x.ndim < 2:
+        raise ValueError(f"x: expected a batch of inputs (n, ...), got shape {tuple(x.shape)}")
+    if x_adv.shape != x.shape:
+        raise ValueError(f"x_adv: expected the shape of x {tuple(x.shape)}, got {tuple(x_adv.shape)}")
+    x = x if x.is_floating_point() else x.float()
+    return x, x_adv.to(x.dtype)
 
 
 def matched_random(x, x_adv, *, bounds: tuple[float, float] | None, seed: int = 0, iters: int = 10) -> torch.Tensor:
@@ -20,9 +33,9 @@ def matched_random(x, x_adv, *, bounds: tuple[float, float] | None, seed: int = 
     Clipping to the box shrinks a random perturbation (half its mass falls outside at a saturated
     pixel), so the direction is rescaled and re-clipped ``iters`` times until the clipped norm matches.
     """
-    x, x_adv = to_tensor(x, "x"), to_tensor(x_adv, "x_adv")
-    check_same_n(x, x_adv, ("x", "x_adv"))
+    x, x_adv = _pair(x, x_adv)
     bounds = check_bounds(bounds)
+    seed, iters = check_int(seed, "seed"), check_int(iters, "iters", low=0)
     target = per_sample_norm(x_adv - x, "2")
     g = torch.Generator(device=x.device).manual_seed(seed)
     u = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
@@ -39,9 +52,9 @@ def matched_random(x, x_adv, *, bounds: tuple[float, float] | None, seed: int = 
 def gaussian_noise(x, x_adv, *, bounds: tuple[float, float] | None, seed: int = 1) -> torch.Tensor:
     """x + i.i.d. N(0, s^2) noise, s = the per-sample RMS of ``x_adv - x``, clipped to ``bounds``
     (required: the data's box, or None for unbounded inputs); Szegedy et al.'s noise control."""
-    x, x_adv = to_tensor(x, "x"), to_tensor(x_adv, "x_adv")
-    check_same_n(x, x_adv, ("x", "x_adv"))
+    x, x_adv = _pair(x, x_adv)
     bounds = check_bounds(bounds)
+    seed = check_int(seed, "seed")
     d = (x_adv - x).reshape(len(x), -1)
     s = d.pow(2).mean(1).sqrt()
     g = torch.Generator(device=x.device).manual_seed(seed)
@@ -53,4 +66,6 @@ def layer_acts(model, inputs: dict, layer: str, batch_size: int = 1024) -> dict:
     """Activations (n, d) at ``layer`` for each named input batch: {name: x} -> {name: acts}."""
     from ..activations import capture
 
+    if not isinstance(inputs, Mapping) or not inputs:
+        raise ValueError(f"inputs: expected a non-empty dict {{name: x}}, got {type(inputs).__name__}")
     return {k: capture(model, v, [layer], batch_size=batch_size)[layer].double() for k, v in inputs.items()}

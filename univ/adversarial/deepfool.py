@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_positive
+from .._checks import check_int, check_positive
 from ..models import eval_mode
 from .attacks import check_inputs, register_attack
 from .ball import clip_to_box
@@ -45,6 +45,7 @@ def deepfool(
     """
     x, y, bounds, logits = check_inputs(model, x, y, bounds)
     check_positive(overshoot, "overshoot", strict=False)
+    max_iter = check_int(max_iter, "max_iter", low=1)
     if eps is not None:
         check_positive(eps, "eps", strict=False)
     n = len(x)

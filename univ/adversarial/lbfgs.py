@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_positive
+from .._checks import check_int, check_positive, check_seed
 from ..models import eval_mode
 from .attacks import check_inputs, random_other_class, register_attack, resolve_target
 
@@ -101,8 +101,15 @@ def lbfgs_search(
     """
     x, y, bounds, logits = check_inputs(model, x, y, bounds)
     check_positive(c_init, "c_init")
-    if search_steps < 1 or maxiter < 1:
-        raise ValueError(f"search_steps and maxiter: must be >= 1, got {search_steps}, {maxiter}")
+    search_steps, maxiter = check_int(search_steps, "search_steps", low=1), check_int(maxiter, "maxiter", low=1)
+    seed = check_seed(seed)
+    try:
+        c_lo, c_hi = (float(c) for c in c_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"c_range: expected a (low, high) pair of numbers, got {c_range!r}") from None
+    if not (0 < c_lo < c_hi < math.inf):
+        raise ValueError(f"c_range: need finite 0 < low < high, got {c_range!r}")
+    c_range = (c_lo, c_hi)
     if target is None:
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         target = random_other_class(gen)

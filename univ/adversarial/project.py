@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._checks import as_matrix, check_choice, check_same_n
+from .._checks import as_labels, as_matrix, check_choice, check_int, check_positive, check_same_n, to_tensor
 
 K_DEFAULT = (1, 5, 10)
 
@@ -36,19 +36,22 @@ K_DEFAULT = (1, 5, 10)
 
 def neuron_basis(d: int) -> torch.Tensor:
     """The natural basis (d, d): one direction per neuron."""
+    d = check_int(d, "d", low=1)
     return torch.eye(d, dtype=torch.float64)
 
 
 def random_orthonormal(d: int, seed: int = 0) -> torch.Tensor:
     """A Haar-random orthonormal basis (d, d) (rows)."""
-    g = torch.Generator().manual_seed(seed)
+    d = check_int(d, "d", low=1)
+    g = torch.Generator().manual_seed(check_int(seed, "seed"))
     q, r = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
     return (q * torch.sign(torch.diagonal(r))).T
 
 
 def random_dictionary(m: int, d: int, seed: int = 0) -> torch.Tensor:
     """m random unit directions in R^d (m, d): the overcomplete null model for an SAE decoder."""
-    g = torch.Generator().manual_seed(seed)
+    m, d = check_int(m, "m", low=1), check_int(d, "d", low=1)
+    g = torch.Generator().manual_seed(check_int(seed, "seed"))
     D = torch.randn(m, d, generator=g, dtype=torch.float64)
     return D / D.norm(dim=1, keepdim=True)
 
@@ -74,7 +77,7 @@ def directions(basis, d: int | None = None) -> torch.Tensor:
             D = (torch.as_tensor(basis.decode(eye)) - torch.as_tensor(basis.decode(eye[:1] * 0))).double()
     else:
         D = as_matrix(basis, "basis", min_rows=1)
-    if d is not None and D.shape[1] != d:
+    if d is not None and D.shape[1] != check_int(d, "d", low=1):
         raise ValueError(f"basis: directions have dimension {D.shape[1]}, but delta has {d} features")
     return D
 
@@ -107,7 +110,11 @@ def lstsq_coefficients(delta: torch.Tensor, D: torch.Tensor, support: torch.Tens
 
 def omp(delta: torch.Tensor, D: torch.Tensor, k: int):
     """Orthogonal matching pursuit, batched: for each sample the indices (n, k) chosen greedily and the
-    explained fraction of ||delta||^2 after 1..k atoms (n, k)."""
+    explained fraction of ||delta||^2 after 1..k atoms (n, k). delta: (n, d); D: (m, d) atoms as rows."""
+    delta, D = as_matrix(delta, "delta", min_rows=1), as_matrix(D, "D", min_rows=1)
+    if D.shape[1] != delta.shape[1]:
+        raise ValueError(f"D: atoms have dimension {D.shape[1]}, but delta has {delta.shape[1]} features")
+    k = check_int(k, "k", low=1)
     Dn = D / D.norm(dim=1, keepdim=True).clamp_min(1e-12)
     n, d = delta.shape
     k = min(k, d, D.shape[0])
@@ -160,9 +167,9 @@ def project(delta, basis, k=K_DEFAULT, *, method: str = "auto", clean=None, supp
     """
     delta = as_matrix(delta, "delta", min_rows=1)
     n, d = delta.shape
-    ks = [int(v) for v in np.atleast_1d(k)]
-    if any(v < 1 for v in ks):
-        raise ValueError(f"k: every k must be >= 1, got {ks}")
+    ks = [check_int(v, "k", low=1) for v in (k if isinstance(k, (list, tuple, np.ndarray)) else [k])]
+    if not ks:
+        raise ValueError("k: expected at least one k")
     check_choice(method, "method", ("auto", "lstsq", "omp", "codes"))
     D = directions(basis, d)
     m = D.shape[0]
@@ -183,7 +190,9 @@ def project(delta, basis, k=K_DEFAULT, *, method: str = "auto", clean=None, supp
         check_choice(support, "support", ("active",))
         support = changes.active_union
     elif support is not None:
-        support = torch.as_tensor(support, dtype=torch.bool)
+        support = to_tensor(support, "support")
+        if support.dtype != torch.bool:
+            raise TypeError(f"support: expected a bool mask, got dtype {support.dtype}")
         if support.shape != (n, m):
             raise ValueError(f"support: expected a bool mask of shape ({n}, {m}), got {tuple(support.shape)}")
 
@@ -238,6 +247,9 @@ class CodeChanges(NamedTuple):
 
 def code_changes(sae, clean, perturbed, tol: float = 1e-6) -> CodeChanges:
     """How an SAE's codes change from clean (n, d) to perturbed (n, d) activations, per sample."""
+    if not is_sae(sae):
+        raise ValueError(f"sae: expected an SAE (with encode and decode), got {type(sae).__name__}")
+    check_positive(tol, "tol", strict=False)
     clean = as_matrix(clean, "clean", min_rows=1)
     perturbed = as_matrix(perturbed, "perturbed", min_rows=1)
     check_same_n(clean, perturbed, ("clean", "perturbed"))
@@ -260,10 +272,9 @@ def latent_class_association(codes, y, n_classes: int | None = None) -> pd.DataF
     frequency (fraction of samples where it fires).
     """
     z = as_matrix(codes, "codes", min_rows=1).clamp_min(0)
-    y = torch.as_tensor(y).long().cpu()
-    if y.shape != (len(z),):
-        raise ValueError(f"y: expected shape ({len(z)},), got {tuple(y.shape)}")
-    C = int(n_classes or int(y.max()) + 1)
+    n_classes = None if n_classes is None else check_int(n_classes, "n_classes", low=1)
+    y = as_labels(y, "y", n=len(z), n_classes=n_classes, device="cpu")
+    C = n_classes or int(y.max()) + 1
     mass = torch.zeros(C, z.shape[1], dtype=z.dtype).index_add_(0, y, z)
     tot = mass.sum(0)
     return pd.DataFrame({
@@ -284,7 +295,13 @@ def most_changed_latents(sae, clean, perturbed, y, y_adv=None, assoc: pd.DataFra
     frac_adv_class (== adversarial prediction, when y_adv is given).
     """
     dz = code_changes(sae, clean, perturbed).dz
-    y = torch.as_tensor(y).long().cpu()
+    y = as_labels(y, "y", n=len(dz), device="cpu")
+    ya = None if y_adv is None else as_labels(y_adv, "y_adv", n=len(dz), device="cpu")
+    top = check_int(top, "top", low=1)
+    if assoc is not None and (not isinstance(assoc, pd.DataFrame) or len(assoc) != dz.shape[1]
+                              or not {"top_class", "class_share"} <= set(assoc.columns)):
+        raise ValueError(f"assoc: expected latent_class_association's table with one row per latent "
+                         f"({dz.shape[1]}), got {type(assoc).__name__}")
     if assoc is None:
         assoc = latent_class_association(_encode(sae, as_matrix(clean, "clean", min_rows=1)), y)
     mean = dz.mean(0)
@@ -298,8 +315,7 @@ def most_changed_latents(sae, clean, perturbed, y, y_adv=None, assoc: pd.DataFra
                    "frac_changed": float(moved.double().mean()), "top_class": cls,
                    "class_share": float(assoc["class_share"].iloc[j]),
                    "frac_true_class": float((y[moved] == cls).double().mean()) if moved.any() else np.nan}
-            if y_adv is not None:
-                ya = torch.as_tensor(y_adv).long().cpu()
+            if ya is not None:
                 row["frac_adv_class"] = float((ya[moved] == cls).double().mean()) if moved.any() else np.nan
             rows.append(row)
     return pd.DataFrame(rows)

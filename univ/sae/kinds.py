@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_positive
+from .._checks import check_int, check_positive, check_real
 from ._sparse import SparseDecode, SparseEncode
 from .model import SAE, SAE_KINDS, StepOutput
 
@@ -37,9 +37,14 @@ def auxk_loss(sae: SAE, x_c: Tensor, pre: Tensor, residual: Tensor, dead: Tensor
 
 
 def _check_k(k, d_sae: int) -> int:
-    if not isinstance(k, int) or not 1 <= k <= d_sae:
-        raise ValueError(f"k: must be an int with 1 <= k <= d_sae={d_sae}, got {k!r}")
-    return k
+    return check_int(k, "k", 1, d_sae, why=" (d_sae)")
+
+
+def _aux_k(aux_k, d_in: int, d_sae: int) -> int:
+    """AuxK's latent budget: the given one (at most d_sae), or d_in // 2 by default."""
+    if aux_k is None:
+        return max(1, min(d_sae, d_in // 2))
+    return min(d_sae, check_int(aux_k, "aux_k", low=1))
 
 
 @SAE_KINDS.register("relu")
@@ -82,8 +87,8 @@ class TopKSAE(SAE):
     def __init__(self, d_in: int, d_sae: int, k: int = 32, *, aux_k: int | None = None,
                  aux_coefficient: float = 1 / 32, seed: int = 0, dtype: torch.dtype = torch.float32):
         super().__init__(d_in, d_sae, seed=seed, dtype=dtype)
-        self.k = _check_k(k, d_sae)
-        self.aux_k = max(1, min(d_sae, aux_k if aux_k is not None else d_in // 2))
+        self.k = _check_k(k, self.d_sae)
+        self.aux_k = _aux_k(aux_k, self.d_in, self.d_sae)
         check_positive(aux_coefficient, "aux_coefficient", strict=False)
         self.aux_coefficient = float(aux_coefficient)
 
@@ -125,10 +130,11 @@ class BatchTopKSAE(SAE):
                  aux_coefficient: float = 1 / 32, threshold_beta: float = 0.99, seed: int = 0,
                  dtype: torch.dtype = torch.float32):
         super().__init__(d_in, d_sae, seed=seed, dtype=dtype)
-        self.k = _check_k(k, d_sae)
-        self.aux_k = max(1, min(d_sae, aux_k if aux_k is not None else d_in // 2))
+        self.k = _check_k(k, self.d_sae)
+        self.aux_k = _aux_k(aux_k, self.d_in, self.d_sae)
+        check_positive(aux_coefficient, "aux_coefficient", strict=False)
         self.aux_coefficient = float(aux_coefficient)
-        self.threshold_beta = float(threshold_beta)
+        self.threshold_beta = check_real(threshold_beta, "threshold_beta", 0.0, 1.0)
         self.register_buffer("threshold", torch.full((), -1.0, dtype=dtype))  # < 0: not yet estimated
 
     def saelens_cfg(self) -> dict:
@@ -222,7 +228,7 @@ class JumpReluSAE(SAE):
         check_positive(threshold_init, "threshold_init")
         self.l0_coefficient, self.bandwidth = float(l0_coefficient), float(bandwidth)
         self.threshold_init = float(threshold_init)
-        self.log_threshold = nn.Parameter(torch.full((d_sae,), math.log(threshold_init), dtype=dtype))
+        self.log_threshold = nn.Parameter(torch.full((self.d_sae,), math.log(threshold_init), dtype=dtype))
 
     @property
     def threshold(self) -> Tensor:

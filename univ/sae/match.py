@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .._checks import check_same_n
+from .._checks import check_int, check_real, check_same_n
 from ..models import eval_mode
 from ..registry import Registry
 from .model import SAE
@@ -217,15 +217,17 @@ def match(sae_a: SAE, acts_a, sae_b: SAE, acts_b, method: str = "correlation", *
     latent counts as shared. min_correlation: svcca's pair filter. n_permutations: baseline repetitions
     (default: the method's, 5 or 100 for svcca).
     """
+    if not isinstance(method, str):
+        raise TypeError(f"method: expected a matching method name, got {type(method).__name__} {method!r}")
     fn = MATCH_METHODS[method]
     for name, s in (("sae_a", sae_a), ("sae_b", sae_b)):
         if not isinstance(s, SAE):
             raise ValueError(f"{name}: expected a univ.sae.SAE, got {type(s).__name__}")
-    options = {"threshold": threshold, "min_correlation": min_correlation}
+    options = {"threshold": check_real(threshold, "threshold", -1.0, 1.0),
+               "min_correlation": check_real(min_correlation, "min_correlation", -1.0, 1.0)}
     if n_permutations is not None:
-        if int(n_permutations) < 0:
-            raise ValueError(f"n_permutations: must be >= 0, got {n_permutations}")
-        options["n_permutations"] = int(n_permutations)
+        options["n_permutations"] = check_int(n_permutations, "n_permutations", low=0)
+    seed = check_int(seed, "seed")
     accepted = inspect.signature(fn).parameters
     options = {k: v for k, v in options.items() if k in accepted}
     return fn(sae_a, acts_a, sae_b, acts_b, gen=torch.Generator().manual_seed(seed), **options)

@@ -14,9 +14,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .._checks import as_matrix, check_same_n
+from .._checks import as_labels, as_matrix, check_int, check_real, check_same_n
 from ..activations import hooks, resolve
-from ..models import eval_mode
+from ..models import as_logits, check_model, eval_mode, model_input, run_model
 from .model import SAE
 
 
@@ -65,6 +65,7 @@ def dead_fraction(codes) -> float:
 def dense_fraction(codes, threshold: float = 0.1) -> float:
     """Fraction of latents that fire on more than ``threshold`` of the rows of codes: (n, d_sae)."""
     z = as_matrix(codes, "codes", min_rows=1, dtype=None)
+    threshold = check_real(threshold, "threshold", 0.0, 1.0)
     return float(((z != 0).double().mean(0) > threshold).double().mean())
 
 
@@ -92,6 +93,10 @@ def _codes_and_recon(sae: SAE, x: Tensor, batch_size: int) -> tuple[Tensor, Tens
 @torch.no_grad()
 def evaluate(sae: SAE, acts, batch_size: int = 4096, dense_threshold: float = 0.1) -> SAEMetrics:
     """L0, MSE, FVU, explained variance, dead and dense fractions of ``sae`` on acts: (n, d_in)."""
+    if not isinstance(sae, SAE):
+        raise ValueError(f"sae: expected a univ.sae.SAE, got {type(sae).__name__}")
+    batch_size = check_int(batch_size, "batch_size", low=1)
+    check_real(dense_threshold, "dense_threshold", 0.0, 1.0)
     x = sae.check_input(acts, "acts")
     if len(x) < 2:
         raise ValueError(f"acts: needs at least 2 samples (rows), got {len(x)}")
@@ -111,7 +116,8 @@ def dictionary_recovery(sae_or_decoder, dictionary, threshold: float = 0.9) -> t
     best cosine is >= threshold.
     """
     D = sae_or_decoder.W_dec.detach() if isinstance(sae_or_decoder, SAE) else sae_or_decoder
-    D = as_matrix(D, "decoder", 1)
+    D = as_matrix(D, "sae_or_decoder", 1)
+    threshold = check_real(threshold, "threshold", 0.0, 1.0)
     M = as_matrix(dictionary, "dictionary", 1)
     if D.shape[1] != M.shape[0]:
         raise ValueError(f"dictionary: has {M.shape[0]} rows (dims) but the decoder has {D.shape[1]} dims")
@@ -140,11 +146,12 @@ def spliced_accuracy(model: torch.nn.Module, x, y, layer: str, sae: SAE, batch_s
     layer: a name :func:`univ.capture` accepts (a TransformerLens hook name, reconstructed per position,
     or a dotted module path, whose output is flattened to (n, d_in)); reconstructed and reshaped back.
     """
-    x = x if isinstance(x, Tensor) else torch.as_tensor(x)
-    y = y if isinstance(y, Tensor) else torch.as_tensor(y)
+    x = model_input(check_model(model), x)
+    y = as_labels(y, "y")
     check_same_n(x, y, ("x", "y"))
     if not isinstance(sae, SAE):
         raise ValueError(f"sae: expected a univ.sae.SAE, got {type(sae).__name__}")
+    batch_size = check_int(batch_size, "batch_size", low=1)
     mode = {"value": "clean"}
     channels_last = resolve(model, layer, what="layer").channels_last
 
@@ -165,7 +172,10 @@ def spliced_accuracy(model: torch.nn.Module, x, y, layer: str, sae: SAE, batch_s
             mode["value"] = m
             correct = 0
             for i in range(0, len(x), batch_size):
-                out = model(x[i:i + batch_size])
+                out = as_logits(run_model(model, x[i:i + batch_size]))
+                if i == 0 and m == "clean" and int(y.max()) >= out.shape[-1]:
+                    raise ValueError(f"y: labels must lie in [0, {out.shape[-1]}) for this model, got a "
+                                     f"label {int(y.max())}")
                 correct += int((out.argmax(-1) == y[i:i + batch_size].to(out.device)).sum())
             acc[m] = correct / len(x)
     gap = acc["clean"] - acc["zero_ablated"]

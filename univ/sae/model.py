@@ -28,7 +28,7 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .._checks import as_matrix
+from .._checks import as_matrix, check_int, check_real, check_seed
 from ..registry import Registry
 from . import train
 
@@ -75,9 +75,12 @@ class SAE(nn.Module, ABC):
 
     def __init__(self, d_in: int, d_sae: int, *, seed: int = 0, dtype: torch.dtype = torch.float32):
         super().__init__()
-        for name, v in (("d_in", d_in), ("d_sae", d_sae)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: must be a positive int, got {v!r}")
+        d_in, d_sae = check_int(d_in, "d_in", low=1), check_int(d_sae, "d_sae", low=1)
+        seed = check_seed(seed)
+        if seed is None:
+            raise TypeError("seed: must be an integer, got None")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype: expected a floating torch dtype such as torch.float32, got {dtype!r}")
         self.d_in, self.d_sae, self.seed = d_in, d_sae, seed
         g = torch.Generator().manual_seed(seed)
         W_dec = torch.randn(d_sae, d_in, generator=g, dtype=torch.float64)
@@ -194,6 +197,12 @@ class SAE(nn.Module, ABC):
         sparsity_scale: multiplies the sparsity penalty (the warm-up factor during training).
         """
         x = self.check_input(x)
+        sparsity_scale = check_real(sparsity_scale, "sparsity_scale", low=0)
+        if dead is not None:
+            if not isinstance(dead, Tensor) or dead.dtype != torch.bool or dead.shape != (self.d_sae,):
+                raise ValueError(f"dead: expected None or a bool tensor of shape ({self.d_sae},), got "
+                                 f"{getattr(dead, 'dtype', type(dead).__name__)} {tuple(getattr(dead, 'shape', ()))}")
+            dead = dead.to(self.device)
         out = self.training_step(x * self.norm_scale, dead, sparsity_scale, True)
         return SAEOutput(out.x_hat / self.norm_scale, out.codes, sum(out.losses.values()), out.losses)
 

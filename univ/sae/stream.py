@@ -10,26 +10,23 @@ are trained on like the rest, never skipped or read twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor
 
-from .._checks import check_finite, to_tensor
+from .._checks import as_matrix
 
 _END = object()
 
 
 def check_batch(b, name: str, d_in: int, dtype: torch.dtype, device) -> Tensor:
-    """b as a finite, real (n, d_in) tensor of ``dtype`` on ``device``; ValueError naming ``name`` otherwise."""
-    t = to_tensor(b, name)
-    if t.is_complex():
-        raise TypeError(f"{name}: complex activations ({t.dtype}) are not supported; pass real values")
-    if t.ndim != 2 or t.shape[0] == 0:
-        raise ValueError(f"{name}: expected a non-empty (n, {d_in}) batch, got shape {tuple(t.shape)}")
+    """b as a finite, real (n, d_in) tensor of ``dtype`` on ``device``; ValueError naming ``name`` otherwise
+    (TypeError for complex or non-numeric values), worded as :func:`univ._checks.as_matrix` words it."""
+    t = as_matrix(b, name, min_rows=1, dtype=dtype, device=device)
     if t.shape[1] != d_in:
         raise ValueError(f"{name}: expected {d_in} features (the SAE's d_in), got {t.shape[1]}")
-    return check_finite(t.to(dtype=dtype, device=device), name)
+    return t
 
 
 class Batches:
@@ -48,6 +45,9 @@ class Batches:
         self._head: list[Tensor] = []  # the first pass's batches that sample() read, replayed first
         self._pass: Iterator | None = None
         self._index = 0  # batches read in the current pass
+        if acts is None or isinstance(acts, (str, bytes, Mapping)):
+            raise ValueError(f"acts: expected an array, an iterable of batches or a zero-argument callable "
+                             f"returning one, got {type(acts).__name__}")
         if isinstance(acts, Tensor) or hasattr(acts, "__array__"):
             t = check_batch(acts, "acts", d_in, dtype, "cpu")
             if t.shape[0] < 2:

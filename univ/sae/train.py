@@ -23,7 +23,17 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_positive
+from .._checks import (
+    as_matrix,
+    check_callable,
+    check_choice,
+    check_device,
+    check_int,
+    check_path,
+    check_positive,
+    check_real,
+    check_seed,
+)
 from . import checkpoint as ckpt_io
 from .stream import Batches
 
@@ -32,7 +42,9 @@ _STATE_KEYS = ("step", "best", "bad", "ema", "decay_start", "decay_len", "histor
 
 def geometric_median(x: Tensor, n_iter: int = 100, eps: float = 1e-8) -> Tensor:
     """The point minimising the summed Euclidean distance to the rows of x: (n, d) (Weiszfeld)."""
-    x = x.double()
+    x = as_matrix(x, "x", min_rows=1)
+    n_iter = check_int(n_iter, "n_iter", low=1)
+    check_positive(eps, "eps")
     y = x.mean(0)
     for _ in range(n_iter):
         w = 1 / (x - y).norm(dim=1).clamp_min(eps)
@@ -106,21 +118,30 @@ def fit(
     Raises ValueError for NaN/Inf or complex activations (naming the batch), a d_in mismatch, bad
     arguments, or a checkpoint of another SAE.
     """
+    if not isinstance(sae, nn.Module) or not callable(getattr(sae, "training_step", None)):
+        raise ValueError(f"sae: expected a univ.sae.SAE, got {type(sae).__name__}")
     check_choice(b_dec_init, "b_dec_init", ["geometric_median", "mean", "zeros"])
-    for name, v in (("batch_size", batch_size), ("max_steps", max_steps), ("eval_every", eval_every),
-                    ("checkpoint_every", checkpoint_every)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: must be a positive int, got {v!r}")
+    batch_size, max_steps, eval_every, checkpoint_every, dead_after = (
+        check_int(v, name, low=1) for name, v in (
+            ("batch_size", batch_size), ("max_steps", max_steps), ("eval_every", eval_every),
+            ("checkpoint_every", checkpoint_every), ("dead_after", dead_after)))
+    warmup_steps = check_int(warmup_steps, "warmup_steps", low=0)
+    sparsity_warmup_steps = check_int(sparsity_warmup_steps, "sparsity_warmup_steps", low=0)
+    init_samples = check_int(init_samples, "init_samples", low=2)
     if lr is not None:
         check_positive(lr, "lr")
-    if patience is not None and patience < 1:
-        raise ValueError(f"patience: must be >= 1 or None, got {patience!r}")
-    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if patience is not None:
+        patience = check_int(patience, "patience", low=1)
+    tol = check_real(tol, "tol", low=0)
+    decay_fraction = check_real(decay_fraction, "decay_fraction", 0.0, 1.0)
+    if callback is not None:
+        check_callable(callback, "callback")
+    ckpt = check_path(checkpoint, "checkpoint") if checkpoint is not None else None
     if ckpt is not None and ckpt.is_dir():
         raise ValueError(f"checkpoint: {str(ckpt)!r} is a folder; give a file path")
-    device = torch.device(device) if device is not None else sae.device
+    device = check_device(device) or sae.device
     sae.to(device)
-    seed = sae.seed if seed is None else seed
+    seed = sae.seed if seed is None else check_seed(seed)
     data = Batches(acts, batch_size, sae.d_in, sae.dtype, device, seed)
     lr = lr if lr is not None else 3e-3 * min(1.0, math.sqrt(1024 / sae.d_sae))
     opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), fused=sae.device.type == "cpu" or None)
