@@ -219,3 +219,25 @@ def test_kill_while_the_report_is_written_keeps_the_previous_run_folder(tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["toy-1"]
     univ.report.write(r2, folder, config={"k": 1})
     assert pd.read_csv(folder / "t.csv")["a"].tolist() == [3] and (folder / "u.csv").exists()
+
+
+def test_unwritable_output_at_the_end_keeps_every_table_in_a_named_fallback(tmp_path, monkeypatch):
+    import re
+
+    r = univ.report.Report("toy")
+    r.add_table("t", pd.DataFrame({"a": [1, 2]}))
+    real = pd.DataFrame.to_csv
+    out = tmp_path / "runs"
+
+    def disk_full_in_out(self, path, *a, **k):
+        if str(path).startswith(str(out)):
+            raise OSError(28, "No space left on device")
+        return real(self, path, *a, **k)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full_in_out)
+    with pytest.raises(ValueError, match="out: cannot write to .*No space left on device.*written to") as e:
+        univ.report.write(r, out / "toy-1", config={"k": 1})
+    fallback = re.search(r"written to '([^']+)' instead", str(e.value)).group(1)
+    monkeypatch.undo()
+    assert pd.read_csv(f"{fallback}/t.csv")["a"].tolist() == [1, 2]
+    assert not list(out.iterdir())  # no partial folder in the output

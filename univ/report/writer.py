@@ -106,16 +106,23 @@ def write(report, folder: str | Path, config=None, elapsed_s: float | None = Non
     be written, everything goes to a fallback temporary folder and ValueError names both.
     """
     folder = Path(folder)
+    tmp = None
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
-    except OSError as e:
+        _write_into(report, tmp, config, elapsed_s, extra or {})
+    except OSError as e:  # the output folder failed (full, read-only, gone): keep the results elsewhere
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         fallback = Path(tempfile.mkdtemp(prefix=f"univ-{folder.name}-"))
         _write_into(report, fallback, config, elapsed_s, extra or {})
         raise ValueError(f"out: cannot write to {str(folder.parent)!r} ({e.strerror or e}); the report was "
                          f"written to {str(fallback)!r} instead") from None
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
-        _write_into(report, tmp, config, elapsed_s, extra or {})
         os.chmod(tmp, 0o755)
         old = None
         if folder.exists():  # a rerun: swap the old folder out, the new one in, then drop the old one
