@@ -255,8 +255,10 @@ def _layers(store, which: str, names) -> list[str]:
     if not names:
         raise ValueError(f"{arg}: give at least one layer name (or None for all)")
     for n in names:
+        if not isinstance(n, str):
+            raise TypeError(f"{arg}: layer names are strings, got {type(n).__name__} {n!r}")
         if n not in store.names:
-            raise unknown_name_error(f"layer in {arg}", n, list(store.names))
+            raise ValueError(f"{arg}: {unknown_name_error('layer', n, list(store.names))}") from None
     return names
 
 
