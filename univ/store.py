@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from ._checks import check_choice, check_finite, check_int, to_tensor, unknown_name_error
 from .activations import REDUCTIONS, capture, resolve
 from .integrity import MANIFEST, discard, entry_meta, file_digest, read_entry, verify_entry, write_entry, write_file
-from .utils import cache_dir, stable_hash, tensor_hash
+from .utils import cache_dir, resolve_device, stable_hash, tensor_hash
 
 FORMAT = 1
 META, COMPLETE, SHARD_FILE = "meta.json", "complete.json", "acts.safetensors"
@@ -391,6 +391,7 @@ def capture_to_store(model: nn.Module, inputs, names: Sequence[str] | str | None
         raise TypeError(f"root: expected a folder path or None, got {type(root).__name__}")
     if not isinstance(progress, bool):
         raise TypeError(f"progress: expected True or False, got {progress!r}")
+    device = None if device is None else resolve_device(device)
     inputs_hash = tensor_hash(x, length=20)
     key = _store_key(model, inputs_hash, names, reduce, dtype, shard_rows)
     path = Path(root if root is not None else cache_dir() / "stores") / key

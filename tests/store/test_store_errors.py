@@ -46,6 +46,7 @@ CAPTURE = [  # (id, call, exception, message)
     ("batch_size", cap(batch_size=2.5), TypeError, "batch_size: must be an integer"),
     ("dtype", cap(dtype=torch.int32), ValueError, "dtype: expected a floating torch dtype"),
     ("root", cap(root=5), TypeError, "root: expected a folder path"),
+    ("device", cap(device="nowhere"), ValueError, "device: unknown device 'nowhere'"),
     ("progress", cap(progress="yes"), TypeError, "progress: expected True or False"),
 ]
 WRITE = [
