@@ -6,6 +6,7 @@ The public API (see README):
     univ.capture(model, inputs, names, ...)     activations at named hook points -> {name: (n, d)}
     univ.hook_names(model)                      the names capture accepts
     univ.similarity                             CKA, CCA/SVCCA/PWCCA, Procrustes, RSA, mutual kNN, compare
+    univ.store                                  on-disk activation store (capture_to_store, ActivationStore)
     univ.sae                                    sparse autoencoders, metrics, cross-model matching
     univ.adversarial                            attacks, projection of activation changes onto bases
     univ.repro                                  code that serves one paper each (Lipschitz bounds, lottery, ...)
@@ -21,7 +22,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "data", "models", "train", "activations", "registry", "similarity", "sae", "adversarial", "report", "utils",
-    "cache", "repro",
+    "cache", "repro", "store",
 }
 
 

@@ -77,6 +77,7 @@ TWO_MATRICES = {  # public functions of two sample matrices: name -> (call, firs
                         "X", "Y"),
     "minibatch_cka": (lambda A, B: sim.minibatch_cka(A, B, batch_size=10), "X", "Y"),
     "StreamingLinearCKA": (lambda A, B: sim.StreamingLinearCKA().update(A, B).value(), "xb", "yb"),
+    "StreamingSimilarity": (lambda A, B: sim.StreamingSimilarity().update(A, B).procrustes(), "xb", "yb"),
     "compare": (lambda A, B: sim.compare({"a": A}, {"b": B}), "acts_a['a']", "acts_b['b']"),
 }
 ONE_MATRIX = {"rbf_gram": (sim.rbf_gram, "X"), "knn_indices": (lambda A: sim.knn_indices(A, 3), "X"),
@@ -206,6 +207,16 @@ PARAMETERS = [  # (id, call, exception, message fragment)
      "a metric named 'svcca' is already registered"),
     ("register_metric-name", lambda: sim.register_metric("", sim.linear_cka), ValueError, "non-empty string name"),
     ("grid_figure-metric", lambda: univ.report.grid_figure(df, "pwcca"), ValueError, "unknown metric 'pwcca'"),
+    ("StreamingSimilarity-var", lambda: sim.StreamingSimilarity().update(X, Y).svcca(0), ValueError,
+     r"variance_kept: must be in \(0, 1\]"),
+    ("StreamingSimilarity-cca-too-few", lambda: sim.StreamingSimilarity().update(X[:2], Y[:2]).cca(), ValueError,
+     "needs at least 3 samples in total for CCA"),
+    ("StreamingSimilarity-measure", lambda: sim.StreamingSimilarity().update(X, Y).measure("rsa"), ValueError,
+     r"metrics: \['rsa'\] cannot be computed from streamed statistics.*streamable metrics: \['linear_cka'"),
+    ("StreamingSimilarity-measure-unknown", lambda: sim.StreamingSimilarity().update(X, Y).measure("cka"),
+     ValueError, "unknown metric 'cka'"),
+    ("compare_stores-type", lambda: sim.compare_stores({"a": X}, {"b": Y}), TypeError,
+     "store_a: expected an ActivationStore"),
     ("get_metric-name", lambda: sim.get_metric("cka"), ValueError, "unknown metric 'cka'"),
     ("get_metric-type", lambda: sim.get_metric(["cka"]), TypeError, "metric: expected a metric name"),
 ]
@@ -225,7 +236,7 @@ def test_bad_input_raises_named_error(call, exc, fragment):
 
 def test_every_public_function_is_in_the_table():
     covered = set(TWO_MATRICES) | set(ONE_MATRIX) | set(GRAMS) | {c[0].split("-")[0] for c in PARAMETERS}
-    results = ("CCAResult", "PWCCASide", "LayerMoments")  # result types, not functions of inputs
+    results = ("CCAResult", "PWCCASide", "LayerMoments", "ScatterMoments")  # result types, not functions of inputs
     public = {n for n in sim.__all__ if callable(getattr(sim, n)) and n not in results}
     assert public - covered - {"METRICS"} == set()
 

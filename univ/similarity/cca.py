@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .._checks import check_fraction, check_positive, check_same_n
+from .._checks import as_matrix, check_fraction, check_int, check_positive, check_same_n
 from ..utils import one_blas_thread
 from ._core import center, degenerate_check, gram, matrix, pair
 
@@ -60,19 +60,23 @@ def cca(X, Y, device=None) -> CCAResult:
     return CCAResult(rho.cpu().numpy(), float(rho.mean()), float((rho * rho).mean()))
 
 
-def _pca_coefficients(Xc: torch.Tensor, variance_kept: float):
-    """(B: (d, k), k) with Xc @ B the orthonormal top-k principal directions keeping the variance.
+def _scatter_whitener(C: torch.Tensor, n: int, variance_kept: float | None = None) -> torch.Tensor:
+    """W: (d, k) with W^T C W = I_k, from a centred scatter C = Xc^T Xc: (d, d) of n samples, so that
+    Xc @ W is an orthonormal basis of principal directions: all k = numerical-rank ones (for CCA) or, with
+    ``variance_kept``, the fewest top ones keeping that fraction of the variance (SVCCA).
 
-    Uses the eigendecomposition of the (d, d) scatter (O(n d^2) once, then O(d^3)); the kept
-    directions have the large eigenvalues, which the squared conditioning of the scatter does not hurt.
+    Eigendecomposition of C (O(d^3)): the rank cut is eigenvalue > largest * max(n, d) * eps, the accuracy
+    of a scatter's eigenvalues; the kept directions have the large eigenvalues, which the squared
+    conditioning of the scatter does not hurt.
     """
-    lam, V = torch.linalg.eigh(gram(Xc))
+    lam, V = torch.linalg.eigh(C)
     lam, V = lam.flip(0).clamp_min(0.0), V.flip(1)
-    frac = torch.cumsum(lam, 0) / lam.sum()
-    k = int((frac < variance_kept - 1e-12).sum()) + 1
-    rank = int((lam > lam[0] * max(Xc.shape) * torch.finfo(lam.dtype).eps).sum())
-    k = max(1, min(k, rank))
-    return V[:, :k] / torch.sqrt(lam[:k]), k
+    rank = int((lam > lam[0] * max(n, C.shape[0]) * torch.finfo(lam.dtype).eps).sum())
+    k = rank
+    if variance_kept is not None:
+        frac = torch.cumsum(lam, 0) / lam.sum()
+        k = max(1, min(int((frac < variance_kept - 1e-12).sum()) + 1, rank))
+    return V[:, :k] / torch.sqrt(lam[:k])
 
 
 def svcca(X, Y, variance_kept: float = 0.99, device=None) -> float:
@@ -87,17 +91,54 @@ def svcca(X, Y, variance_kept: float = 0.99, device=None) -> float:
     X, Y = pair(X, Y, min_rows=3, device=device, what="SVCCA")
     n = X.shape[0]
     Xc, Yc = center(X), center(Y)
-    if n < max(X.shape[1], Y.shape[1]):
-        # d > n: PCA through the (n, n) sample Gram instead, giving orthonormal scores directly
-        Qx, Qy = _pca_scores(Xc, variance_kept), _pca_scores(Yc, variance_kept)
-        degenerate_check(n, Qx.shape[1], Qy.shape[1], "svcca", strict=False)
-        M = Qx.T @ Qy
-    else:
-        Bx, kx = _pca_coefficients(Xc, variance_kept)
-        By, ky = _pca_coefficients(Yc, variance_kept)
-        degenerate_check(n, kx, ky, "svcca", strict=False)
-        M = Bx.T @ (Xc.T @ Yc) @ By
-    return float(torch.linalg.svdvals(M).clamp(0.0, 1.0).mean())
+    if n >= max(X.shape[1], Y.shape[1]):
+        return svcca_from_scatter(gram(Xc), gram(Yc), Xc.T @ Yc, n, variance_kept)
+    # d > n: PCA through the (n, n) sample Gram instead, giving orthonormal scores directly
+    Qx, Qy = _pca_scores(Xc, variance_kept), _pca_scores(Yc, variance_kept)
+    degenerate_check(n, Qx.shape[1], Qy.shape[1], "svcca", strict=False)
+    return float(torch.linalg.svdvals(Qx.T @ Qy).clamp(0.0, 1.0).mean())
+
+
+def svcca_from_scatter(Cxx: torch.Tensor, Cyy: torch.Tensor, Cxy: torch.Tensor, n: int,
+                       variance_kept: float = 0.99) -> float:
+    """:func:`svcca` from the centred scatters Cxx = Xc^T Xc: (d1, d1), Cyy: (d2, d2), Cxy = Xc^T Yc: (d1, d2)
+    of n samples (the n >= d path of :func:`svcca` is this function); warns when degenerate."""
+    check_fraction(variance_kept, "variance_kept")
+    Cxx, Cyy, Cxy, n = _scatters(Cxx, Cyy, Cxy, n)
+    Bx, By = _scatter_whitener(Cxx, n, variance_kept), _scatter_whitener(Cyy, n, variance_kept)
+    degenerate_check(n, Bx.shape[1], By.shape[1], "svcca", strict=False)
+    return float(torch.linalg.svdvals(Bx.T @ Cxy @ By).clamp(0.0, 1.0).mean())
+
+
+def cca_from_scatter(Cxx: torch.Tensor, Cyy: torch.Tensor, Cxy: torch.Tensor, n: int) -> CCAResult:
+    """:func:`cca` from the centred scatters Cxx = Xc^T Xc: (d1, d1), Cyy: (d2, d2), Cxy = Xc^T Yc: (d1, d2)
+    of n samples -> CCAResult with min(r1, r2) correlations (r: numerical rank: eigenvalues of the scatter
+    above the largest times max(n, d) eps). Equal to :func:`cca` on well-conditioned data; covariance-based, it loses
+    digits as cond(X)^2 where :func:`cca`'s QR loses cond(X), and cuts directions with singular value below
+    largest * sqrt(max(n, d) eps) as rank-deficient (:func:`cca`: below largest * max(n, d) eps). Raises
+    when degenerate (n <= max(d1, d2) + 1) or when a side has zero variance."""
+    Cxx, Cyy, Cxy, n = _scatters(Cxx, Cyy, Cxy, n)
+    degenerate_check(n, Cxx.shape[0], Cyy.shape[0], "cca", strict=True)
+    for C, name in ((Cxx, "X"), (Cyy, "Y")):
+        if float(torch.diagonal(C).max()) <= 0:
+            raise ValueError(f"{name}: has zero variance; CCA is undefined")
+    Wx, Wy = _scatter_whitener(Cxx, n), _scatter_whitener(Cyy, n)
+    rho = torch.linalg.svdvals(Wx.T @ Cxy @ Wy).clamp(0.0, 1.0)
+    return CCAResult(rho.cpu().numpy(), float(rho.mean()), float((rho * rho).mean()))
+
+
+def _scatters(Cxx, Cyy, Cxy, n):
+    """The scatters as float64 tensors of matching shapes ((d1, d1), (d2, d2), (d1, d2)) and n as an int >= 2."""
+    n = check_int(n, "n", 2)
+    Cxx, Cyy = (as_matrix(C, name, min_rows=1) for C, name in ((Cxx, "Cxx"), (Cyy, "Cyy")))
+    Cxy = as_matrix(Cxy, "Cxy", min_rows=1, device=Cxx.device)
+    for C, name in ((Cxx, "Cxx"), (Cyy, "Cyy")):
+        if C.shape[0] != C.shape[1]:
+            raise ValueError(f"{name}: expected a square (d, d) scatter, got shape {tuple(C.shape)}")
+    if Cxy.shape != (Cxx.shape[0], Cyy.shape[0]):
+        raise ValueError(f"Cxy: expected shape {(Cxx.shape[0], Cyy.shape[0])} (d1 of Cxx, d2 of Cyy), got "
+                         f"{tuple(Cxy.shape)}")
+    return Cxx, Cyy.to(Cxx.device), Cxy, n
 
 
 def span_basis(X, device=None) -> torch.Tensor:
@@ -117,8 +158,7 @@ def principal_basis(X, variance_kept: float = 0.99, device=None) -> torch.Tensor
     Xc = center(X)
     if X.shape[0] < X.shape[1]:
         return _pca_scores(Xc, variance_kept)
-    B, _ = _pca_coefficients(Xc, variance_kept)
-    return Xc @ B
+    return Xc @ _scatter_whitener(gram(Xc), X.shape[0], variance_kept)
 
 
 def _pca_scores(Xc: torch.Tensor, variance_kept: float) -> torch.Tensor:

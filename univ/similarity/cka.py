@@ -1,4 +1,5 @@
-"""Centered kernel alignment (Kornblith et al. 2019): linear, RBF, debiased, streaming, minibatch.
+"""Centered kernel alignment (Kornblith et al. 2019): linear, RBF, debiased, minibatch (exact streaming CKA:
+:mod:`univ.similarity.streaming`).
 
 Conventions (shared/DESIGN.md): rows are samples, centering is per column, computations in float64.
 Linear CKA uses the feature-space form ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) and switches
@@ -94,7 +95,7 @@ def linear_cka(X, Y, debiased: bool = False, device=None, precision: str = "floa
     ``precision="mixed"`` centres each row chunk in float64 but forms the (d, d) products in float32,
     accumulated in float64: 1.2-2.2x faster than float64 on the CPU (median
     1.7x against numpy at n = 10,000, d = 512, one thread), |error| typically ~1e-8 (not exact; the
-    default "float64" agrees with :class:`StreamingLinearCKA` to ~1e-12).
+    default "float64" agrees with :class:`univ.similarity.StreamingLinearCKA` to ~1e-12).
     Invariant to orthogonal maps, isotropic scaling and translation of either side; symmetric.
     """
     check_choice(precision, "precision", ("float64", "mixed"))
@@ -198,103 +199,6 @@ def rbf_cka(X, Y, threshold: float = 0.8, debiased: bool = False, device=None) -
     Kx = _center_gram(_rbf_gram(X, threshold, "X"), debiased)
     Ky = _center_gram(_rbf_gram(Y, threshold, "Y"), debiased)
     return cka_ratio((Kx * Ky).sum(), (Kx * Kx).sum(), (Ky * Ky).sum(), debiased)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Streaming (exact) linear CKA
-
-
-class StreamingLinearCKA:
-    """Exact linear CKA accumulated batch by batch; memory O(d1^2 + d2^2 + d1 d2), not O(n).
-
-    Accumulates float64 moments of the data shifted by the first batch's mean (which keeps the
-    final centring free of cancellation), so ``value()`` equals ``linear_cka`` on the concatenated
-    data up to rounding (~1e-12). ``debiased=True`` also accumulates the row-norm moments the
-    unbiased HSIC needs.
-
-        s = StreamingLinearCKA()
-        for xb, yb in loader:        # xb: (b, d1), yb: (b, d2); batch sizes may differ
-            s.update(xb, yb)
-        s.value()
-    """
-
-    def __init__(self, debiased: bool = False, device=None):
-        self.debiased = debiased
-        self.device = device
-        self.n_ = 0
-
-    def update(self, xb, yb) -> StreamingLinearCKA:
-        """Add a batch: xb: (b, d1), yb: (b, d2)."""
-        xb, yb = pair(xb, yb, min_rows=1, device=self.device, names=("xb", "yb"), rescale=False)
-        if self.n_ == 0:
-            # one exact power-of-two scale per side, from the first batch, keeps the fourth-order
-            # moments in range for data of any magnitude
-            self.exp_x_, self.exp_y_ = (pow2_exponent(float(t.abs().max())) for t in (xb, yb))
-        xb, yb = times_pow2(xb, self.exp_x_), times_pow2(yb, self.exp_y_)
-        if self.n_ == 0:
-            self.rows_ = RowWatch()
-            self.shift_x_, self.shift_y_ = xb.mean(0), yb.mean(0)
-            d1, d2 = xb.shape[1], yb.shape[1]
-            z = lambda *s: xb.new_zeros(s)
-            self.sxx_, self.syy_, self.sxy_ = z(d1, d1), z(d2, d2), z(d1, d2)
-            self.sx_, self.sy_ = z(d1), z(d2)
-            if self.debiased:
-                self.pq_, self.pp_, self.qq_, self.p_, self.q_ = z(), z(), z(), z(), z()
-                self.px_, self.qx_, self.py_, self.qy_ = z(d1), z(d1), z(d2), z(d2)
-        else:
-            for t, ref, name in ((xb, self.sx_, "xb"), (yb, self.sy_, "yb")):
-                if t.shape[1] != ref.shape[0]:
-                    raise ValueError(f"{name}: expected {ref.shape[0]} features as in earlier batches, "
-                                     f"got {t.shape[1]}")
-        xs, ys = xb - self.shift_x_, yb - self.shift_y_
-        self.sxx_ += gram(xs)
-        self.syy_ += gram(ys)
-        self.sxy_ += xs.T @ ys
-        self.sx_ += xs.sum(0)
-        self.sy_ += ys.sum(0)
-        if self.debiased:
-            p, q = (xs * xs).sum(1), (ys * ys).sum(1)
-            self.pq_ += p @ q
-            self.pp_ += p @ p
-            self.qq_ += q @ q
-            self.p_ += p.sum()
-            self.q_ += q.sum()
-            self.px_ += p @ xs
-            self.qx_ += q @ xs
-            self.py_ += p @ ys
-            self.qy_ += q @ ys
-        self.rows_.update(xb, yb)
-        self.n_ += xb.shape[0]
-        return self
-
-    @staticmethod
-    def _row_norm_dot(pq, pv, qu, uv, su, sv, p, q, n, du, dv):
-        """sum_i ||u_i - du||^2 ||v_i - dv||^2 from moments of u, v and p_i = ||u_i||^2, q_i = ||v_i||^2."""
-        cu, cv = du @ du, dv @ dv
-        return (pq - 2 * dv @ pv + cv * p - 2 * du @ qu + 4 * du @ uv @ dv - 2 * cv * du @ su
-                + cu * q - 2 * cu * dv @ sv + n * cu * cv)
-
-    def value(self) -> float:
-        """Linear CKA (or debiased linear CKA) of all samples seen so far."""
-        n = self.n_
-        if n < (4 if self.debiased else 2):
-            raise ValueError(f"StreamingLinearCKA: needs at least {4 if self.debiased else 2} samples "
-                             f"in total, got {n}")
-        self.rows_.check("linear CKA", n, ("xb", "yb"))
-        dx, dy = self.sx_ / n, self.sy_ / n
-        cxx = self.sxx_ - n * torch.outer(dx, dx)
-        cyy = self.syy_ - n * torch.outer(dy, dy)
-        cxy = self.sxy_ - n * torch.outer(dx, dy)
-        xty, xx, yy = (cxy * cxy).sum(), (cxx * cxx).sum(), (cyy * cyy).sum()
-        if not self.debiased:
-            return cka_ratio(xty, xx, yy, False)
-        sx, sy = torch.trace(cxx), torch.trace(cyy)
-        rd = self._row_norm_dot
-        ab = rd(self.pq_, self.py_, self.qx_, self.sxy_, self.sx_, self.sy_, self.p_, self.q_, n, dx, dy)
-        aa = rd(self.pp_, self.px_, self.px_, self.sxx_, self.sx_, self.sx_, self.p_, self.p_, n, dx, dx)
-        bb = rd(self.qq_, self.qy_, self.qy_, self.syy_, self.sy_, self.sy_, self.q_, self.q_, n, dy, dy)
-        return cka_ratio(debiased_hsic(xty, ab, None, sx, sy, n), debiased_hsic(xx, aa, None, sx, sx, n),
-                      debiased_hsic(yy, bb, None, sy, sy, n), True)
 
 
 # ---------------------------------------------------------------------------------------------------
