@@ -33,3 +33,4 @@ def split_spec(spec: str, what: str, registry: Registry) -> tuple[str, str]:
 
 from .data import corpus_path, load_data  # noqa: E402, F401 (the loaders register into DATA_SOURCES above)
 from .text import TokenDataset, load_text, read_texts  # noqa: E402, F401
+from .vocab import check_same_tokenizer, masked_mean, per_sequence_data  # noqa: E402, F401
