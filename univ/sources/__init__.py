@@ -30,3 +30,7 @@ def split_spec(spec: str, what: str, registry: Registry) -> tuple[str, str]:
         raise ValueError(f"{what}: unknown source {prefix + ':' if sep else spec!r} in {spec!r}; valid prefixes: "
                          f"{[p + ':' for p in registry]}")
     return prefix, rest
+
+from .data import corpus_path, load_data  # noqa: E402, F401 (the loaders register into DATA_SOURCES above)
+from .text import TokenDataset, load_text, read_texts  # noqa: E402, F401
+from .vocab import check_same_tokenizer, masked_mean, per_sequence_data  # noqa: E402, F401
