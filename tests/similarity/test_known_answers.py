@@ -168,3 +168,18 @@ def test_knn_indices_equal_float64_sets(kind):
         S = X @ X.T
         got = torch.gather(S, 1, idx).sort(1).values
         assert torch.equal(got, _brute_knn_scores(X, k))
+
+
+def test_cca_rank_of_float32_activations_is_their_float32_rank():
+    """A Linear(6 -> 16) layer has rank 6; captured in float32 its rounding adds 10 tiny directions that
+    float64's rank cut would count as signal (CCA 0.49 instead of the true value near 0.96)."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(500, 6, generator=g, dtype=torch.float64)
+    W = torch.randn(6, 16, generator=g, dtype=torch.float64)
+    X64 = z @ W  # exactly rank 6
+    Y = z @ torch.randn(6, 8, generator=g, dtype=torch.float64) + 0.3 * torch.randn(500, 8, generator=g,
+                                                                                     dtype=torch.float64)
+    exact = sim.cca(z, Y)
+    got32 = sim.cca(X64.float(), Y)
+    assert len(got32.rho) == 6 and got32.mean == pytest.approx(exact.mean, abs=1e-5)
+    assert sim.span_basis(X64.float()).shape[1] == 6 and sim.span_basis(X64).shape[1] == 6

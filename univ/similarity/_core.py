@@ -31,6 +31,20 @@ def times_pow2(X: torch.Tensor, k: int) -> torch.Tensor:
     return X * math.ldexp(1.0, k)
 
 
+def source_eps(x) -> float:
+    """Machine epsilon of the precision ``x`` was computed in: float32 activations carry float32 rounding even
+    once converted to float64, so numerical-rank cuts must use float32's epsilon for them (integers and
+    float64: float64's)."""
+    dtype = getattr(x, "dtype", None)
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return float(torch.finfo(dtype).eps)
+    if dtype is not None and getattr(dtype, "kind", "") == "f":  # numpy floating dtypes
+        import numpy as np
+
+        return float(np.finfo(dtype).eps)
+    return float(torch.finfo(torch.float64).eps)
+
+
 def unit_scale(X: torch.Tensor, top: float | None = None) -> torch.Tensor:
     """X: (n, d) times a power of two so that max|X| is in [0.5, 1), or X itself when max|X| (``top``,
     computed when None) is in the safe band. Exact (bit for bit a scaled copy), so every scale-invariant

@@ -16,7 +16,7 @@ import torch
 
 from .._checks import as_matrix, check_fraction, check_int, check_positive, check_same_n
 from ..utils import one_blas_thread
-from ._core import center, degenerate_check, gram, matrix, pair
+from ._core import center, degenerate_check, gram, matrix, pair, source_eps
 
 
 class CCAResult(NamedTuple):
@@ -28,8 +28,10 @@ class CCAResult(NamedTuple):
     r2: float
 
 
-def _span_basis(Xc: torch.Tensor) -> torch.Tensor:
-    """Orthonormal basis (n, r) of the column span of Xc, r its numerical rank.
+def _span_basis(Xc: torch.Tensor, eps: float) -> torch.Tensor:
+    """Orthonormal basis (n, r) of the column span of Xc, r its numerical rank at the precision ``eps`` the
+    data were computed in (a rank-6 layer of float32 activations in 16 units has rank 6, not 16: its float32
+    rounding is not signal).
 
     Householder QR then an SVD of R: no normal equations, so ill-conditioned activations (nearly
     collinear neurons) do not lose half their digits the way covariance-based CCA does.
@@ -37,7 +39,7 @@ def _span_basis(Xc: torch.Tensor) -> torch.Tensor:
     n, d = Xc.shape
     Q, R = torch.linalg.qr(Xc)
     U, S, _ = torch.linalg.svd(R)
-    tol = S[0] * max(n, d) * torch.finfo(S.dtype).eps
+    tol = S[0] * max(n, d) * max(eps, torch.finfo(S.dtype).eps)
     r = int((S > tol).sum())
     return Q @ U[:, :r]
 
@@ -50,10 +52,11 @@ def cca(X, Y, device=None) -> CCAResult:
     n <= max(d1, d2) + 1 (degenerate, see module docstring). Invariant to any invertible linear
     map and translation of either side; symmetric.
     """
+    eps_x, eps_y = source_eps(X), source_eps(Y)
     X, Y = pair(X, Y, min_rows=3, device=device, what="CCA")
     n = X.shape[0]
     degenerate_check(n, X.shape[1], Y.shape[1], "cca", strict=True)
-    Qx, Qy = _span_basis(center(X)), _span_basis(center(Y))
+    Qx, Qy = _span_basis(center(X), eps_x), _span_basis(center(Y), eps_y)
     if Qx.shape[1] == 0 or Qy.shape[1] == 0:
         raise ValueError(f"{'X' if Qx.shape[1] == 0 else 'Y'}: has zero variance; CCA is undefined")
     rho = torch.linalg.svdvals(Qx.T @ Qy).clamp(0.0, 1.0)
@@ -145,8 +148,9 @@ def span_basis(X, device=None) -> torch.Tensor:
     """The per-layer half of :func:`cca`: an orthonormal basis (n, r) of the centred column span of X: (n, d),
     r its numerical rank, so that ``cca(X, Y).rho == svdvals(span_basis(X).T @ span_basis(Y))``. Compute it
     once per layer when one layer meets many others."""
+    eps = source_eps(X)
     X = matrix(X, "X", min_rows=3, device=device, rescale=True, what="CCA")
-    return _span_basis(center(X))
+    return _span_basis(center(X), eps)
 
 
 def principal_basis(X, variance_kept: float = 0.99, device=None) -> torch.Tensor:
