@@ -278,6 +278,7 @@ class JumpReluSAE(SAE):
     @torch.no_grad()
     def import_saelens(self, tensors, cfg) -> None:
         super().import_saelens(tensors, cfg)
+        # held as its log, so exp(log t) may miss t by an ulp (a pre-activation that close may differ);
         # a threshold <= 0 passes every positive pre-activation, as the smallest positive one does
         t = tensors["threshold"].double().clamp_min(torch.finfo(self.dtype).tiny)
         self.log_threshold.copy_(t.log())
