@@ -1,10 +1,11 @@
 """Sparse autoencoders: train on any captured activations, evaluate, save/load, and match features across
 models.
 
-    sae = univ.sae.TopKSAE(d_in, d_sae, k=32).fit(acts)   # also ReluSAE, BatchTopKSAE, JumpReluSAE
+    sae = univ.sae.TopKSAE(d_in, d_sae, k=32).fit(acts)   # also ReluSAE, BatchTopKSAE, JumpReluSAE, GatedSAE
     z = sae.encode(acts); x_hat = sae.decode(z); out = sae(acts)   # out: SAEOutput(x_hat, codes, loss, losses)
     univ.sae.evaluate(sae, acts)                  # L0, MSE, FVU, explained variance, dead/dense fractions
-    univ.sae.save(sae, folder); univ.sae.load(folder)   # safetensors + cfg.json (SAELens layout)
+    univ.sae.save(sae, folder, hook_name=..., model_name=...)   # a folder SAELens's SAE.load_from_disk reads
+    univ.sae.load(folder)                          # univ's folders (bit-identical) and SAELens's
     univ.sae.match(sae_a, acts_a, sae_b, acts_b, method="correlation")   # -> MatchResult(table, summary)
     univ.sae.spliced_accuracy(model, x, y, layer, sae)   # -> SpliceResult(clean, spliced, zero_ablated, recovered)
 
@@ -13,7 +14,7 @@ matching method is one function and one line (``@univ.sae.MATCH_METHODS.register
 """
 
 from .io import load, save
-from .kinds import BatchTopKSAE, JumpReluSAE, ReluSAE, TopKSAE
+from .kinds import BatchTopKSAE, GatedSAE, JumpReluSAE, ReluSAE, TopKSAE
 from .match import MATCH_METHODS, MatchResult, match
 from .metrics import (
     SAEMetrics,
@@ -32,8 +33,8 @@ from .model import SAE, SAE_KINDS, SAEOutput, StepOutput
 from .train import fit, geometric_median
 
 __all__ = [
-    "SAE", "SAE_KINDS", "SAEOutput", "StepOutput", "ReluSAE", "TopKSAE", "BatchTopKSAE", "JumpReluSAE", "fit",
-    "geometric_median", "save", "load", "match", "MatchResult", "MATCH_METHODS", "evaluate", "SAEMetrics",
+    "SAE", "SAE_KINDS", "SAEOutput", "StepOutput", "ReluSAE", "TopKSAE", "BatchTopKSAE", "JumpReluSAE", "GatedSAE",
+    "fit", "geometric_median", "save", "load", "match", "MatchResult", "MATCH_METHODS", "evaluate", "SAEMetrics",
     "l0", "mse", "fvu", "explained_variance", "dead_fraction", "dense_fraction", "dictionary_recovery",
     "spliced_accuracy", "SpliceResult",
 ]

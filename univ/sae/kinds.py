@@ -1,4 +1,9 @@
-"""The built-in SAE kinds: ReLU-L1, TopK, BatchTopK and JumpReLU, each one class and one registry line."""
+"""The built-in SAE kinds: ReLU-L1, TopK, BatchTopK, JumpReLU and Gated, each one class and one registry line.
+
+Each also says how it maps onto SAELens (``architecture``, ``saelens_cfg``, ``saelens_tensors``,
+``import_saelens``): ReLU is SAELens's "standard", TopK "topk", JumpReLU and Gated their namesakes; a
+trained BatchTopK is written as SAELens writes its own, a "jumprelu" with its threshold in every latent.
+"""
 
 from __future__ import annotations
 
@@ -93,7 +98,21 @@ class TopKSAE(SAE):
         self.aux_coefficient = float(aux_coefficient)
 
     def saelens_cfg(self) -> dict:
-        return {"k": self.k}
+        return {**super().saelens_cfg(), "k": self.k, "rescale_acts_by_decoder_norm": False}
+
+    @classmethod
+    def saelens_hparams(cls, cfg) -> dict:
+        return {"k": cfg.get("k")}
+
+    @torch.no_grad()
+    def import_saelens(self, tensors, cfg) -> None:
+        super().import_saelens(tensors, cfg)
+        if cfg.get("rescale_acts_by_decoder_norm", False):
+            # SAELens ranks pre * ||W_dec_i|| and decodes codes / ||W_dec_i||: the same as these weights
+            n = self.W_dec.double().norm(dim=1)
+            self.W_enc.copy_(self.W_enc.double() * n)
+            self.b_enc.copy_(self.b_enc.double() * n)
+            self.W_dec.copy_(self.W_dec.double() / n[:, None])
 
     def activate(self, pre: Tensor) -> Tensor:
         vals, idx = pre.topk(self.k, dim=-1, sorted=False)
@@ -122,9 +141,11 @@ class BatchTopKSAE(SAE):
 
     At inference a latent fires when its pre-activation exceeds ``threshold``, a running average (updated
     during training) of the smallest activation kept per batch; it is a buffer, saved and restored.
+    SAELens has no inference BatchTopK: a trained one is written as a "jumprelu" with that threshold in
+    every latent (as SAELens writes its own), an untrained one (per-row TopK) as a "topk".
     """
 
-    architecture = "batchtopk"
+    architecture = ""  # reads no SAELens architecture; writes jumprelu or topk (saelens_cfg)
 
     def __init__(self, d_in: int, d_sae: int, k: int = 32, *, aux_k: int | None = None,
                  aux_coefficient: float = 1 / 32, threshold_beta: float = 0.99, seed: int = 0,
@@ -138,7 +159,15 @@ class BatchTopKSAE(SAE):
         self.register_buffer("threshold", torch.full((), -1.0, dtype=dtype))  # < 0: not yet estimated
 
     def saelens_cfg(self) -> dict:
-        return {"k": self.k}
+        if self.threshold < 0:
+            return {"architecture": "topk", "k": self.k, "rescale_acts_by_decoder_norm": False}
+        return {"architecture": "jumprelu"}
+
+    def saelens_tensors(self) -> dict[str, Tensor]:
+        out = self.folded()
+        if self.threshold >= 0:
+            out["threshold"] = self.threshold.detach().expand(self.d_sae).clone()
+        return out
 
     def export_tensors(self) -> dict[str, Tensor]:
         return {**super().export_tensors(), "threshold": self.threshold.reshape(1)}
@@ -235,13 +264,24 @@ class JumpReluSAE(SAE):
         return self.log_threshold.exp()
 
     def export_tensors(self) -> dict[str, Tensor]:
-        # ``threshold`` is for SAELens; univ reloads from log_threshold, which is exact
-        return {**super().export_tensors(), "log_threshold": self.log_threshold, "threshold": self.threshold}
+        return {**super().export_tensors(), "log_threshold": self.log_threshold}
 
     @torch.no_grad()
     def import_tensors(self, tensors) -> None:
         super().import_tensors(tensors)
         self.log_threshold.copy_(tensors["log_threshold"])
+
+    def saelens_tensors(self) -> dict[str, Tensor]:
+        # thresholds compare pre-activations, which folding the input scale leaves unchanged
+        return {**self.folded(), "threshold": self.threshold.detach()}
+
+    @torch.no_grad()
+    def import_saelens(self, tensors, cfg) -> None:
+        super().import_saelens(tensors, cfg)
+        # held as its log, so exp(log t) may miss t by an ulp (a pre-activation that close may differ);
+        # a threshold <= 0 passes every positive pre-activation, as the smallest positive one does
+        t = tensors["threshold"].double().clamp_min(torch.finfo(self.dtype).tiny)
+        self.log_threshold.copy_(t.log())
 
     def activate(self, pre: Tensor) -> Tensor:
         pre = F.relu(pre)
@@ -255,4 +295,73 @@ class JumpReluSAE(SAE):
         l0 = _Step.apply(pre, theta, self.bandwidth).sum(-1).mean()
         losses = {"mse": self.reconstruction_loss(x_hat, xn),
                   "l0": self.l0_coefficient * sparsity_scale * l0 / math.sqrt(self.d_in)}
+        return self.step_output(x_hat, codes, losses, want_codes)
+
+
+@SAE_KINDS.register("gated")
+class GatedSAE(SAE):
+    """Gated SAE (Rajamanoharan et al. 2024): a gate says which latents fire, H(x_c @ W_enc + b_enc), and
+    a magnitude path how strongly, relu(x_c @ (W_enc * exp(r_mag)) + b_mag), sharing W_enc (x_c = xn - b_dec).
+
+    ``b_enc`` is the gate's bias (SAELens's ``b_gate``). Training: the MSE, plus ``l1_coefficient`` times the
+    decoder-norm-weighted L1 of relu(gate pre-activations) / sqrt(d_in), plus the auxiliary reconstruction
+    of the input from relu(gate pre-activations) through the frozen decoder (which trains the gate).
+    """
+
+    architecture, has_sparsity_penalty = "gated", True
+
+    def __init__(self, d_in: int, d_sae: int, l1_coefficient: float = 0.1, *, seed: int = 0,
+                 dtype: torch.dtype = torch.float32):
+        super().__init__(d_in, d_sae, seed=seed, dtype=dtype)
+        check_positive(l1_coefficient, "l1_coefficient", strict=False)
+        self.l1_coefficient = float(l1_coefficient)
+        self.r_mag = nn.Parameter(torch.zeros(self.d_sae, dtype=dtype))
+        self.b_mag = nn.Parameter(torch.zeros(self.d_sae, dtype=dtype))
+
+    def export_tensors(self) -> dict[str, Tensor]:
+        return {**super().export_tensors(), "r_mag": self.r_mag, "b_mag": self.b_mag}
+
+    @torch.no_grad()
+    def import_tensors(self, tensors) -> None:
+        super().import_tensors(tensors)
+        self.r_mag.copy_(tensors["r_mag"])
+        self.b_mag.copy_(tensors["b_mag"])
+
+    def saelens_tensors(self) -> dict[str, Tensor]:
+        f = self.folded()
+        return {"W_enc": f["W_enc"], "b_gate": f["b_enc"], "r_mag": self.r_mag.detach(),
+                "b_mag": self.b_mag.detach(), "W_dec": f["W_dec"], "b_dec": f["b_dec"]}
+
+    @torch.no_grad()
+    def import_saelens(self, tensors, cfg) -> None:
+        super().import_saelens({**tensors, "b_enc": tensors["b_gate"]}, cfg)
+        self.r_mag.copy_(tensors["r_mag"])
+        self.b_mag.copy_(tensors["b_mag"])
+        if not cfg.get("apply_b_dec_to_input", True):
+            W_mag = tensors["W_enc"].double() * tensors["r_mag"].double().exp()
+            self.b_mag.copy_(self.b_mag.double() + tensors["b_dec"].double() @ W_mag)
+
+    def _paths(self, xn: Tensor) -> tuple[Tensor, Tensor]:
+        """Gate and magnitude pre-activations, (n, d_sae) each."""
+        x_c = xn - self.b_dec
+        return x_c @ self.W_enc + self.b_enc, x_c @ (self.W_enc * self.r_mag.exp()) + self.b_mag
+
+    def encode_normalised(self, xn: Tensor) -> Tensor:
+        gate, mag = self._paths(xn)
+        return (gate > 0).to(mag.dtype) * F.relu(mag)
+
+    def activate(self, pre: Tensor) -> Tensor:
+        # from the gate's pre-activations alone: the magnitude path is the same projection rescaled
+        mag = (pre - self.b_enc) * self.r_mag.exp() + self.b_mag
+        return (pre > 0).to(pre.dtype) * F.relu(mag)
+
+    def training_step(self, xn, dead=None, sparsity_scale=1.0, want_codes=False) -> StepOutput:
+        gate, mag = self._paths(xn)
+        codes = (gate > 0).to(mag.dtype) * F.relu(mag)
+        x_hat = codes @ self.W_dec + self.b_dec
+        gate_act = F.relu(gate)
+        l1 = (gate_act * self.W_dec.norm(dim=1)).sum(-1).mean() / math.sqrt(self.d_in)
+        via_gate = gate_act @ self.W_dec.detach() + self.b_dec.detach()
+        losses = {"mse": self.reconstruction_loss(x_hat, xn), "l1": self.l1_coefficient * sparsity_scale * l1,
+                  "aux": self.reconstruction_loss(via_gate, xn)}
         return self.step_output(x_hat, codes, losses, want_codes)

@@ -13,9 +13,9 @@ A new kind is one subclass and one registry line::
     class Top1SAE(SAE):
         def activate(self, pre): ...          # inference codes; training_step has a dense default
 
-Everything that differs by kind (the sparsity penalty's warm-up, extra tensors to save, SAELens cfg
-fields, the hyperparameters) is a class attribute or method here, so train/io/metrics never ask which
-kind they hold.
+Everything that differs by kind (the sparsity penalty's warm-up, extra tensors to save, the SAELens
+architecture, cfg fields and state dict, the hyperparameters) is a class attribute or method here, so
+train/io/metrics never ask which kind they hold.
 """
 
 from __future__ import annotations
@@ -64,10 +64,17 @@ class SAE(nn.Module, ABC):
     need. Subclasses implement ``activate`` (inference codes from pre-activations) and may override
     ``training_step`` (the training loss; the default is the plain reconstruction loss of ``activate``).
 
-    Class attributes a kind may set: ``architecture`` (SAELens's name) and ``has_sparsity_penalty`` (True
-    when ``training_step`` scales a penalty by ``sparsity_scale``: fit then warms it up from 0 and starts
-    early stopping only once it is at full size). Every constructor argument except ``dtype`` must be
-    stored under its own name: :meth:`hparams` reads them back from there.
+    Class attributes a kind may set: ``architecture`` (the SAELens architecture it reads and, by default,
+    writes; "" for none) and ``has_sparsity_penalty`` (True when ``training_step`` scales a penalty by
+    ``sparsity_scale``: fit then warms it up from 0 and starts early stopping only once it is at full
+    size). Every constructor argument except ``dtype`` must be stored under its own name: :meth:`hparams`
+    reads them back from there.
+
+    ``metadata``: a dict saying where the activations came from, in SAELens's terms (``hook_name``,
+    ``model_name``, ``context_size``, ``prepend_bos``, and any other JSON value such as
+    ``hook_head_index`` or ``dataset_path``). The code that fits the SAE sets it when it knows these;
+    :func:`univ.sae.save` writes it to cfg.json (its arguments override it) and :func:`univ.sae.load`
+    restores it. Empty by default.
     """
 
     architecture: ClassVar[str] = ""  # "": no SAELens counterpart
@@ -90,6 +97,7 @@ class SAE(nn.Module, ABC):
         self.b_enc = nn.Parameter(torch.zeros(d_sae, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(d_in, dtype=dtype))
         self.register_buffer("norm_scale", torch.ones((), dtype=dtype))
+        self.metadata: dict = {}
 
     # ---- identity: registry name and hyperparameters (what save writes to cfg.json) ----
     @property
@@ -133,8 +141,8 @@ class SAE(nn.Module, ABC):
 
     # ---- what save/load read and write ----
     def export_tensors(self) -> dict[str, Tensor]:
-        """The tensors ``univ.sae.save`` writes, by SAELens name; ``load`` expects the same names and shapes.
-        Kinds with more state extend this (and :meth:`import_tensors`)."""
+        """univ's own tensors, exactly (what ``load`` restores bit for bit), by name; kinds with more state
+        extend this (and :meth:`import_tensors`)."""
         return {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec,
                 "norm_scale": self.norm_scale.reshape(1)}
 
@@ -146,8 +154,41 @@ class SAE(nn.Module, ABC):
         self.norm_scale.copy_(tensors["norm_scale"].reshape(()))
 
     def saelens_cfg(self) -> dict:
-        """Kind-specific SAELens cfg.json fields (e.g. TopK's ``k``); save writes the common ones itself."""
+        """This SAE's SAELens cfg.json fields that depend on the kind: ``architecture`` (and e.g. TopK's
+        ``k``); save writes the common ones itself. A kind without a SAELens counterpart writes
+        ``univ.<kind>``, which SAELens refuses."""
+        return {"architecture": self.architecture or f"univ.{self.kind}"}
+
+    @torch.no_grad()
+    def folded(self) -> dict[str, Tensor]:
+        """W_enc, b_enc, W_dec, b_dec with ``norm_scale`` folded in (computed in float64, then rounded to
+        this SAE's dtype): (x - b_dec') @ W_enc' + b_enc equals (x * s - b_dec) @ W_enc + b_enc and
+        z @ W_dec' + b_dec' equals (z @ W_dec + b_dec) / s, so no input scaling is left to apply."""
+        s = float(self.norm_scale)
+        d = {"W_enc": self.W_enc.double() * s, "b_enc": self.b_enc.double(), "W_dec": self.W_dec.double() / s,
+             "b_dec": self.b_dec.double() / s}
+        return {k: v.to(self.dtype) for k, v in d.items()}
+
+    def saelens_tensors(self) -> dict[str, Tensor]:
+        """SAELens's state dict for :meth:`saelens_cfg`'s architecture (its names, nothing else, so that
+        ``SAE.load_from_disk`` loads it strictly), with the normalisation folded in (:meth:`folded`)."""
+        return self.folded()
+
+    @classmethod
+    def saelens_hparams(cls, cfg: Mapping) -> dict:
+        """Constructor arguments (besides d_in, d_sae) read from a SAELens cfg.json of ``architecture``."""
         return {}
+
+    @torch.no_grad()
+    def import_saelens(self, tensors: Mapping[str, Tensor], cfg: Mapping) -> None:
+        """Take SAELens's weights ``tensors`` (named as :meth:`saelens_tensors` names them; cfg: the folder's
+        cfg.json) so that encode/decode compute SAELens's encode/decode. univ always subtracts b_dec from
+        the input; where SAELens does not (``apply_b_dec_to_input`` false) b_dec @ W_enc joins b_enc."""
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            getattr(self, name).copy_(tensors[name])
+        self.norm_scale.fill_(1.0)
+        if not cfg.get("apply_b_dec_to_input", True):
+            self.b_enc.copy_(self.b_enc.double() + tensors["b_dec"].double() @ tensors["W_enc"].double())
 
     # ---- the maps ----
     def check_input(self, x, name: str = "x") -> Tensor:
@@ -178,10 +219,15 @@ class SAE(nn.Module, ABC):
         x_hat = codes @ self.W_dec + self.b_dec
         return self.step_output(x_hat, codes, {"mse": self.reconstruction_loss(x_hat, xn)}, want_codes)
 
+    def encode_normalised(self, xn: Tensor) -> Tensor:
+        """Inference codes (n, d_sae) of normalised inputs xn: (n, d_in) (what ``encode`` computes after
+        scaling by ``norm_scale``); kinds whose codes need more than one pre-activation override it."""
+        return self.activate(self.pre_activations(xn))
+
     def encode(self, x) -> Tensor:
         """Codes (n, d_sae) of activations x: (n, d_in) (numpy or torch, any real dtype)."""
         x = self.check_input(x)
-        return self.activate(self.pre_activations(x * self.norm_scale))
+        return self.encode_normalised(x * self.norm_scale)
 
     def decode(self, codes) -> Tensor:
         """Reconstruction (n, d_in), in input units, of codes (n, d_sae)."""
