@@ -120,7 +120,7 @@ def _top_inputs_figure(sae, acts_tr, x_tr, hits: pd.DataFrame, n_img: int = 6):
 
 def _feature_attacks(name, model, layer, sae, x, y, x_adv, x_rand, chosen, eps, bounds) -> list[dict]:
     def codes(xx):
-        return sae.encode(adv.layer_acts(model, {"x": xx}, layer)["x"].float()).detach()
+        return sae.encode(univ.capture(model, xx, layer, batch_size=1024)[layer]).detach()
 
     z0, z_adv, z_rand = codes(x), codes(x_adv), codes(x_rand)
     rows = []
@@ -163,7 +163,8 @@ def _analyse_subject(name, model, arch, data, x, y, cfg, report_rows):
     x_adv = adv.pgd(model, xs, ys, eps=cfg.eps, steps=cfg.attack_steps, seed=cfg.seed, bounds=data.bounds)
     x_rand = adv.matched_random(xs, x_adv, seed=cfg.seed, bounds=data.bounds)
     x_gauss = adv.gaussian_noise(xs, x_adv, seed=cfg.seed + 1, bounds=data.bounds)
-    acts = adv.layer_acts(model, {"clean": xs, "adv": x_adv, "rand": x_rand, "gauss": x_gauss}, layer)
+    acts = {k: univ.capture(model, v, layer, batch_size=1024, dtype=torch.float64)[layer]
+            for k, v in {"clean": xs, "adv": x_adv, "rand": x_rand, "gauss": x_gauss}.items()}
     h0 = acts["clean"]
     d_adv = acts["adv"] - h0
     # the random direction again, rescaled until its *activation* change is as large as the attack's:
@@ -172,7 +173,7 @@ def _analyse_subject(name, model, arch, data, x, y, cfg, report_rows):
     for _ in range(4):
         ratio = d_adv.norm(dim=1) / (h_big - h0).norm(dim=1).clamp_min(1e-12)
         x_big = (xs + (x_big - xs) * ratio.float().reshape(-1, 1, 1, 1)).clamp(0, 1)
-        h_big = adv.layer_acts(model, {"x": x_big}, layer)["x"]
+        h_big = univ.capture(model, x_big, layer, batch_size=1024, dtype=torch.float64)[layer]
     iso = torch.randn(d_adv.shape, generator=g, dtype=torch.float64)
     iso = iso / iso.norm(dim=1, keepdim=True) * d_adv.norm(dim=1, keepdim=True)
     deltas = dict(zip(PERTURBATIONS, (d_adv, acts["rand"] - h0, h_big - h0, acts["gauss"] - h0, iso)))

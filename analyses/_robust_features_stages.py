@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from univ.activations import capture
 from univ.adversarial import make_attack, per_sample_norm, robust_accuracy
 from univ.cache import cached_model, cached_sae
 from univ.data import Dataset, digits
 from univ.report import Report
-from univ.repro.robust_datasets import ConstructedDataset, layer_output, nonrobust_dataset, robust_dataset
+from univ.repro.robust_datasets import ConstructedDataset, nonrobust_dataset, robust_dataset
 from univ.train import TrainConfig, evaluate
 
 if TYPE_CHECKING:
@@ -63,9 +64,10 @@ def _sae_view(std, layer: str, data: Dataset, d_det: ConstructedDataset, d_rand:
 
 
     with torch.no_grad():
-        acts_clean = layer_output(std, data.x_train, layer)
-        acts_det = layer_output(std, d_det.data.x_train, layer)
-        acts_rand = layer_output(std, d_rand.data.x_train, layer)
+        def rep(x):  # one forward over all of x (as the inversion saw it)
+            return capture(std, x, layer, reduce="flatten", batch_size=len(x))[layer]
+
+        acts_clean, acts_det, acts_rand = rep(data.x_train), rep(d_det.data.x_train), rep(d_rand.data.x_train)
     sae = cached_sae("topk", acts_clean, d_sae=cfg.sae_expansion * acts_clean.shape[1], k=cfg.sae_k, seed=cfg.seed,
                      fit_max_steps=cfg.sae_steps, fit_batch_size=256, fit_progress=False, fit_seed=cfg.seed)
     with torch.no_grad():

@@ -307,12 +307,6 @@ PARAMETERS = [  # (id, call, exception, message fragment)
     ("gaussian_noise-inf", lambda: adv.gaussian_noise(XA, _inf(X2), bounds=BOX), ValueError, "x_adv: contains 1"),
     ("gaussian_noise-str", lambda: adv.gaussian_noise("x", X2, bounds=BOX), ValueError, f"x: {ARRAY}"),
     ("gaussian_noise-seed", lambda: adv.gaussian_noise(XA, X2, bounds=BOX, seed=None), TypeError, "seed: must be"),
-    ("layer_acts-inputs", lambda: adv.layer_acts(MODEL, XA, "2"), ValueError, "inputs: expected a non-empty dict"),
-    ("layer_acts-layer", lambda: adv.layer_acts(MODEL, {"clean": XA}, "fc1"), ValueError, "unknown hook name 'fc1'"),
-    ("layer_acts-layer-int", lambda: adv.layer_acts(MODEL, {"clean": XA}, 2), TypeError, "names.0.: expected a hook"),
-    ("layer_acts-nan", lambda: adv.layer_acts(MODEL, {"clean": _nan(XA)}, "2"), ValueError, "inputs: contains 1 NaN"),
-    ("layer_acts-batch_size", lambda: adv.layer_acts(MODEL, {"clean": XA}, "2", batch_size=0), ValueError,
-     "batch_size: must be >= 1"),
 ]
 CASES += PARAMETERS
 

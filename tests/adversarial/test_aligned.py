@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import univ
 import univ.adversarial as adv
 from univ.adversarial import aligned as A
 
@@ -9,7 +10,7 @@ def test_layer_forward_matches_capture(mlp, data):
     x = data.x_test[:20]
     logits, acts = A.layer_forward(mlp, x, "2")
     assert torch.allclose(logits, mlp(x))
-    assert torch.allclose(acts, adv.layer_acts(mlp, {"c": x}, "2")["c"].float())
+    assert torch.allclose(acts, univ.capture(mlp, x, "2", dtype=torch.float64)["2"].float())
 
 
 @pytest.mark.parametrize("increase", [True, False])
@@ -60,7 +61,7 @@ def test_aligned_bad_input(mlp, data):
 def test_sae_latent_matches_encode(mlp, data):
     from univ.sae import TopKSAE
 
-    acts = adv.layer_acts(mlp, {"x": data.x_train[:400]}, "2")["x"].float()
+    acts = univ.capture(mlp, data.x_train[:400], "2", dtype=torch.float64)["2"].float()
     sae = TopKSAE(acts.shape[1], 128, k=8, seed=0).fit(acts, max_steps=50, patience=None, progress=False)
     codes = sae.encode(acts)
     j = int((codes > 0).sum(0).argmax())
@@ -72,11 +73,11 @@ def test_sae_latent_matches_encode(mlp, data):
     x = data.x_test[:40]
     xr = A.feature_attack(mlp, x, "2", A.sae_latent(sae, j), eps=0.1, steps=10, bounds=data.bounds)
     with torch.no_grad():
-        z0 = sae.encode(adv.layer_acts(mlp, {"x": x}, "2")["x"].float())[:, j]
-        z1 = sae.encode(adv.layer_acts(mlp, {"x": xr}, "2")["x"].float())[:, j]
+        z0 = sae.encode(univ.capture(mlp, x, "2", dtype=torch.float64)["2"].float())[:, j]
+        z1 = sae.encode(univ.capture(mlp, xr, "2", dtype=torch.float64)["2"].float())[:, j]
     assert float(z1.mean()) > float(z0.mean())
-    df = adv.project(adv.layer_acts(mlp, {"x": xr}, "2")["x"] - adv.layer_acts(mlp, {"x": x}, "2")["x"], sae,
-                     clean=adv.layer_acts(mlp, {"x": x}, "2")["x"])
+    h, hr = (univ.capture(mlp, v, "2", dtype=torch.float64)["2"] for v in (x, xr))
+    df = adv.project(hr - h, sae, clean=h)
     assert (df["method"] == "codes").all() and df["frac_top10"].between(0, 1 + 1e-9).all()
     with pytest.raises(ValueError, match="latent"):
         A.sae_latent(sae, 999)

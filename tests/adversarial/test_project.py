@@ -4,6 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import univ
 import univ.adversarial as adv
 from univ.adversarial import controls
 from univ.adversarial.project import (
@@ -118,5 +119,5 @@ def test_matched_controls(mlp, data):
     assert float(r.min()) >= 0 and float(r.max()) <= 1
     gn = controls.gaussian_noise(x, x_adv, bounds=data.bounds)
     assert gn.shape == x.shape and float(gn.min()) >= 0
-    acts = controls.layer_acts(mlp, {"clean": x, "adv": x_adv}, "2")
+    acts = {k: univ.capture(mlp, v, "2", dtype=torch.float64)["2"] for k, v in (("clean", x), ("adv", x_adv))}
     assert acts["clean"].shape == (50, 64)

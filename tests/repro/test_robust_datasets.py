@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from univ.repro.robust_datasets import invert_representation, layer_output, nonrobust_dataset, robust_dataset
+from univ.activations import layer_forward
+from univ.repro.robust_datasets import invert_representation, nonrobust_dataset, robust_dataset
 
 
 def test_layer_output_is_differentiable_in_the_input(mlp, data):
     x = data.x_train[:5].clone().requires_grad_(True)
-    r = layer_output(mlp, x, "4")
+    r = layer_forward(mlp, x, "4", reduce="flatten")[1]
     assert r.shape == (5, 16)
     g, = torch.autograd.grad(r.sum(), x)
     assert g.abs().sum() > 0

@@ -35,7 +35,7 @@ from .ball import (
     random_in_ball,
     steepest_step,
 )
-from .controls import gaussian_noise, layer_acts, matched_random
+from .controls import gaussian_noise, matched_random
 from .deepfool import deepfool
 from .lbfgs import LBFGSResult, lbfgs, lbfgs_search
 from .project import (
@@ -59,5 +59,5 @@ __all__ = [
     "project_ball", "random_in_ball", "steepest_step",
     "project", "CodeChanges", "code_changes", "directions", "latent_class_association", "most_changed_latents",
     "neuron_basis", "omp", "pca_basis", "random_dictionary", "random_orthonormal",
-    "matched_random", "gaussian_noise", "layer_acts",
+    "matched_random", "gaussian_noise",
 ]

@@ -7,8 +7,6 @@ noise with the same per-sample RMS.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 
 from .._checks import as_real_tensor, check_int
@@ -60,12 +58,3 @@ def gaussian_noise(x, x_adv, *, bounds: tuple[float, float] | None, seed: int = 
     g = torch.Generator(device=x.device).manual_seed(seed)
     out = x + torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype) * per_sample(s, x)
     return clip_to_box(out, bounds)
-
-
-def layer_acts(model, inputs: dict, layer: str, batch_size: int = 1024) -> dict:
-    """Activations (n, d) at ``layer`` for each named input batch: {name: x} -> {name: acts}."""
-    from ..activations import capture
-
-    if not isinstance(inputs, Mapping) or not inputs:
-        raise ValueError(f"inputs: expected a non-empty dict {{name: x}}, got {type(inputs).__name__}")
-    return {k: capture(model, v, [layer], batch_size=batch_size)[layer].double() for k, v in inputs.items()}

@@ -20,18 +20,11 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
+from ..activations import layer_forward
 from ..adversarial.attacks import pgd
 from ..adversarial.ball import check_bounds, clip_to_box, per_sample, per_sample_norm
 from ..data import Dataset
 from ..models import eval_mode, predict
-
-
-def layer_output(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
-    """(n, d) flattened output of ``layer`` on ``x``, differentiable w.r.t. ``x``; ``layer`` is a hook name
-    or module path, as in :func:`univ.capture`."""
-    from ..activations import layer_forward
-
-    return layer_forward(model, x, layer, reduce="flatten")[1]
 
 
 class Inversion(NamedTuple):
@@ -59,7 +52,7 @@ def invert_representation(
     """min_x ||r(x) - r(x_target)||_2 from ``x_start`` by L2-normalised gradient steps, clipped to ``bounds``
     (required: the data's box, or None for unbounded inputs).
 
-    x_target, x_start: (n, ...) same shape. r is ``layer``'s output (:func:`layer_output`). As in
+    x_target, x_start: (n, ...) same shape. r is ``layer``'s flattened output. As in
     Ilyas et al. (their Appendix C: 1000 steps of size 0.1, no norm constraint on the change).
     The step size decays linearly to 10% over the run so the iterate settles instead of oscillating.
     """
@@ -73,18 +66,18 @@ def invert_representation(
         for i in range(0, len(x_target), batch_size):
             xt, x = x_target[i:i + batch_size], x_start[i:i + batch_size].clone()
             with torch.no_grad():
-                r_t = layer_output(model, xt, layer)
-                d0s.append((layer_output(model, x, layer) - r_t).norm(dim=1))
+                r_t = layer_forward(model, xt, layer, reduce="flatten")[1]
+                d0s.append((layer_forward(model, x, layer, reduce="flatten")[1] - r_t).norm(dim=1))
             for s in range(steps):
                 x.requires_grad_(True)
-                loss = (layer_output(model, x, layer) - r_t).pow(2).sum()
+                loss = (layer_forward(model, x, layer, reduce="flatten")[1] - r_t).pow(2).sum()
                 g, = torch.autograd.grad(loss, x)
                 with torch.no_grad():
                     g = g / per_sample(per_sample_norm(g, "2").clamp_min(1e-12), g)
                     lr = step_size * (1 - 0.9 * s / max(steps, 1))
                     x = clip_to_box(x.detach() - lr * g, bounds)
             with torch.no_grad():
-                d1s.append((layer_output(model, x, layer) - r_t).norm(dim=1))
+                d1s.append((layer_forward(model, x, layer, reduce="flatten")[1] - r_t).norm(dim=1))
             outs.append(x.detach())
     return Inversion(torch.cat(outs), torch.cat(d0s), torch.cat(d1s))
 
