@@ -13,6 +13,8 @@ A new source is one function and one registry line.
 
 from __future__ import annotations
 
+import importlib
+
 from ..registry import Registry
 
 MODEL_SOURCES = Registry("model source")
@@ -30,3 +32,15 @@ def split_spec(spec: str, what: str, registry: Registry) -> tuple[str, str]:
         raise ValueError(f"{what}: unknown source {prefix + ':' if sep else spec!r} in {spec!r}; valid prefixes: "
                          f"{[p + ':' for p in registry]}")
     return prefix, rest
+
+
+_LAZY = {"load_model": "models", "SourceModel": "wrapper", "untrained_twin": "wrapper"}
+"""public name -> the submodule defining it (imported on first use: the submodules register their loaders)."""
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        if _LAZY[name] == "wrapper":
+            importlib.import_module(".models", __name__)  # every model source registered
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
