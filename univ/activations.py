@@ -337,11 +337,15 @@ def capture(
     dev = device or model_device(model)
     collected: dict[str, list[torch.Tensor]] = {n: [] for n in targets}
     current: dict[str, torch.Tensor] = {}
-    mask: dict[str, torch.Tensor | None] = {}
+    mask: dict = {}  # the current batch's attention mask and size
 
     def observer(name: str, point: HookPoint):
-        return lambda t: current.__setitem__(
-            name, reduce_acts(t, reduce, point.feature_axis, mask["batch"], exclude_first, name))
+        def observe(t: torch.Tensor) -> None:
+            if t.ndim == 0 or len(t) != mask["n"]:
+                raise ValueError(f"names: {name!r} emits shape {tuple(t.shape)}, not one entry per sample of the "
+                                 f"batch ({mask['n']}): it is not an activation capture can collect")
+            current[name] = reduce_acts(t, reduce, point.feature_axis, mask["batch"], exclude_first, name)
+        return observe
 
     n = batch_len(x_all)
     with eval_mode(model), hooks(model, {n: observer(n, p) for n, p in targets.items()}), \
@@ -349,7 +353,7 @@ def capture(
         for start in tqdm(range(0, n, batch_size), desc="capture", disable=not progress, leave=False):
             current.clear()
             batch = batch_slice(x_all, start, start + batch_size, dev)
-            mask["batch"] = batch_mask(batch)
+            mask["batch"], mask["n"] = batch_mask(batch), batch_len(batch)
             run_model(model, batch, "inputs")
             for name in targets:
                 if name not in current:

@@ -120,7 +120,10 @@ def load_py(target: str, *, weights=None, kwargs: Mapping | None = None, layers=
         raise ValueError(f"spec: {module_name!r} has no callable {factory_name!r}")
 
     def build():
-        net = factory(**(kwargs or {}))
+        try:
+            net = factory(**(kwargs or {}))
+        except TypeError as e:
+            raise TypeError(f"kwargs: {factory_name}() does not take {dict(kwargs or {})!r} ({e})") from None
         if not isinstance(net, nn.Module):
             raise ValueError(f"spec: py:{target} returned {type(net).__name__}, not a torch.nn.Module")
         return net.to(device) if device is not None else net
