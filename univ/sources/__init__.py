@@ -9,6 +9,10 @@ Model specs (prefix -> loader in ``MODEL_SOURCES``): ``hf:`` (transformers Auto 
 ``DATA_SOURCES``): ``text:`` (file, folder or glob), ``images:`` (class sub-folders), ``npy:``,
 ``safetensors:``, and the built-ins (``digits``, ``mnist1d``, ``corpus`` — the embedded default text).
 A new source is one function and one registry line.
+
+Every model source returns a :class:`~univ.sources.wrapper.SourceModel` (tensor or dict batch in, logits
+out; ``layers``, ``tokenizer``, ``spec`` and the feature axis of its hooked outputs known);
+``untrained_twin(model, seed)`` is its random-init baseline.
 """
 
 from __future__ import annotations
