@@ -115,7 +115,8 @@ def reduce_acts(t: torch.Tensor, how: str, axis, mask: torch.Tensor | None = Non
             f"names: the feature axis of {name!r} (shape {tuple(t.shape)}) is unknown, so reduce={how!r} cannot "
             "tell positions from features; say where the features are: model.feature_axis = 1 (channels-first) "
             f"or -1 (channels-last), or model.feature_axes = {{{name!r}: axis}} "
-            "(univ.sources.load_model(..., feature_axis=...) does this)")
+            "; or load the model with univ.sources.load_model, which knows hf:, tl: and zoo: layouts and takes "
+            "feature_axis= for py:")
     rows, n_pos_axes = _rows(t, axis, name)  # (b, P, d)
     if mask is None:
         keep = torch.ones(rows.shape[:2], dtype=torch.bool, device=rows.device)
