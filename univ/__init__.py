@@ -10,6 +10,7 @@ The public API (see README):
     univ.sae                                    sparse autoencoders, metrics, cross-model matching
     univ.adversarial                            attacks, projection of activation changes onto bases
     univ.repro                                  code that serves one paper each (Lipschitz bounds, lottery, ...)
+    univ.sources                                your own models and data: load_model("hf:gpt2"), ...
 
 Submodules are imported on first use, so ``import univ`` stays fast.
 """
@@ -22,7 +23,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "data", "models", "train", "activations", "registry", "similarity", "sae", "adversarial", "report", "utils",
-    "cache", "repro", "store",
+    "cache", "repro", "store", "sources",
 }
 
 

@@ -6,6 +6,9 @@ Names resolve in this order:
    ``blocks.0.hook_resid_post`` / ``blocks.0.hook_out`` are one HookPoint and are captured once.
 2. Dotted module paths of any ``nn.Module`` (``"fc1"``, ``"features.3"``), via forward hooks.
 
+Each name knows the feature axis of its output (:mod:`univ.features`), so capture can average or pick
+positions, per sample or per token, masking padding (:mod:`univ.batch` for dict inputs).
+
 Every hook univ places goes through :func:`hooks`, so hook removal, tuple outputs and output replacement
 are handled in one place (capture, layer_forward, SAE splicing, feature attacks).
 """
@@ -22,57 +25,79 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import check_callable, check_choice, check_device, check_int, check_path, unknown_name_error
+from ._checks import (
+    as_real_tensor,
+    check_callable,
+    check_choice,
+    check_device,
+    check_int,
+    check_path,
+    unknown_name_error,
+)
+from .batch import batch_hash, batch_len, batch_mask, batch_slice, check_batch
+from .features import REDUCTIONS, feature_axis_of, is_tl_hook, reduce_acts, token_mask
 from .integrity import MANIFEST, read_entry, verify_entry, write_entry
-from .models import check_model, eval_mode, model_device, model_input, run_model
+from .models import check_model, eval_mode, model_device, run_model
 from .utils import cache_dir, stable_hash, tensor_hash
-
-REDUCTIONS = ("flatten", "mean", "last", "none")
 
 
 class HookPoint(NamedTuple):
-    """What a hook name resolves to: the module and whether its output is channels-last ((batch, pos, d),
-    as TransformerLens HookPoints are) or channels-first ((batch, channels, *spatial), as convolutions)."""
+    """What a hook name resolves to: the module and the feature axis of its output (see :mod:`univ.features`:
+    -1 channels-last as TransformerLens HookPoints, 1 channels-first as convolutions, (-2, -1) per-head,
+    None unknown)."""
 
     module: nn.Module
-    channels_last: bool
+    feature_axis: int | tuple[int, ...] | None
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the output's last axis holds (the last of) its features."""
+        axis = self.feature_axis
+        return axis is not None and (axis == -1 or (isinstance(axis, tuple) and axis[-1] == -1))
 
 
-def _hook_table(model: nn.Module) -> dict[str, HookPoint]:
-    """name -> HookPoint for every capturable name (TransformerLens names first)."""
-    table: dict[str, HookPoint] = {}
-    root_hooks = getattr(model, "hook_dict", None)
-    if isinstance(root_hooks, dict):
+def hook_table(model: nn.Module) -> dict[str, HookPoint]:
+    """name -> HookPoint for every capturable name of ``model`` (TransformerLens names first, then dotted
+    module paths; a model with ``hook_dict_only = True``, as univ.sources models, offers only its
+    ``hook_dict``)."""
+    root_hooks = getattr(check_model(model), "hook_dict", None)
+    if isinstance(root_hooks, Mapping):
         sources = [("", root_hooks)]
     else:
         sources = [(path + ".", mod.hook_dict) for path, mod in model.named_modules()
-                   if path and isinstance(getattr(mod, "hook_dict", None), dict)]
-    tl_modules = set()
+                   if path and isinstance(getattr(mod, "hook_dict", None), Mapping)]
+    entries: dict[str, nn.Module] = {}
     for prefix, hook_dict in sources:
-        for name, hp in hook_dict.items():
-            table.setdefault(prefix + name, HookPoint(hp, True))
-            tl_modules.add(id(hp))
-    for path, mod in model.named_modules():
-        if path:
-            table.setdefault(path, HookPoint(mod, id(mod) in tl_modules))
-    return table
+        for name, module in hook_dict.items():
+            entries.setdefault(prefix + name, module)
+    if getattr(model, "hook_dict_only", False) is not True:
+        for path, mod in model.named_modules():
+            if path:
+                entries.setdefault(path, mod)
+    return {name: HookPoint(mod, feature_axis_of(model, name, mod, is_tl_hook(mod))) for name, mod in entries.items()}
 
 
 def resolve(model: nn.Module, name: str, what: str = "hook name") -> HookPoint:
     """The HookPoint behind a hook name or module path, as :func:`capture` resolves it; unknown names
-    raise ValueError ("unknown <what> ...") listing the closest valid ones."""
+    raise ValueError ("unknown <what> ...") listing the closest valid ones. A name the model lists in
+    ``model.unavailable_hooks()`` (a hook that cannot fire in its current mode) raises a ValueError saying
+    how to enable it."""
     check_model(model)
     if not isinstance(name, str):
         raise TypeError(f"{what}: expected a string, got {type(name).__name__} {name!r}")
-    table = _hook_table(model)
+    table = hook_table(model)
     if name not in table:
+        unavailable = getattr(model, "unavailable_hooks", None)
+        how = unavailable().get(name) if callable(unavailable) else None
+        if how:
+            raise ValueError(f"{what}: {name!r} does not fire in the model's current mode; {how}")
         raise unknown_name_error(what, name, table)
     return table[name]
 
 
 def hook_names(model: nn.Module) -> list[str]:
     """Every name :func:`capture` accepts for ``model`` (TransformerLens hook names first)."""
-    return list(_hook_table(check_model(model)))
+    return list(hook_table(check_model(model)))
 
 
 def first_tensor(out) -> torch.Tensor:
@@ -101,11 +126,15 @@ def hooks(model: nn.Module, fns: Mapping[str, HookFn], what: str = "hook name") 
         check_callable(fn, f"fns[{name!r}]")
     handles = []
 
-    def make(fn):
+    def make(fn, conversion):
+        # a TransformerLens 4.x hook conversion (e.g. q/k/v/z split into heads) is what run_with_cache shows
         def hook(_module, _inp, out):
-            new = fn(first_tensor(out))
+            t = first_tensor(out)
+            new = fn(t if conversion is None else conversion.convert(t))
             if new is None:
                 return None
+            if conversion is not None:
+                new = conversion.revert(new)
             if isinstance(out, torch.Tensor):
                 return new
             return type(out)([new, *out[1:]])
@@ -113,36 +142,28 @@ def hooks(model: nn.Module, fns: Mapping[str, HookFn], what: str = "hook name") 
 
     try:
         for name, fn in fns.items():
-            handles.append(points[name].module.register_forward_hook(make(fn)))
+            module = points[name].module
+            conversion = getattr(module, "hook_conversion", None) if is_tl_hook(module) else None
+            handles.append(module.register_forward_hook(make(fn, conversion)))
         yield points
     finally:
         for h in handles:
             h.remove()
 
 
-def reduce_acts(t: torch.Tensor, how: str, channels_last: bool) -> torch.Tensor:
-    """(b, ...) -> (b, d) for flatten/mean/last; unchanged for none."""
-    if how == "none" or t.ndim <= 2:
-        return t if how == "none" or t.ndim == 2 else t.reshape(len(t), -1)
-    if how == "flatten":
-        return t.reshape(len(t), -1)
-    # mean / last over every non-batch axis except the feature axis
-    t = t.movedim(-1 if channels_last else 1, -1)  # (b, *positions, d)
-    t = t.reshape(len(t), -1, t.shape[-1])
-    return t.mean(dim=1) if how == "mean" else t[:, -1]
-
-
-def layer_forward(model: nn.Module, x: torch.Tensor, layer: str, reduce: str | None = None):
+def layer_forward(model: nn.Module, x, layer: str, reduce: str | None = None):
     """One forward pass returning (output, acts) with the autograd graph kept to ``x``: acts (n, d) at
     ``layer``, reduced as :func:`capture` would (``model.reduce`` or "flatten" by default). The model's
     mode is left as it is (callers doing attacks or inversion hold :func:`univ.models.eval_mode`).
-    x is cast as :func:`univ.models.as_model_input` says; a name whose hook does not fire raises ValueError."""
+    x (a tensor or a dict batch) is cast as :func:`univ.models.as_model_input` says; a name whose hook does
+    not fire raises ValueError."""
     reduce = reduce or getattr(check_model(model), "reduce", "flatten")
     check_choice(reduce, "reduce", REDUCTIONS)
-    x = model_input(model, x, "x", detach=False)
+    x = check_batch(model, x, "x", detach=False)
     store = {}
-    channels_last = resolve(model, layer).channels_last
-    with hooks(model, {layer: lambda t: store.__setitem__("acts", reduce_acts(t, reduce, channels_last))}):
+    axis = resolve(model, layer).feature_axis
+    mask = batch_mask(x)
+    with hooks(model, {layer: lambda t: store.__setitem__("acts", reduce_acts(t, reduce, axis, mask, name=layer))}):
         out = run_model(model, x)
     if "acts" not in store:
         raise ValueError(f"layer: the hook {layer!r} did not fire during the forward pass; is the module used "
@@ -200,11 +221,13 @@ def _targets(model: nn.Module, names: Sequence[str]) -> dict[str, HookPoint]:
     return targets
 
 
-def _cache_key(model: nn.Module, inputs: torch.Tensor, names: Sequence[str], reduce: str, dtype) -> str:
+def _cache_key(model: nn.Module, inputs, targets: Mapping[str, HookPoint], reduce: str, dtype,
+               exclude_first: bool) -> str:
     return stable_hash({
         "model": type(model).__name__,
         "params": tensor_hash(*[p for p in model.state_dict().values()]),
-        "inputs": tensor_hash(inputs), "names": list(names), "reduce": reduce, "dtype": str(dtype),
+        "inputs": batch_hash(inputs), "names": list(targets), "reduce": reduce, "dtype": str(dtype),
+        "feature_axes": [repr(p.feature_axis) for p in targets.values()], "exclude_first": exclude_first,
     }, length=20)
 
 
@@ -212,15 +235,19 @@ ACTS_FILE = "acts.safetensors"
 
 
 def cache_path(model: nn.Module, inputs, names: Sequence[str], reduce: str | None = None,
-               folder: str | Path | None = None, dtype: torch.dtype = torch.float32) -> Path:
+               folder: str | Path | None = None, dtype: torch.dtype = torch.float32, *,
+               exclude_first: bool = False) -> Path:
     """The file :func:`capture` caches these activations in (``folder``: as given to ``cache=``). It lies in
-    an integrity-checked entry folder (see :mod:`univ.integrity`) named by the key."""
+    an integrity-checked entry folder (see :mod:`univ.integrity`) named by the key: the model's class and
+    weights, every entry of the inputs, the names in order with their feature axes, reduce, dtype and
+    exclude_first."""
     reduce = reduce or getattr(check_model(model), "reduce", "flatten")
     check_choice(reduce, "reduce", REDUCTIONS)
     _check_dtype(dtype)
+    _check_bool(exclude_first, "exclude_first")
     folder = cache_dir() / "acts" if folder is None else check_path(folder, "folder")
-    key = _cache_key(model, model_input(model, inputs, "inputs"), list(_targets(model, _names(model, names))),
-                     reduce, dtype)
+    key = _cache_key(model, check_batch(model, inputs, "inputs"), _targets(model, _names(model, names)),
+                     reduce, dtype, exclude_first)
     return folder / key / ACTS_FILE
 
 
@@ -236,6 +263,11 @@ def _names(model: nn.Module, names) -> list[str]:
     if not names:
         raise ValueError("names: empty list of hook names")
     return list(names)
+
+
+def _check_bool(value, name: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
 
 
 def _check_dtype(dtype) -> None:
@@ -255,19 +287,27 @@ def capture(
     cache: bool | str | Path = False,
     progress: bool = False,
     dtype: torch.dtype = torch.float32,
+    exclude_first: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Activations of ``model`` on ``inputs`` at hook points ``names``.
 
-    model: any ``nn.Module`` (TransformerLens bridges and HookedRootModules included).
-    inputs: (n, ...) tensor or array, fed to ``model`` in batches of ``batch_size``; floating inputs are
-        cast to the model's parameter dtype, integer inputs (tokens) are passed as they are.
+    model: any ``nn.Module`` (univ.sources models, TransformerLens bridges and HookedRootModules included).
+    inputs: (n, ...) tensor or array, or a dict batch ``{"input_ids": (n, T), "attention_mask": (n, T)}``
+        (``{"pixel_values": ...}`` for images; see :mod:`univ.batch`), fed to ``model`` in batches of
+        ``batch_size`` (``model(**batch)`` for a dict); floating inputs are cast to the model's parameter
+        dtype, integer inputs (tokens, masks) are passed as they are.
     names: hook names or module paths (see :func:`hook_names`); default ``model.layers``.
     reduce: "flatten" -> (n, prod(rest)); "mean"/"last" -> (n, d), averaging / taking the last entry
-        over positions (sequence tokens or conv spatial positions); "none" -> (n, ...) unchanged.
-        Default: ``model.reduce`` or "flatten".
+        over positions (sequence tokens or conv spatial positions); "tokens" -> (n_tokens, d), one row
+        per position, sample-major; "none" -> (n, ...) unchanged. With an ``attention_mask``, mean,
+        last and tokens use the real (non-padding) positions only: last is each sequence's last real
+        token, for left and right padding alike. mean/last/tokens need the feature axis of a 3-D+ output
+        (see :mod:`univ.features`; unknown raises ValueError). Default: ``model.reduce`` or "flatten".
+    exclude_first: drop each sequence's first real position (the BOS) from mean and tokens;
+        :func:`token_positions` gives the (sample, position) of each "tokens" row.
     grad: keep the autograd graph (for gradients through activations); otherwise runs under no_grad.
     cache: True (univ's cache dir) or a folder: reuse activations saved for the same model weights,
-        inputs, names (in order), reduce and dtype.
+        inputs (every entry of a dict), names (in order), feature axes, reduce, exclude_first and dtype.
     dtype: dtype of the returned activations.
     Returns {name: Tensor(n, d)} in the order of ``names``; alias names of one hook point give one entry
     (the first name asked for). The model's train/eval mode is restored afterwards and every hook is
@@ -278,15 +318,18 @@ def capture(
     check_choice(reduce, "reduce", REDUCTIONS)
     batch_size = check_int(batch_size, "batch_size", low=1)
     _check_dtype(dtype)
+    _check_bool(exclude_first, "exclude_first")
     device = check_device(device)
     if not isinstance(cache, bool):
         check_path(cache, "cache")
-    x_all = model_input(model, inputs, "inputs", detach=not grad)
+    x_all = check_batch(model, inputs, "inputs", detach=not grad)
     targets = _targets(model, names)
 
     path = None
     if cache and not grad:
-        path = cache_path(model, x_all, list(targets), reduce, None if isinstance(cache, bool) else cache, dtype)
+        folder = None if isinstance(cache, bool) else check_path(cache, "cache")
+        path = (cache_dir() / "acts" if folder is None else folder) / _cache_key(
+            model, x_all, targets, reduce, dtype, exclude_first) / ACTS_FILE
         stored = read_entry(path.parent, lambda f: load_file(str(f / ACTS_FILE)), "activation cache entry")
         if stored is not None and all(n in stored for n in targets):
             return {n: stored[n] for n in targets}
@@ -294,23 +337,46 @@ def capture(
     dev = device or model_device(model)
     collected: dict[str, list[torch.Tensor]] = {n: [] for n in targets}
     current: dict[str, torch.Tensor] = {}
+    mask: dict = {}  # the current batch's attention mask and size
 
     def observer(name: str, point: HookPoint):
-        return lambda t: current.__setitem__(name, reduce_acts(t, reduce, point.channels_last))
+        def observe(t: torch.Tensor) -> None:
+            if t.ndim == 0 or len(t) != mask["n"]:
+                raise ValueError(f"names: {name!r} emits shape {tuple(t.shape)}, not one entry per sample of the "
+                                 f"batch ({mask['n']}): it is not an activation capture can collect")
+            current[name] = reduce_acts(t, reduce, point.feature_axis, mask["batch"], exclude_first, name)
+        return observe
 
+    n = batch_len(x_all)
     with eval_mode(model), hooks(model, {n: observer(n, p) for n, p in targets.items()}), \
             torch.set_grad_enabled(grad):
-        for start in tqdm(range(0, len(x_all), batch_size), desc="capture", disable=not progress, leave=False):
+        for start in tqdm(range(0, n, batch_size), desc="capture", disable=not progress, leave=False):
             current.clear()
-            run_model(model, x_all[start:start + batch_size].to(dev), "inputs")
-            for n in targets:
-                if n not in current:
-                    raise ValueError(f"names: the hook {n!r} did not fire during the forward pass; is the module "
+            batch = batch_slice(x_all, start, start + batch_size, dev)
+            mask["batch"], mask["n"] = batch_mask(batch), batch_len(batch)
+            run_model(model, batch, "inputs")
+            for name in targets:
+                if name not in current:
+                    raise ValueError(f"names: the hook {name!r} did not fire during the forward pass; is the module "
                                      "used by model.forward?")
-                t = current[n]
-                collected[n].append(t if grad else t.detach().to("cpu", dtype))
-    acts = {n: torch.cat(ts) for n, ts in collected.items()}
+                t = current[name]
+                collected[name].append(t if grad else t.detach().to("cpu", dtype))
+    acts = {name: torch.cat(ts) for name, ts in collected.items()}
     if path is not None:
-        write_entry(path.parent, lambda f: save_file({n: a.contiguous() for n, a in acts.items()}, str(f / ACTS_FILE)),
+        write_entry(path.parent, lambda f: save_file({k: a.contiguous() for k, a in acts.items()}, str(f / ACTS_FILE)),
                     meta={"names": list(acts), "reduce": reduce, "dtype": str(dtype)})
     return acts
+
+
+def token_positions(inputs, exclude_first: bool = False) -> torch.Tensor:
+    """(n_tokens, 2) int64: the (sample, position) of each row :func:`capture` returns with reduce="tokens"
+    for these inputs (a dict batch with an ``attention_mask`` (n, T), or the mask itself)."""
+    _check_bool(exclude_first, "exclude_first")
+    mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else inputs
+    if mask is None:
+        raise ValueError("inputs: a dict batch without an attention_mask; every position is a token (use "
+                         "torch.cartesian_prod(torch.arange(n), torch.arange(T)))")
+    mask = as_real_tensor(mask, "inputs['attention_mask']")
+    if mask.ndim != 2:
+        raise ValueError(f"inputs['attention_mask']: expected shape (n, T), got {tuple(mask.shape)}")
+    return token_mask(mask.bool(), exclude_first).nonzero()

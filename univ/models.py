@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from einops import rearrange
@@ -64,12 +64,15 @@ def takes_tokens(model: nn.Module) -> bool:
     return any("embed" in type(m).__name__.lower() for m in model.modules())
 
 
-def as_model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def as_model_input(model: nn.Module, x):
     """The one input-dtype rule of capture, attacks and predictions: floating inputs are cast to the model's
     parameter dtype (float64 numpy data into a float32 net); bool inputs too (the default float dtype for
     a model without parameters); integer inputs stay integers (token ids) for a model that
-    :func:`takes_tokens`, and are cast like bools for any other model."""
+    :func:`takes_tokens`, and are cast like bools for any other model. In a dict batch (see
+    :mod:`univ.batch`) floating entries are cast and integer and bool entries (ids, masks) are kept."""
     dtype = model_dtype(model)
+    if isinstance(x, Mapping):
+        return {k: v.to(dtype) if v.is_floating_point() and dtype is not None else v for k, v in x.items()}
     if x.is_floating_point():
         return x if dtype is None or x.dtype == dtype else x.to(dtype)
     if x.dtype == torch.bool or (not x.is_complex() and not takes_tokens(model)):
@@ -83,17 +86,21 @@ def model_input(model: nn.Module, x, name: str = "x", detach: bool = True) -> to
     return as_model_input(model, as_real_tensor(x, name, detach=detach))
 
 
-def run_model(model: nn.Module, x: torch.Tensor, name: str = "x"):
-    """``model(x)``; a torch error inside the forward (a shape or dtype the model cannot take) becomes a
+def run_model(model: nn.Module, x, name: str = "x"):
+    """``model(x)`` (``model(**x)`` for a dict batch, HuggingFace's convention); a torch error inside the
+    forward (a shape or dtype the model cannot take, or keyword arguments it does not know) becomes a
     ValueError naming ``name`` and the input's shape and dtype. Running out of memory is not bad input: that
     error passes through, for the caller to retry with a smaller batch."""
     try:
-        return model(x)
+        return model(**x) if isinstance(x, Mapping) else model(x)
     except torch.OutOfMemoryError:
         raise
-    except RuntimeError as e:
-        raise ValueError(f"{name}: the model's forward failed on an input of shape {tuple(x.shape)} and dtype "
-                         f"{x.dtype} ({str(e).splitlines()[0]})") from e
+    except (RuntimeError, TypeError) as e:
+        if isinstance(e, TypeError) and not isinstance(x, Mapping):
+            raise
+        what = (f"a dict batch {{{', '.join(f'{k}: {tuple(v.shape)} {v.dtype}' for k, v in x.items())}}}"
+                if isinstance(x, Mapping) else f"an input of shape {tuple(x.shape)} and dtype {x.dtype}")
+        raise ValueError(f"{name}: the model's forward failed on {what} ({str(e).splitlines()[0]})") from e
 
 
 def as_logits(out) -> torch.Tensor:
@@ -133,6 +140,8 @@ class ZooModel(nn.Module):
     """Representation layers captured by default, input side first, logits last."""
     reduce: str = "flatten"
     """How :func:`univ.capture` should reduce this model's multi-axis activations by default."""
+    feature_axis: int | None = None
+    """Where the features of a 3-D+ hooked output lie (1 channels-first, -1 channels-last; see univ.features)."""
 
     def __init__(self, input_shape: Sequence[int]):
         super().__init__()
@@ -190,6 +199,7 @@ class CNN(ZooModel):
     act3 -> out. Conv maps are (n, channels, *spatial); capture flattens them by default."""
 
     name = "cnn"
+    feature_axis = 1
 
     def __init__(self, input_shape: Sequence[int] = (1, 8, 8), channels: Sequence[int] = (16, 32),
                  hidden: int = 64, n_classes: int = 10, kernel_size: int = 3):
@@ -225,6 +235,7 @@ class PlainCNN(ZooModel):
     """
 
     name = "plain_cnn"
+    feature_axis = 1
 
     def __init__(self, input_shape: Sequence[int] = (1, 40), channels: int = 32,
                  strides: Sequence[int] = (2, 1, 2, 1, 2, 1), n_classes: int = 10, kernel_size: int = 3):
@@ -274,6 +285,7 @@ class PatchTransformer(ZooModel):
 
     name = "transformer"
     reduce = "mean"
+    feature_axis = -1
 
     def __init__(self, input_shape: Sequence[int] = (1, 8, 8), patch: Sequence[int] = (2, 2),
                  d_model: int = 64, n_layers: int = 2, n_heads: int = 4, n_classes: int = 10, seed: int = 0):
@@ -327,6 +339,7 @@ class TokenTransformer(ZooModel):
 
     name = "token_transformer"
     reduce = "last"
+    feature_axis = -1
     takes_tokens = True
 
     def __init__(self, n_ctx: int = 3, d_vocab: int = 114, n_classes: int = 113, d_model: int = 128,

@@ -83,8 +83,10 @@ INPUT_ARGS = {  # name -> (call with the bad input, argument name)
 CASES = []
 for fname, (fn, arg) in INPUT_ARGS.items():
     for bid, bad, exc, frag in BAD_X:
-        if fname == "cache_path" and bid == "shape":  # no forward pass: any shape has a key
+        if fname == "cache_path" and bid in ("shape", "dict"):  # no forward pass: any shape has a key
             continue
+        if bid == "dict" and fname not in ("logits", "predict"):  # a dict batch goes in as keyword arguments
+            frag = r"the model's forward failed on a dict batch \{x: \(\d+, 4\) torch.float32\}"
         CASES.append((f"{fname}-{bid}", lambda fn=fn, bad=bad: fn(bad), exc, f"{re.escape(arg)}: {frag}"))
 
 MODEL_CALLS = {

@@ -9,9 +9,15 @@ Model specs (prefix -> loader in ``MODEL_SOURCES``): ``hf:`` (transformers Auto 
 ``DATA_SOURCES``): ``text:`` (file, folder or glob), ``images:`` (class sub-folders), ``npy:``,
 ``safetensors:``, and the built-ins (``digits``, ``mnist1d``, ``corpus`` — the embedded default text).
 A new source is one function and one registry line.
+
+Every model source returns a :class:`~univ.sources.wrapper.SourceModel` (tensor or dict batch in, logits
+out; ``layers``, ``tokenizer``, ``spec`` and the feature axis of its hooked outputs known);
+``untrained_twin(model, seed)`` is its random-init baseline.
 """
 
 from __future__ import annotations
+
+import importlib
 
 from ..registry import Registry
 
@@ -30,6 +36,19 @@ def split_spec(spec: str, what: str, registry: Registry) -> tuple[str, str]:
         raise ValueError(f"{what}: unknown source {prefix + ':' if sep else spec!r} in {spec!r}; valid prefixes: "
                          f"{[p + ':' for p in registry]}")
     return prefix, rest
+
+
+_LAZY = {"load_model": "models", "SourceModel": "wrapper", "untrained_twin": "wrapper"}
+"""public name -> the submodule defining it (imported on first use: the submodules register their loaders)."""
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        if _LAZY[name] == "wrapper":
+            importlib.import_module(".models", __name__)  # every model source registered
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 from .data import corpus_path, load_data  # noqa: E402, F401 (the loaders register into DATA_SOURCES above)
 from .text import TokenDataset, load_text, read_texts  # noqa: E402, F401
