@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-adv"
 RESULTS = HERE / "results"
-PEER_PACKAGES = ["torch==2.13.0", "foolbox==3.3.4"]
+PEER_PACKAGES = ["torch==2.13.0", "foolbox==3.3.4", "safetensors"]
 
 
 def build(arch: str):
@@ -61,12 +61,14 @@ def run_side(side: str, work: Path, steps: int, repeats: int, threads: int) -> l
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)  # foolbox draws its random start from the global RNG
-    blob = torch.load(work / "data.pt")
+    from safetensors.torch import load_file
+
+    blob = load_file(str(work / "data.safetensors"))
     x, y = blob["x"], blob["y"]
     rows = []
     for arch, norm, eps in SETTINGS:
         model = build(arch)
-        model.load_state_dict(torch.load(work / f"{arch}.pt"))
+        model.load_state_dict(load_file(str(work / f"{arch}.safetensors")))
         model.eval()
         step_size = 2.5 * eps / steps
         if side == "univ":
@@ -110,6 +112,7 @@ def ensure_venv() -> Path:
 def prepare(work: Path, seed: int = 0) -> None:
     """Train the two models once (univ's training loop) and save weights + the test set."""
     import torch
+    from safetensors.torch import save_file
 
     from univ.data import digits
     from univ.train import TrainConfig, train
@@ -119,9 +122,9 @@ def prepare(work: Path, seed: int = 0) -> None:
         torch.manual_seed(seed)
         model = build(arch)
         model, metrics = train(model, data, TrainConfig(epochs=30, lr=3e-3, seed=seed), progress=False)
-        torch.save(model.state_dict(), work / f"{arch}.pt")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(work / f"{arch}.safetensors"))
         print(f"trained {arch}: test acc {metrics['test_acc']:.3f}", flush=True)
-    torch.save({"x": data.x_test.contiguous(), "y": data.y_test.contiguous()}, work / "data.pt")
+    save_file({"x": data.x_test.contiguous(), "y": data.y_test.contiguous()}, str(work / "data.safetensors"))
 
 
 def main(argv=None) -> None:
