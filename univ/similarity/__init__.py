@@ -32,3 +32,6 @@ __all__ = [
     "procrustes", "procrustes_distance", "rsa", "mutual_knn", "knn_indices",
     "layer_moments", "moment_measures", "LayerMoments", "compare", "grid", "METRICS", "get_metric", "register_metric",
 ]
+from .names import StandardMeasure, measure, names  # noqa: E402  (standard names; kept apart from the list above)
+
+__all__ += ["measure", "names", "StandardMeasure"]
