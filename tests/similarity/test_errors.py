@@ -220,6 +220,13 @@ PARAMETERS = [  # (id, call, exception, message fragment)
     ("get_metric-name", lambda: sim.get_metric("cka"), ValueError, "unknown metric 'cka'"),
     ("get_metric-type", lambda: sim.get_metric(["cka"]), TypeError, "metric: expected a metric name"),
 ]
+PARAMETERS += [
+    ("measure-name", lambda: sim.measure("cka-kernel=linear-hsic=gretton-scor"), ValueError, "closest valid names"),
+    ("measure-type", lambda: sim.measure(3), TypeError, "name: expected a standard measure name"),
+    ("names-args", lambda: sim.names(1), TypeError, "positional argument"),
+    ("StandardMeasure-placeholder", lambda: sim.measure("svcca-dim={dim}-score")(np.eye(4), np.eye(4)),
+     TypeError, "dim"),
+]
 CASES += PARAMETERS
 
 
