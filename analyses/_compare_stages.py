@@ -143,6 +143,20 @@ def resolve_layers(model, selectors, model_id: str) -> list[str]:
     return out
 
 
+def check_context(model, cfg, model_id: str) -> None:
+    """A text model must take ``cfg.context`` positions (its config's n_positions / max_position_embeddings /
+    n_ctx, where it says)."""
+    if cfg.data.partition(":")[0] not in TEXT_SOURCES:
+        return
+    net = getattr(model, "net", model)
+    config = getattr(net, "config", None) or getattr(net, "cfg", None)
+    limit = next((getattr(config, k) for k in ("max_position_embeddings", "n_positions", "n_ctx")
+                  if isinstance(getattr(config, k, None), int)), None)
+    if limit is not None and cfg.context > limit:
+        raise SettingError("context", f"must be <= {limit}: {model_id} takes at most {limit} positions, got "
+                           f"{cfg.context}")
+
+
 def load(cfg) -> Loaded:
     """Load every model (each distinct spec once), its layers, its untrained twin and the data."""
     from univ.sources import load_model, untrained_twin
@@ -157,6 +171,7 @@ def load(cfg) -> Loaded:
                 model = load_model(spec, device=device)
             except (ValueError, TypeError) as e:
                 raise SettingError("models", f"cannot load {spec}: {_strip(str(e))}") from None
+            check_context(model, cfg, mid)
             models[spec] = (model, resolve_layers(model, cfg.layers, mid))
         model, layers = models[spec]
         entries.append(Entry(mid, spec, model, layers, i, True, None))

@@ -125,10 +125,17 @@ def test_bad_settings_exit_2_before_any_model_loads(tiny, tmp_path, capsys, monk
 
 def test_unknown_layer_exits_2_naming_the_flag(tiny, tmp_path, capsys):
     out = tmp_path / "runs"
-    assert main(["compare", f"hf:{tiny['gpt2']}", "--layers", "transformer.h.9", "--out", str(out)]) == 2
+    args = ["compare", f"hf:{tiny['gpt2']}", "--layers", "transformer.h.9", "--context", "16", "--out", str(out)]
+    assert main(args) == 2
     err = error_line(capsys.readouterr().err)
     assert err.startswith("univ: error: --layers: 'transformer.h.9' is not a hook")
     assert not out.exists()
+
+
+def test_a_context_longer_than_a_model_takes_exits_2(tiny, tmp_path, capsys):
+    assert main(["compare", f"hf:{tiny['gpt2']}", "--context", "64", "--out", str(tmp_path / "runs")]) == 2
+    assert error_line(capsys.readouterr().err).startswith("univ: error: --context: must be <= 32: gpt2 takes")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_the_store_path_agrees_with_memory_and_layers_go_by_position(tiny):
