@@ -160,6 +160,43 @@ def _cmd_run(name: str, argv: list[str]) -> int:
     return 0
 
 
+_BOOL_WORDS = ("1", "0", "true", "false", "yes", "no", "on", "off")
+
+
+def _cmd_compare(argv: list[str]) -> int:
+    """``univ compare SPEC_A SPEC_B [...] [--FIELD value]``: ``univ run compare`` with the positional model specs
+    as ``--models`` (a true/false flag may stand alone: ``--allow-different-tokenizers``)."""
+    mod = load_analysis("compare")
+    fields = {f"--{f.name.replace('_', '-')}": f.type for f in dataclasses.fields(mod.Config)}
+    bools = {flag for flag, typ in fields.items() if typ in (bool, "bool")}
+    specs, rest, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        takes_value = arg in ("--out", "--threads") or (arg in fields and arg not in bools)
+        if takes_value or (arg in bools and i + 1 < len(argv) and argv[i + 1].lower() in _BOOL_WORDS):
+            rest += argv[i:i + 2]
+            i += 2
+            continue
+        if arg in bools:
+            rest += [arg, "true"]
+        elif arg.startswith("-"):
+            rest.append(arg)
+        else:
+            specs.append(arg)
+        i += 1
+    if "-h" in rest or "--help" in rest:
+        parser = analysis_parser("compare", mod.Config)
+        parser.prog = "univ compare"
+        parser.usage = "univ compare MODEL [MODEL ...] [--data SPEC] [--layers ...] [--metrics ...] [--FIELD value]"
+        parser.add_argument("specs", nargs="*", metavar="MODEL", help="model specs (hf:, tl:, py:, zoo:, "
+                            "torchvision:): every layer of each is compared with every layer of the others")
+        parser.print_help()
+        return 0
+    if specs and any(a == "--models" or a.startswith("--models=") for a in rest):
+        raise SettingError("models", "give the models as positional specs or with --models, not both")
+    return _cmd_run("compare", (["--models", json.dumps(specs)] if specs else []) + rest)
+
+
 def _cmd_config(name: str) -> int:
     mod = load_analysis(name)
     docs = mod.Config.field_docs()
@@ -178,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="run an analysis and write its report folder (univ run NAME --help)",
                            add_help=False)
     p_run.add_argument("name", nargs="?")
+    sub.add_parser("compare", help="compare every layer of your models: univ compare SPEC_A SPEC_B [--data SPEC]",
+                   add_help=False)
     p_show = sub.add_parser("config", help="print an analysis's settings, defaults and quick sizes")
     p_show.add_argument("name")
     try:
@@ -186,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.name is None or args.name.startswith("-"):
                 parser.error("run: name an analysis (univ list shows them): univ run NAME [--quick] [--FIELD value]")
             return _cmd_run(args.name, rest)
+        if args.command == "compare":
+            return _cmd_compare(rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "list":

@@ -28,7 +28,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -39,6 +39,8 @@ from tqdm.auto import tqdm
 
 from ._checks import check_choice, check_finite, check_int, to_tensor, unknown_name_error
 from .activations import REDUCTIONS, capture, resolve
+from .batch import batch_hash, batch_len, batch_mask, batch_slice, check_batch
+from .features import token_mask
 from .integrity import MANIFEST, discard, entry_meta, file_digest, read_entry, verify_entry, write_entry, write_file
 from .utils import cache_dir, resolve_device, stable_hash, tensor_hash
 
@@ -330,39 +332,93 @@ def write_store(path: str | os.PathLike, key: str, batches_by_shard: Iterable, *
     return ActivationStore(path)
 
 
-def capture_shard(model: nn.Module, inputs: torch.Tensor, names: Sequence[str], reduce: str, *, batch_size: int,
-                  dtype: torch.dtype, device=None) -> dict[str, torch.Tensor]:
-    """One shard: {name: (rows, d)} activations of ``inputs``: (rows, ...), captured with :func:`univ.capture`
-    batch by batch into one buffer per name, so memory is the shard plus one capture batch. The one place
-    that knows the input form (slicing rows of a tensor)."""
+def capture_shard(model: nn.Module, inputs, names: Sequence[str], reduce: str, *, batch_size: int,
+                  dtype: torch.dtype, device=None, exclude_first: bool = False,
+                  rows: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+    """One shard: {name: (rows, d)} activations of ``inputs`` (a tensor (m, ...) or a dict batch such as
+    ``{"input_ids": (m, T), "attention_mask": (m, T)}``), captured with :func:`univ.capture` batch by batch
+    into one buffer per name, so memory is the shard plus one capture batch. The one place that knows the
+    input form (rows of a tensor, or of every entry of a dict: :mod:`univ.batch`).
+
+    reduce, exclude_first: as :func:`univ.capture`. rows: (start, stop): keep only output rows [start, stop)
+    of these inputs' activations, for reduce="tokens" shards that begin or end inside a sequence (default:
+    all of them: one row per sample, or every token row).
+    """
+    if rows is None:
+        rows = (0, batch_len(inputs) if reduce != "tokens" else int(token_counts(model, inputs, names,
+                                                                                 exclude_first).sum()))
     out: dict[str, torch.Tensor] = {}
-    for start in range(0, len(inputs), batch_size):
-        acts = capture(model, inputs[start:start + batch_size], names, batch_size=batch_size, reduce=reduce,
-                       device=device, dtype=dtype)
+    done = 0  # output rows of the batches captured so far
+    for start in range(0, batch_len(inputs), batch_size):
+        if done >= rows[1]:
+            break
+        acts = capture(model, batch_slice(inputs, start, start + batch_size), names, batch_size=batch_size,
+                       reduce=reduce, device=device, dtype=dtype, exclude_first=exclude_first)
+        got = len(next(iter(acts.values())))
+        lo, hi = max(rows[0] - done, 0), min(rows[1] - done, got)  # this batch's rows that the shard keeps
         for name, a in acts.items():
             if name not in out:
-                out[name] = a.new_empty((len(inputs), *a.shape[1:]))
-            out[name][start:start + len(a)] = a
+                out[name] = a.new_empty((rows[1] - rows[0], *a.shape[1:]))
+            if hi > lo:
+                out[name][done + lo - rows[0]:done + hi - rows[0]] = a[lo:hi]
+        done += got
+        del acts
     return out
 
 
-def _store_key(model: nn.Module, inputs_hash: str, names: list[str], reduce: str, dtype, shard_rows: int) -> str:
+def token_counts(model: nn.Module, inputs, names: Sequence[str], exclude_first: bool = False) -> torch.Tensor:
+    """(m,) int64: the rows ``capture(..., reduce="tokens")`` gives per input sample: its real positions (from
+    the ``attention_mask`` of a dict batch), else the positions of the first sample, which every sample then
+    has (found by running it; the names must agree)."""
+    mask = batch_mask(inputs)
+    if mask is not None:
+        return token_mask(mask, exclude_first).sum(1).long()
+    probe = capture(model, batch_slice(inputs, 0, 1), names, reduce="tokens", exclude_first=exclude_first)
+    per = {name: len(a) for name, a in probe.items()}
+    if len(set(per.values())) > 1:
+        raise ValueError(f"names: reduce='tokens' gives a different number of rows per sample at these names "
+                         f"({per}), so they cannot share one store's rows; store them separately")
+    return torch.full((batch_len(inputs),), next(iter(per.values())), dtype=torch.long)
+
+
+def _store_key(model: nn.Module, inputs_hash: str, names: list[str], reduce: str, dtype, shard_rows: int,
+               exclude_first: bool) -> str:
     return stable_hash({
         "model": type(model).__name__, "params": tensor_hash(*model.state_dict().values()),
         "inputs": inputs_hash, "names": names, "reduce": reduce, "dtype": str(dtype), "shard_rows": shard_rows,
+        **({"exclude_first": True} if exclude_first else {}),  # absent when False: earlier stores keep their key
     }, length=20)
+
+
+def _shard_plan(counts: torch.Tensor, shard_rows: int) -> list[tuple[int, int, tuple[int, int]]]:
+    """Token shards: per shard of ``shard_rows`` output rows, (first input row, end input row, (start, stop) of
+    the shard's rows among those inputs' rows), from counts (m,): output rows per input row."""
+    ends = torch.cumsum(counts, 0)
+    total, plan = int(ends[-1]), []
+    for a in range(0, total, shard_rows):
+        b = min(a + shard_rows, total)
+        r0 = int(torch.searchsorted(ends, a, right=True))
+        r1 = int(torch.searchsorted(ends, b)) + 1
+        first = int(ends[r0] - counts[r0])
+        plan.append((r0, r1, (a - first, b - first)))
+    return plan
 
 
 def capture_to_store(model: nn.Module, inputs, names: Sequence[str] | str | None = None, reduce: str | None = None,
                      *, shard_rows: int = 8192, batch_size: int = 512, root: str | os.PathLike | None = None,
-                     dtype: torch.dtype = torch.float32, device=None, progress: bool = True) -> ActivationStore:
+                     dtype: torch.dtype = torch.float32, device=None, progress: bool = True,
+                     exclude_first: bool = False) -> ActivationStore:
     """Capture activations of ``model`` on ``inputs`` at ``names`` into an on-disk store, shard by shard.
 
-    inputs: (n, ...) tensor or array; names, reduce, batch_size, device, dtype: as :func:`univ.capture`
-    (reduce must give (n, d) activations: "flatten", "mean" or "last", or "none" at 2-D points).
-    shard_rows: input rows per shard. root: the parent folder (default ``$UNIV_CACHE/stores``); the store is
-    ``root/<key>``, key a hash of the model's class and weights, the inputs, the names in order, reduce,
-    dtype and shard_rows, so the same call finds the same store. progress: a progress bar over shards.
+    inputs: (n, ...) tensor or array, or a dict batch (``{"input_ids": (n, T), "attention_mask": (n, T)}``;
+    see :mod:`univ.batch`); names, reduce, batch_size, device, dtype, exclude_first: as :func:`univ.capture`.
+    reduce must give 2-D activations: "flatten", "mean", "last" or "tokens" (one row per real token,
+    sample-major, as capture returns them), or "none" at 2-D points.
+    shard_rows: rows per shard: input rows, or token rows for reduce="tokens" (a shard may then begin or end
+    inside a sequence). root: the parent folder (default ``$UNIV_CACHE/stores``); the store is ``root/<key>``,
+    key a hash of the model's class and weights, the inputs (every entry of a dict), the names in order,
+    reduce, exclude_first, dtype and shard_rows, so the same call finds the same store. progress: a
+    progress bar over shards.
 
     Memory: one shard, shard_rows x sum of the widths x 4 bytes (float32; the dtype's itemsize otherwise),
     plus one capture batch (its inputs and forward pass). A completed store is verified and returned
@@ -371,8 +427,8 @@ def capture_to_store(model: nn.Module, inputs, names: Sequence[str] | str | None
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
-    x = to_tensor(inputs, "inputs")
-    if x.ndim == 0 or len(x) == 0:
+    x = check_batch(model, inputs, "inputs") if isinstance(inputs, Mapping) else to_tensor(inputs, "inputs")
+    if (isinstance(x, torch.Tensor) and x.ndim == 0) or batch_len(x) == 0:
         raise ValueError(f"inputs: need at least one sample, got shape {tuple(x.shape)}")
     if names is None:
         names = getattr(model, "layers", None)
@@ -389,15 +445,26 @@ def capture_to_store(model: nn.Module, inputs, names: Sequence[str] | str | None
     dtype = _check_dtype(dtype)
     if root is not None and not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root: expected a folder path or None, got {type(root).__name__}")
-    if not isinstance(progress, bool):
-        raise TypeError(f"progress: expected True or False, got {progress!r}")
+    for flag, value in (("progress", progress), ("exclude_first", exclude_first)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag}: expected True or False, got {value!r}")
     device = None if device is None else resolve_device(device)
-    inputs_hash = tensor_hash(x, length=20)
-    key = _store_key(model, inputs_hash, names, reduce, dtype, shard_rows)
+    inputs_hash = stable_hash(batch_hash(x), length=20) if isinstance(x, dict) else tensor_hash(x, length=20)
+    key = _store_key(model, inputs_hash, names, reduce, dtype, shard_rows, exclude_first)
     path = Path(root if root is not None else cache_dir() / "stores") / key
-    n = len(x)
-    shards = (functools.partial(capture_shard, model, x[i:i + shard_rows], names, reduce, batch_size=batch_size,
-                                dtype=dtype, device=device) for i in range(0, n, shard_rows))
-    info = {"inputs": inputs_hash, "model": type(model).__name__, "reduce": reduce, "hook_names": names}
+    part = functools.partial(capture_shard, model, names=names, reduce=reduce, batch_size=batch_size, dtype=dtype,
+                             device=device, exclude_first=exclude_first)
+    if reduce == "tokens":
+        counts = token_counts(model, x, names, exclude_first)
+        n = int(counts.sum())
+        if n == 0:
+            raise ValueError("inputs: have no token positions to store (every attention mask is empty)")
+        shards = (functools.partial(part, batch_slice(x, r0, r1), rows=rows) for r0, r1, rows in
+                  _shard_plan(counts, shard_rows))
+    else:
+        n = batch_len(x)
+        shards = (functools.partial(part, batch_slice(x, i, i + shard_rows)) for i in range(0, n, shard_rows))
+    info = {"inputs": inputs_hash, "model": type(model).__name__, "reduce": reduce, "hook_names": names,
+            "exclude_first": exclude_first}
     return write_store(path, key, shards, n_rows=n, shard_rows=shard_rows, dtype=dtype, info=info,
                        progress=progress)
