@@ -12,7 +12,7 @@ class and weights, the inputs, the names in order, reduce, dtype and shard size)
 
     meta.json       key, names, widths, rows, shard_rows, n_shards, dtype (+ the producer's info); atomic
     shard-00000/    an integrity entry (:mod:`univ.integrity`): acts.safetensors {name: (rows_i, d)} + manifest;
-    shard-00001/    shard i holds input rows [i * shard_rows, (i + 1) * shard_rows)
+    shard-00001/    shard i holds input rows [i * shard_rows, (i + 1) * shard_rows) (reduce="tokens": token rows)
     ...
     complete.json   written last: the SHA-256 of every shard's manifest
 
@@ -28,7 +28,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from ._checks import check_choice, check_finite, check_int, to_tensor, unknown_name_error
 from .activations import REDUCTIONS, capture, resolve
+from .batch import batch_hash, batch_len, batch_mask, batch_slice, check_batch
 from .integrity import MANIFEST, discard, entry_meta, file_digest, read_entry, verify_entry, write_entry, write_file
 from .utils import cache_dir, resolve_device, stable_hash, tensor_hash
 
@@ -330,20 +331,43 @@ def write_store(path: str | os.PathLike, key: str, batches_by_shard: Iterable, *
     return ActivationStore(path)
 
 
-def capture_shard(model: nn.Module, inputs: torch.Tensor, names: Sequence[str], reduce: str, *, batch_size: int,
-                  dtype: torch.dtype, device=None) -> dict[str, torch.Tensor]:
-    """One shard: {name: (rows, d)} activations of ``inputs``: (rows, ...), captured with :func:`univ.capture`
-    batch by batch into one buffer per name, so memory is the shard plus one capture batch. The one place
-    that knows the input form (slicing rows of a tensor)."""
+def capture_shard(model: nn.Module, inputs, names: Sequence[str], reduce: str, *, batch_size: int,
+                  dtype: torch.dtype, device=None, rows: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+    """One shard: {name: (rows, d)} activations of ``inputs`` ((m, ...) tensor or dict batch), captured with
+    :func:`univ.capture` batch by batch into one buffer per name, so memory is the shard plus one capture batch.
+    rows: (skip, n): keep output rows [skip, skip + n) (a shard of reduce="tokens" rows may start and end inside
+    a context); default: every row, one per input. The one place that knows the input form (slicing rows)."""
+    skip, n = rows if rows is not None else (0, batch_len(inputs))
     out: dict[str, torch.Tensor] = {}
-    for start in range(0, len(inputs), batch_size):
-        acts = capture(model, inputs[start:start + batch_size], names, batch_size=batch_size, reduce=reduce,
-                       device=device, dtype=dtype)
+    at = -skip  # where the next captured block starts in the shard
+    for start in range(0, batch_len(inputs), batch_size):
+        acts = capture(model, batch_slice(inputs, start, start + batch_size), names, batch_size=batch_size,
+                       reduce=reduce, device=device, dtype=dtype)
         for name, a in acts.items():
             if name not in out:
-                out[name] = a.new_empty((len(inputs), *a.shape[1:]))
-            out[name][start:start + len(a)] = a
+                out[name] = a.new_empty((n, *a.shape[1:]))
+            lo, hi = max(at, 0), min(at + len(a), n)
+            if hi > lo:
+                out[name][lo:hi] = a[lo - at:hi - at]
+        at += len(a)
+    if at < n:
+        raise ValueError(f"inputs: capture gave {at + skip} rows where the attention mask promised {n + skip}")
     return out
+
+
+def _token_shards(mask: torch.Tensor, shard_rows: int) -> list[tuple[int, int, int, int]]:
+    """(first context, stop context, rows to skip, rows) of each shard of ``shard_rows`` token rows, for
+    reduce="tokens" on inputs with this (n, T) attention mask (rows: the real tokens, sample-major)."""
+    ends = mask.long().sum(1).cumsum(0)  # (n,): the token row after each context's last
+    starts = ends - mask.long().sum(1)
+    total = int(ends[-1])
+    plan = []
+    for a in range(0, total, shard_rows):
+        b = min(a + shard_rows, total)
+        first = int(torch.searchsorted(ends, a, right=True))
+        stop = int(torch.searchsorted(starts, b))
+        plan.append((first, stop, a - int(starts[first]), b - a))
+    return plan
 
 
 def _store_key(model: nn.Module, inputs_hash: str, names: list[str], reduce: str, dtype, shard_rows: int) -> str:
@@ -358,9 +382,11 @@ def capture_to_store(model: nn.Module, inputs, names: Sequence[str] | str | None
                      dtype: torch.dtype = torch.float32, device=None, progress: bool = True) -> ActivationStore:
     """Capture activations of ``model`` on ``inputs`` at ``names`` into an on-disk store, shard by shard.
 
-    inputs: (n, ...) tensor or array; names, reduce, batch_size, device, dtype: as :func:`univ.capture`
-    (reduce must give (n, d) activations: "flatten", "mean" or "last", or "none" at 2-D points).
-    shard_rows: input rows per shard. root: the parent folder (default ``$UNIV_CACHE/stores``); the store is
+    inputs: (n, ...) tensor or array, or a dict batch (``{"input_ids": (n, T), "attention_mask": (n, T)}``,
+    e.g. a TokenDataset's ``.inputs``); names, reduce, batch_size, device, dtype: as :func:`univ.capture`
+    (reduce must give 2-D activations: "flatten", "mean", "last", "none" at 2-D points, or "tokens":
+    one row per real token, which needs an attention mask). shard_rows: rows per shard (input rows; token
+    rows for "tokens"). root: the parent folder (default ``$UNIV_CACHE/stores``); the store is
     ``root/<key>``, key a hash of the model's class and weights, the inputs, the names in order, reduce,
     dtype and shard_rows, so the same call finds the same store. progress: a progress bar over shards.
 
@@ -371,9 +397,10 @@ def capture_to_store(model: nn.Module, inputs, names: Sequence[str] | str | None
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
-    x = to_tensor(inputs, "inputs")
-    if x.ndim == 0 or len(x) == 0:
-        raise ValueError(f"inputs: need at least one sample, got shape {tuple(x.shape)}")
+    x = check_batch(model, inputs, "inputs") if isinstance(inputs, Mapping) else to_tensor(inputs, "inputs")
+    shape = tuple(next(iter(x.values())).shape) if isinstance(x, Mapping) else tuple(x.shape)
+    if not shape or shape[0] == 0:
+        raise ValueError(f"inputs: need at least one sample, got shape {shape}")
     if names is None:
         names = getattr(model, "layers", None)
         if names is None:
@@ -392,12 +419,20 @@ def capture_to_store(model: nn.Module, inputs, names: Sequence[str] | str | None
     if not isinstance(progress, bool):
         raise TypeError(f"progress: expected True or False, got {progress!r}")
     device = None if device is None else resolve_device(device)
-    inputs_hash = tensor_hash(x, length=20)
+    inputs_hash = stable_hash(batch_hash(x), length=20) if isinstance(x, Mapping) else tensor_hash(x, length=20)
     key = _store_key(model, inputs_hash, names, reduce, dtype, shard_rows)
     path = Path(root if root is not None else cache_dir() / "stores") / key
-    n = len(x)
-    shards = (functools.partial(capture_shard, model, x[i:i + shard_rows], names, reduce, batch_size=batch_size,
-                                dtype=dtype, device=device) for i in range(0, n, shard_rows))
+    n = batch_len(x)
+    if reduce == "tokens":
+        mask = batch_mask(x)
+        if mask is None or not mask.any():
+            raise ValueError("inputs: reduce='tokens' in a store needs a dict batch with an attention_mask (it "
+                             "says how many rows each sample gives) and at least one real token")
+        plan = _token_shards(mask, shard_rows)
+    else:
+        plan = [(i, min(i + shard_rows, n), 0, min(shard_rows, n - i)) for i in range(0, n, shard_rows)]
+    shards = (functools.partial(capture_shard, model, batch_slice(x, a, b), names, reduce, batch_size=batch_size,
+                                dtype=dtype, device=device, rows=(skip, rows)) for a, b, skip, rows in plan)
     info = {"inputs": inputs_hash, "model": type(model).__name__, "reduce": reduce, "hook_names": names}
-    return write_store(path, key, shards, n_rows=n, shard_rows=shard_rows, dtype=dtype, info=info,
-                       progress=progress)
+    return write_store(path, key, shards, n_rows=sum(p[3] for p in plan), shard_rows=shard_rows, dtype=dtype,
+                       info=info, progress=progress)
