@@ -83,6 +83,10 @@ class TrainConfig(AnalysisConfig):
         if not self.layer:
             raise SettingError("layer", "give a layer index or a hook name")
         check_device(self)
+        out = Path(self.out) if self.out is not None else None
+        if out is not None and out.exists() and not (out / "cfg.json").is_file() and \
+                (not out.is_dir() or any(out.iterdir())):  # only an SAE folder is replaced, never other files
+            raise SettingError("out", f"{self.out!r} exists and is not an SAE folder; choose a new folder")
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,12 @@ def test_bad_spec_and_folders(tmp_path, capsys):
     assert "MODEL: unknown source 'nope:'" in capsys.readouterr().err
     assert main(["sae", "match", str(tmp_path), str(tmp_path)]) == 2
     assert "SAE_A: " in capsys.readouterr().err and "no cfg.json" in capsys.readouterr().err + "no cfg.json"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert main(["sae", "train", "hf:x", "--layer", "0", "--out", str(tmp_path / "mine")]) == 2
+    assert "--out: " in capsys.readouterr().err and (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    (tmp_path / "mine" / "notes.txt").unlink()
+    (tmp_path / "mine").rmdir()
     assert main(["sae", "fit"]) == 2
     assert "sae: choose one of ['train', 'match']" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
