@@ -1,5 +1,5 @@
 """Command line: ``univ run NAME [--quick] [--out DIR] [--threads N] [--FIELD value ...]``, ``univ list``,
-``univ config NAME``.
+``univ config NAME``, ``univ sae train|match ...`` (see :mod:`univ.sae_commands`).
 
 Analyses are found through the ``univ.analyses`` entry-point group (univ's own are declared in its
 pyproject; any installed package can add more the same way): each entry names a module with a frozen
@@ -207,6 +207,44 @@ def _cmd_config(name: str) -> int:
     return 0
 
 
+def settings_parser(prog: str, cls) -> argparse.ArgumentParser:
+    """Flags derived from a settings dataclass: the names in ``cls.POSITIONAL`` as positional arguments, fields
+    without a default as required flags, every other field as an optional flag (None when not given)."""
+    p = _Parser(prog=prog, description=(cls.__doc__ or "").strip().splitlines()[0])
+    hints, docs = typing.get_type_hints(cls), cls.field_docs()
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = "" if required else f" Default: {f.default!r}."
+        kw = dict(type=_field_type(hints[f.name], f.name), help=f"{docs.get(f.name, '')}{default}".replace("%", "%%"))
+        if f.name in cls.POSITIONAL:
+            p.add_argument(f.name, metavar=f.name.upper(), **kw)
+        else:
+            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, required=required, default=None,
+                           metavar="VALUE" if hints[f.name] is bool else type_name(hints[f.name]).upper(), **kw)
+    return p
+
+
+def _cmd_sae(action: str | None, argv: list[str]) -> int:
+    from .sae_commands import COMMANDS  # imports no torch: the settings are checked first
+
+    if action not in COMMANDS:
+        raise ValueError(f"sae: choose one of {list(COMMANDS)}: univ sae train MODEL --layer L [...], "
+                         "univ sae match SAE_A SAE_B [...] (add --help for the flags)")
+    cls, run = COMMANDS[action]
+    ns = settings_parser(f"univ sae {action}", cls).parse_args(argv)
+    try:
+        cfg = cls(**{k: v for k, v in vars(ns).items() if v is not None})
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+        run(cfg)
+    except SettingError as e:
+        if e.field in cls.POSITIONAL:  # a positional argument is named as the usage line shows it
+            raise ValueError(f"{e.field.upper()}: {e.message}") from None
+        raise
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _Parser(prog="univ", description=__doc__.splitlines()[0])
@@ -219,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
     p_show = sub.add_parser("config", help="print an analysis's settings, defaults and quick sizes")
     p_show.add_argument("name")
+    sub.add_parser("sae", help="train an SAE on a model's layer or match two SAEs (univ sae train|match --help)",
+                   add_help=False).add_argument("action", nargs="?")
     try:
         args, rest = parser.parse_known_args(argv)
         if args.command == "run":
@@ -227,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args.name, rest)
         if args.command == "compare":
             return _cmd_compare(rest)
+        if args.command == "sae":
+            return _cmd_sae(args.action, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "list":

@@ -56,7 +56,8 @@ def tensor_hash(*tensors: torch.Tensor, length: int = 12) -> str:
     for t in tensors:
         t = t.detach().cpu().contiguous()
         h.update(str((tuple(t.shape), str(t.dtype))).encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+        # the array's own buffer, not a tobytes() copy: the same digest without copying a model's weights
+        h.update((t if t.dtype != torch.bfloat16 else t.float()).numpy().reshape(-1).view("uint8"))
     return h.hexdigest()[:length]
 
 

@@ -306,6 +306,32 @@ PARAMETERS = [  # (id, call, exception, message fragment)
 ]
 CASES += PARAMETERS
 
+LM = nn.Sequential(nn.Embedding(10, D_IN), nn.Linear(D_IN, 10)).eval()  # ids (b, T) -> logits (b, T, 10)
+IDS = torch.randint(0, 10, (4, 5), generator=torch.Generator().manual_seed(0))
+
+
+def lm_splice(**kw):
+    args = {"model": LM, "inputs": IDS, "layer": "0", "sae": S.TopKSAE(D_IN, D_SAE, k=3)}
+    args.update(kw)
+    return S.spliced_lm_metrics(**args)
+
+
+CASES += [
+    ("spliced_lm_metrics-model", lambda: lm_splice(model="lm"), ValueError, "model: expected a torch.nn.Module"),
+    ("spliced_lm_metrics-sae", lambda: lm_splice(sae="sae"), ValueError, "sae: expected a univ.sae.SAE"),
+    ("spliced_lm_metrics-batch_size", lambda: lm_splice(batch_size=0), ValueError, "batch_size: must be >= 1"),
+    ("spliced_lm_metrics-float", lambda: lm_splice(inputs=IDS.float()), ValueError, "inputs: expected token ids"),
+    ("spliced_lm_metrics-1d", lambda: lm_splice(inputs=IDS[0]), ValueError, r"inputs: expected token ids .*\(5,\)"),
+    ("spliced_lm_metrics-no-ids", lambda: lm_splice(inputs={"attention_mask": torch.ones_like(IDS)}), ValueError,
+     r"with input_ids .*got \['attention_mask'\]"),
+    ("spliced_lm_metrics-one-token", lambda: lm_splice(inputs=IDS[:, :1]), ValueError, "have no next token"),
+    ("spliced_lm_metrics-nan-mask", lambda: lm_splice(inputs={"input_ids": IDS, "attention_mask": IDS * 0.5}),
+     ValueError, "attention_mask"),
+    ("spliced_lm_metrics-layer", lambda: lm_splice(layer="9"), ValueError, "unknown layer '9'"),
+    ("spliced_lm_metrics-layer-int", lambda: lm_splice(layer=0), TypeError, "layer: expected a string"),
+    ("spliced_lm_metrics-width", lambda: lm_splice(layer="1"), ValueError, r"layer: '1' emits shape \(4, 5, 10\)"),
+]
+
 
 @pytest.mark.parametrize("call,exc,fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_raises_named_error(call, exc, fragment):
@@ -317,7 +343,7 @@ def test_bad_input_raises_named_error(call, exc, fragment):
     assert "\n" not in str(info.value).strip()
 
 
-RESULT_TYPES = {"SAEOutput", "StepOutput", "MatchResult", "SAEMetrics", "SpliceResult"}
+RESULT_TYPES = {"SAEOutput", "StepOutput", "MatchResult", "SAEMetrics", "SpliceResult", "LMSpliceResult"}
 
 
 def test_every_public_function_is_in_the_table():

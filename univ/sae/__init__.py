@@ -8,6 +8,7 @@ models.
     univ.sae.load(folder)                          # univ's folders (bit-identical) and SAELens's
     univ.sae.match(sae_a, acts_a, sae_b, acts_b, method="correlation")   # -> MatchResult(table, summary)
     univ.sae.spliced_accuracy(model, x, y, layer, sae)   # -> SpliceResult(clean, spliced, zero_ablated, recovered)
+    univ.sae.spliced_lm_metrics(lm, data.inputs, layer, sae)   # -> LMSpliceResult(CE losses, loss_recovered, KL)
 
 A new kind is one SAE subclass and one registry line (``@univ.sae.SAE_KINDS.register("name")``); a new
 matching method is one function and one line (``@univ.sae.MATCH_METHODS.register("name")``).
@@ -17,6 +18,7 @@ from .io import load, save
 from .kinds import BatchTopKSAE, GatedSAE, JumpReluSAE, ReluSAE, TopKSAE
 from .match import MATCH_METHODS, MatchResult, match
 from .metrics import (
+    LMSpliceResult,
     SAEMetrics,
     SpliceResult,
     dead_fraction,
@@ -28,6 +30,7 @@ from .metrics import (
     l0,
     mse,
     spliced_accuracy,
+    spliced_lm_metrics,
 )
 from .model import SAE, SAE_KINDS, SAEOutput, StepOutput
 from .train import fit, geometric_median
@@ -36,5 +39,5 @@ __all__ = [
     "SAE", "SAE_KINDS", "SAEOutput", "StepOutput", "ReluSAE", "TopKSAE", "BatchTopKSAE", "JumpReluSAE", "GatedSAE",
     "fit", "geometric_median", "save", "load", "match", "MatchResult", "MATCH_METHODS", "evaluate", "SAEMetrics",
     "l0", "mse", "fvu", "explained_variance", "dead_fraction", "dense_fraction", "dictionary_recovery",
-    "spliced_accuracy", "SpliceResult",
+    "spliced_accuracy", "SpliceResult", "spliced_lm_metrics", "LMSpliceResult",
 ]

@@ -1,6 +1,7 @@
 """SAE quality metrics: sparsity (L0, dead and dense fractions), reconstruction (MSE, FVU, explained
-variance), recovery of a known dictionary (MMCS), and the accuracy of a classifier with the SAE's
-reconstruction spliced in at a layer (the analogue of SAELens's "loss recovered").
+variance), recovery of a known dictionary (MMCS), and the SAE's reconstruction spliced into the model at its
+layer: a classifier's accuracy (:func:`spliced_accuracy`) or a language model's next-token loss and KL
+divergence (:func:`spliced_lm_metrics`, SAELens's "CE loss score").
 
 FVU = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the whole set (mean over columns, not per sample),
 and explained variance = 1 - FVU: the pooled form, which several peers get wrong by averaging per-sample
@@ -16,7 +17,8 @@ from torch import Tensor
 
 from .._checks import as_labels, as_matrix, check_int, check_real, check_same_n
 from ..activations import hooks, resolve
-from ..models import as_logits, check_model, eval_mode, model_input, run_model
+from ..batch import batch_len, batch_mask, batch_slice, check_batch
+from ..models import as_logits, check_model, eval_mode, model_device, model_input, run_model
 from .model import SAE
 
 
@@ -181,3 +183,106 @@ def spliced_accuracy(model: torch.nn.Module, x, y, layer: str, sae: SAE, batch_s
     gap = acc["clean"] - acc["zero_ablated"]
     recovered = (acc["spliced"] - acc["zero_ablated"]) / gap if gap != 0 else float("nan")
     return SpliceResult(acc["clean"], acc["spliced"], acc["zero_ablated"], recovered)
+
+
+class LMSpliceResult(NamedTuple):
+    """What :func:`spliced_lm_metrics` returns. Losses are mean next-token cross-entropies in nats over the
+    ``n_predictions`` positions whose next token is real: with the layer intact (``clean_loss``), replaced by
+    the SAE's reconstruction at every real token (``spliced_loss``) and by zeros (``zero_ablated_loss``).
+    ``loss_recovered`` = (zero - spliced) / (zero - clean), SAELens's "CE loss score" (1 = lossless, 0 = no
+    better than zero-ablation; NaN when zero-ablation costs nothing). ``kl_divergence``: the mean over the
+    same positions of KL(clean next-token distribution || spliced one), in nats."""
+
+    clean_loss: float
+    spliced_loss: float
+    zero_ablated_loss: float
+    loss_recovered: float
+    kl_divergence: float
+    n_predictions: int
+
+
+def _replacer(layer: str, sae: SAE, state: dict):
+    """The hook of :func:`spliced_lm_metrics`: the layer's (b, T, ...) output with each real position's
+    features (flattened channels-last) replaced as ``state["mode"]`` says, padding positions kept."""
+    def splice(out: Tensor):
+        if state["mode"] == "clean":
+            return None
+        b, T = out.shape[:2]
+        flat = out.reshape(b, T, -1)
+        if out.ndim < 3 or flat.shape[-1] != sae.d_in:
+            raise ValueError(f"layer: {layer!r} emits shape {tuple(out.shape)}, not (batch, pos, {sae.d_in}) "
+                             f"features the SAE reconstructs (d_in = {sae.d_in})")
+        keep = state["mask"]  # (b, T) bool: the real tokens
+        if keep.shape != (b, T):
+            raise ValueError(f"layer: {layer!r} emits {T} positions but the inputs have {keep.shape[1]}")
+        real = flat[keep]  # (n_real, d_in)
+        new = sae.decode(sae.encode(real)) if state["mode"] == "spliced" else torch.zeros_like(real)
+        flat = flat.clone()
+        flat[keep] = new.to(device=flat.device, dtype=flat.dtype)
+        return flat.reshape(out.shape)
+    return splice
+
+
+@torch.no_grad()
+def spliced_lm_metrics(model: torch.nn.Module, inputs, layer: str, sae: SAE, batch_size: int = 8) -> LMSpliceResult:
+    """Next-token loss and KL divergence of a causal language model with the output of ``layer`` replaced by
+    the SAE's reconstruction (or zeros) at every real token; see :class:`LMSpliceResult`.
+
+    model: a causal LM returning logits (b, T, vocab) (a ``univ.sources`` ``hf:``/``tl:`` model, a
+        TransformerLens model, any module taking the batch). inputs: token ids (n, T) or a dict batch
+        ``{"input_ids": (n, T), "attention_mask": (n, T)}`` (a TokenDataset's ``.inputs``); the mask is
+        respected: padding is neither spliced nor scored, and position t is scored when t and t + 1 are both
+        real tokens (the last real token has no next token). layer: a hook name whose output is
+        (b, T, d_in) channels-last (or (b, T, heads, d_head) with heads * d_head = d_in), e.g.
+        ``model.layers[i]``. batch_size: sequences per forward pass (logits take b x T x vocab x 4 bytes).
+    Log-probabilities are float32 (float64 for a float64 model); sums are accumulated in float64.
+    """
+    check_model(model)
+    if not isinstance(sae, SAE):
+        raise ValueError(f"sae: expected a univ.sae.SAE, got {type(sae).__name__}")
+    batch_size = check_int(batch_size, "batch_size", low=1)
+    x = check_batch(model, inputs, "inputs")
+    ids = x.get("input_ids") if isinstance(x, dict) else x
+    if ids is None or ids.ndim != 2 or ids.is_floating_point():
+        raise ValueError(f"inputs: expected token ids (n, T) or a dict batch with input_ids (n, T), got "
+                         f"{sorted(x) if isinstance(x, dict) else tuple(ids.shape)}")
+    if ids.shape[1] < 2:
+        raise ValueError(f"inputs: sequences of {ids.shape[1]} token(s) have no next token to predict")
+    if not resolve(model, layer, what="layer").channels_last:
+        raise ValueError(f"layer: {layer!r} is not a channels-last (batch, pos, features) output; splice a "
+                         "residual-stream hook (e.g. model.layers[i])")
+    state: dict = {"mode": "clean"}
+    device = model_device(model)
+    sums = dict.fromkeys(("clean", "spliced", "zero_ablated", "kl"), 0.0)
+    count = 0
+    with eval_mode(model), eval_mode(sae), hooks(model, {layer: _replacer(layer, sae, state)}, what="layer"):
+        for start in range(0, batch_len(x), batch_size):
+            batch = batch_slice(x, start, start + batch_size, device)
+            tokens = batch["input_ids"] if isinstance(batch, dict) else batch
+            mask = batch_mask(batch) if isinstance(batch, dict) else None
+            mask = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask
+            state["mask"] = mask
+            scored = mask[:, :-1] & mask[:, 1:]  # (b, T - 1): position t predicts the real token t + 1
+            targets = tokens[:, 1:][scored]
+            if not len(targets):
+                continue
+            count += len(targets)
+            clean = None
+            for mode in ("clean", "spliced", "zero_ablated"):
+                state["mode"] = mode
+                out = as_logits(run_model(model, batch, "inputs"))
+                if out.ndim != 3 or out.shape[:2] != tokens.shape:
+                    raise ValueError(f"model: returned logits of shape {tuple(out.shape)} for inputs of shape "
+                                     f"{tuple(tokens.shape)}; expected (b, T, vocab) from a causal LM")
+                logp = torch.log_softmax(out[:, :-1][scored].float() if out.dtype != torch.float64
+                                         else out[:, :-1][scored], dim=-1)  # (m, vocab)
+                sums[mode] -= float(logp.gather(1, targets[:, None]).double().sum())
+                if mode == "clean":
+                    clean = logp
+                elif mode == "spliced":
+                    sums["kl"] += float((clean.exp() * (clean - logp)).sum(-1).double().sum())
+    if count == 0:
+        raise ValueError("inputs: no position has a real next token (every sequence has at most one real token)")
+    clean, spliced, zero = (sums[m] / count for m in ("clean", "spliced", "zero_ablated"))
+    recovered = (zero - spliced) / (zero - clean) if zero != clean else float("nan")
+    return LMSpliceResult(clean, spliced, zero, recovered, sums["kl"] / count, count)
