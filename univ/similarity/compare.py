@@ -10,10 +10,11 @@ import torch
 
 from .._checks import as_matrix, check_int, unknown_name_error
 from ..registry import Registry
-from ..utils import stable_hash
 from .cca import cca, pwcca, svcca
 from .cka import linear_cka, rbf_cka
 from .geometry import mutual_knn, procrustes, rsa
+from .resampling import plans_for
+from .statistics import CellStats, bh_qvalues, check_stop_after, infer
 
 Metric = Callable[..., float]
 
@@ -39,7 +40,12 @@ def register_metric(name: str, fn: Metric | None = None, *, replace: bool = Fals
     works everywhere a metric name does (``compare``, ``get_metric``, analyses' ``--metrics``)."""
     return METRICS.register(name, fn, replace=replace)
 
-COLUMNS = ["layer_a", "layer_b", "metric", "value", "baseline_mean", "p_value", "ci_low", "ci_high"]
+
+COLUMNS = ["layer_a", "layer_b", "metric", "value", "baseline_mean", "p_value", "ci_low", "ci_high", "q_value",
+           "calibrated", "p_min", "n_null", "ci_widened"]
+"""compare()'s columns (the first eight as before; the statistics' definitions: :mod:`univ.similarity.statistics`)."""
+
+_BUILTIN = dict(METRICS)  # the built-in definitions, which have cheap permutation and bootstrap paths
 
 
 def get_metric(name: str) -> Metric:
@@ -57,24 +63,32 @@ def _acts(acts: dict, name: str, device) -> dict[str, torch.Tensor]:
 
 
 def compare(acts_a: dict, acts_b: dict, metrics: Iterable[str] = ("linear_cka",),
-            baseline: str | None = None, n_permutations: int = 100, ci: float | None = None,
-            n_bootstrap: int = 200, seed: int = 0, device=None, pairs: str = "all") -> pd.DataFrame:
+            baseline: str | None = None, n_permutations: int = 1000, ci: float | None = None,
+            n_bootstrap: int = 1000, seed: int = 0, device=None, pairs: str = "all", *,
+            ci_method: str = "bca", stop_after: int | None = 20, progress: bool | None = None) -> pd.DataFrame:
     """Compare every layer of A with every layer of B -> tidy DataFrame (one row per pair and metric).
 
     acts_a, acts_b: {layer_name: (n, d)} with the same n (the same inputs, in the same order).
     metrics: names in :data:`METRICS`.
-    baseline="permutation": the metric on ``n_permutations`` shufflings of B's rows (which destroys
-        the sample correspondence and keeps each side's geometry): ``baseline_mean`` is their mean and
-        ``p_value`` = (1 + #{permuted >= value}) / (1 + n_permutations).
-    ci (e.g. 0.95): percentile bootstrap interval over ``n_bootstrap`` resamplings of the samples
-        (the same rows on both sides) in ``ci_low``, ``ci_high``. Caveat: resampling duplicates rows,
-        which inflates every CKA/CCA-type value on weakly related data (the bootstrap centres near the
-        biased full-sample statistic plus its own bias), so for near-independent layers the interval
-        can lie above ``value``; read it as the spread of the estimate, and use the permutation
-        baseline, not the CI, to decide whether two layers are related at all.
+    baseline="permutation": the metric on up to ``n_permutations`` shufflings of B's rows (which destroys the
+        sample correspondence and keeps each side's geometry), computed from per-layer statistics and one
+        cross term per draw (:mod:`univ.similarity.resampling`). ``p_value``: Besag-Clifford's sequential
+        p-value (draws stop at the ``stop_after``-th null value >= value: p = stop_after / draws; otherwise
+        (1 + #{null >= value}) / (1 + n_permutations); ``stop_after=None``: always all draws); ``p_min`` =
+        1 / (1 + n_permutations), the smallest reachable p (< 0.001 by default); ``n_null``: draws made;
+        ``baseline_mean``: their mean; ``calibrated`` = (value - baseline_mean) / (1 - baseline_mean);
+        ``q_value``: Benjamini-Hochberg over every p-value of this table (all layer pairs and metrics).
+    ci (e.g. 0.95): bootstrap interval over ``n_bootstrap`` resamplings of the inputs (the same rows on both
+        sides), ``ci_method`` "bca" (bias-corrected and accelerated, jackknife acceleration) or
+        "percentile", in ``ci_low``, ``ci_high``; widened to contain ``value`` where the bootstrap lies almost
+        wholly on one side of it (``ci_widened``: resampling duplicates rows, which inflates CKA/CCA-type
+        values of weakly related layers): use the permutation p-value, not the interval, to decide whether two
+        layers are related at all.
     pairs: "all" (every layer_a x layer_b) or "matching" (only layers with the same name).
-    Columns: layer_a, layer_b, metric, value, baseline_mean, p_value, ci_low, ci_high (NaN where not
-    requested). Seeded per (seed, layer names, metric): any subset of the table reproduces the same numbers.
+    progress: a tqdm bar over the statistics (None: only on a terminal).
+    Columns: :data:`COLUMNS` (NaN where not requested); ``df.attrs`` names the baseline and the q-value family.
+    Permutations and resamples depend only on (seed, n) and are shared by every cell: any subset of the table
+    reproduces the same numbers. Definitions: :mod:`univ.similarity.statistics`.
     """
     fns = {m: get_metric(m) for m in ([metrics] if isinstance(metrics, str) else metrics)}
     if not fns:
@@ -87,6 +101,11 @@ def compare(acts_a: dict, acts_b: dict, metrics: Iterable[str] = ("linear_cka",)
         n_permutations = check_int(n_permutations, "n_permutations", 1)
     if ci is not None:
         n_bootstrap = check_int(n_bootstrap, "n_bootstrap", 1)
+    if ci_method not in ("bca", "percentile"):
+        raise ValueError(f"ci_method: unknown value {ci_method!r}; choose 'bca' or 'percentile'")
+    stop_after = check_stop_after(stop_after)
+    if progress not in (None, True, False):
+        raise TypeError(f"progress: expected None, True or False, got {progress!r}")
     if pairs not in ("all", "matching"):
         raise ValueError(f"pairs: unknown value {pairs!r}; choose 'all' or 'matching'")
     A, B = _acts(acts_a, "acts_a", device), _acts(acts_b, "acts_b", device)
@@ -95,34 +114,30 @@ def compare(acts_a: dict, acts_b: dict, metrics: Iterable[str] = ("linear_cka",)
         sizes = {f"acts_a[{k!r}]": t.shape[0] for k, t in A.items()}
         sizes.update({f"acts_b[{k!r}]": t.shape[0] for k, t in B.items()})
         raise ValueError(f"acts_a and acts_b must all have the same number of samples (rows): {sizes}")
-    n = n_a.pop()
-    rows = []
-    for la, X in A.items():
-        for lb, Y in B.items():
-            if pairs == "matching" and la != lb:
-                continue
-            for mname, fn in fns.items():
-                try:
-                    value = fn(X, Y, device=device)
-                except ValueError as e:  # say which layers the metric's X and Y were
-                    raise ValueError(f"{mname} of acts_a[{la!r}] (X) and acts_b[{lb!r}] (Y): {e}") from None
-                row = dict(layer_a=la, layer_b=lb, metric=mname, value=value, baseline_mean=np.nan,
-                           p_value=np.nan, ci_low=np.nan, ci_high=np.nan)
-                gen = torch.Generator().manual_seed(int(stable_hash([seed, la, lb, mname]), 16))
-                if baseline:
-                    perm = np.array([fn(X, Y[torch.randperm(n, generator=gen).to(Y.device)], device=device)
-                                     for _ in range(n_permutations)])
-                    row["baseline_mean"] = float(perm.mean())
-                    row["p_value"] = float((1 + np.sum(perm >= value)) / (1 + n_permutations))
-                if ci is not None:
-                    boots = []
-                    for _ in range(n_bootstrap):
-                        idx = torch.randint(0, n, (n,), generator=gen).to(X.device)
-                        boots.append(fn(X[idx], Y[idx], device=device))
-                    lo, hi = np.quantile(boots, [(1 - ci) / 2, (1 + ci) / 2])
-                    row["ci_low"], row["ci_high"] = float(lo), float(hi)
-                rows.append(row)
-    return pd.DataFrame(rows, columns=COLUMNS)
+    cells = [(la, lb) for la in A for lb in B if pairs == "all" or la == lb]
+    values = {}
+    for la, lb in cells:
+        for mname, fn in fns.items():
+            try:
+                values[la, lb, mname] = fn(A[la], B[lb], device=device)
+            except ValueError as e:  # say which layers the metric's X and Y were
+                raise ValueError(f"{mname} of acts_a[{la!r}] (X) and acts_b[{lb!r}] (Y): {e}") from None
+    stats = {}
+    if cells and (baseline or ci is not None):
+        stats = infer(A, B, cells, plans_for(fns, _BUILTIN, device), values,
+                      n_permutations=n_permutations if baseline else None,
+                      n_bootstrap=n_bootstrap if ci is not None else None, ci=ci or 0.95, ci_method=ci_method,
+                      stop_after=stop_after, seed=seed, progress=progress)
+    rows = [dict(layer_a=la, layer_b=lb, metric=m, value=values[la, lb, m],
+                 **stats.get((la, lb, m), CellStats())._asdict()) for la, lb in cells for m in fns]
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df["q_value"] = bh_qvalues(df["p_value"].to_numpy(dtype=float))
+    df.attrs.update(
+        baseline=(f"permutation of acts_b's rows: up to {n_permutations} draws, Besag-Clifford stop after "
+                  f"{stop_after} exceedances, p_min = 1/{n_permutations + 1}") if baseline else "none",
+        q_family=f"Benjamini-Hochberg over the {int(df['p_value'].notna().sum())} p-values of this table",
+        interval=f"{ci_method} bootstrap, {n_bootstrap} resamples of the inputs, level {ci}" if ci else "none")
+    return df
 
 
 def grid(df: pd.DataFrame, metric: str, value: str = "value") -> pd.DataFrame:

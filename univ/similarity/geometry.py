@@ -212,3 +212,10 @@ def mutual_knn(X, Y, k: int = 10, center: bool = False, normalize: bool = False,
     a, b = _knn_indices(X, k), _knn_indices(Y, k)
     shared = (a[:, :, None] == b[:, None, :]).sum(dim=(1, 2))
     return float(shared.double().mean() / k)
+
+
+def rdm_upper(X, distance: str = "correlation") -> torch.Tensor:
+    """The upper triangle (k > 0, row-major) of the (n, n) representational dissimilarity matrix of
+    X: (n, d), flattened to (n (n - 1) / 2,) float64; ``distance`` as in :func:`rsa`."""
+    check_choice(distance, "distance", ("correlation", "euclidean", "cosine"))
+    return _rdm_upper(matrix(X, "X", min_rows=2, rescale=True), distance, "X")

@@ -1,0 +1,175 @@
+"""Statistics with known truth: null p-values are uniform, strong dependence reaches p < 0.001, the cheap
+permutation null equals the naive one, BH q-values match scipy, bootstrap intervals cover."""
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from univ import similarity as sim
+from univ.similarity.compare import _BUILTIN
+from univ.similarity.resampling import plans_for
+from univ.similarity.statistics import (
+    bca_interval,
+    besag_clifford,
+    bh_qvalues,
+    calibrated,
+    ceiling_score,
+    draws,
+    infer,
+)
+
+ALL = list(_BUILTIN)
+
+
+def _pair(rng, n, d1=4, d2=3, signal=0.0):
+    x = rng.standard_normal((n, d1))
+    y = signal * x[:, :d2] + rng.standard_normal((n, d2))
+    return x, y
+
+
+@pytest.mark.parametrize("metric", ALL)
+def test_cheap_null_equals_naive(metric):
+    rng = np.random.default_rng(1)
+    x, y = _pair(rng, 30, signal=0.5)
+    X, Y = torch.from_numpy(x), torch.from_numpy(y)
+    perms, _, _ = draws(0, 30, n_permutations=20)
+    (plan,) = plans_for({metric: _BUILTIN[metric]}, _BUILTIN)
+    cheap = plan.null(plan.prepare(X), plan.prepare(Y), perms)[metric]
+    naive = np.array([_BUILTIN[metric](X, Y[p]) for p in perms])
+    np.testing.assert_allclose(cheap, naive, rtol=0, atol=1e-10)
+
+
+def _null_pvalues(metric, draws_, n=40):
+    rng = np.random.default_rng(7)
+    ps = []
+    for i in range(draws_):
+        x, y = _pair(rng, n)
+        df = sim.compare({"x": x}, {"y": y}, metrics=[metric], baseline="permutation", seed=i, progress=False)
+        ps.append(df.p_value.item())
+    return np.array(ps)
+
+
+# Attainable values of both p-value forms (h / l with h = 20, and k / 1001): P(p <= edge) = edge exactly
+EDGES = np.array([0.0, 0.05, 0.1, 0.2, 0.5, 1.0])
+
+
+def _chi2_uniform(ps):
+    counts = np.bincount(np.searchsorted(EDGES[1:], ps, side="left"), minlength=len(EDGES) - 1)  # (a, b] bins
+    expected = np.diff(EDGES) * len(ps)
+    return scipy.stats.chisquare(counts, expected).pvalue
+
+
+@pytest.mark.parametrize("metric", [m for m in ALL if m != "mutual_knn"])
+def test_null_pvalues_uniform(metric):
+    ps = _null_pvalues(metric, 200)
+    assert _chi2_uniform(ps) > 0.001, np.sort(ps)
+
+
+def test_null_pvalues_mutual_knn_valid():
+    # a discrete measure: ties make the permutation p-value conservative, never anti-conservative
+    ps = _null_pvalues("mutual_knn", 200)
+    for a in (0.05, 0.1, 0.2, 0.5):
+        assert np.mean(ps <= a) <= a + 3 * np.sqrt(a * (1 - a) / len(ps))
+
+
+def test_uniformity_check_rejects_an_off_by_one_p():
+    # the check can fail: with 19 draws, p = #{null >= value} / 20 (the +1 forgotten) is rejected, the
+    # correct (1 + #{null >= value}) / 20 (besag_clifford) is not
+    rng = np.random.default_rng(3)
+    obs, null = rng.standard_normal(500), rng.standard_normal((500, 19))
+    good = np.array([besag_clifford(o, z, 19, None)[0] for o, z in zip(obs, null)])
+    bad = (null >= obs[:, None]).sum(1) / 20
+    assert _chi2_uniform(good) > 0.001 and _chi2_uniform(bad) < 0.001
+
+
+@pytest.mark.parametrize("metric", ALL)
+def test_strong_dependence_reaches_small_p(metric):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((200, 5))
+    y = np.tanh(x @ rng.standard_normal((5, 6))) + 0.1 * rng.standard_normal((200, 6))
+    df = sim.compare({"x": x}, {"y": y}, metrics=[metric], baseline="permutation", progress=False)
+    row = df.iloc[0]
+    assert row.p_value < 0.001 and row.p_min < 0.001 and row.n_null == 1000
+    assert row.calibrated == pytest.approx((row.value - row.baseline_mean) / (1 - row.baseline_mean))
+
+
+def test_besag_clifford():
+    null = np.array([0.1, 0.9, 0.2, 0.8, 0.95])
+    assert besag_clifford(0.5, null, 5, stop_after=2) == (2 / 4, 4)
+    assert besag_clifford(0.5, null, 5, stop_after=None) == ((1 + 3) / 6, 5)
+    assert besag_clifford(0.99, null, 5, stop_after=2) == (1 / 6, 5)
+
+
+def test_bh_matches_scipy():
+    p = np.random.default_rng(0).uniform(size=50) ** 3
+    np.testing.assert_allclose(bh_qvalues(p), scipy.stats.false_discovery_control(p, method="bh"), atol=1e-15)
+    q = bh_qvalues(np.array([0.01, np.nan, 0.04]))
+    assert np.isnan(q[1]) and q[0] == pytest.approx(0.02) and q[2] == pytest.approx(0.04)
+
+
+def test_table_q_values_and_attrs():
+    rng = np.random.default_rng(0)
+    x, y = _pair(rng, 60, signal=0.8)
+    df = sim.compare({"a": x, "b": rng.standard_normal((60, 3))}, {"y": y}, metrics=["linear_cka", "svcca"],
+                     baseline="permutation", n_permutations=200, progress=False)
+    np.testing.assert_allclose(df.q_value, scipy.stats.false_discovery_control(df.p_value, method="bh"))
+    assert "permutation" in df.attrs["baseline"] and "4 p-values" in df.attrs["q_family"]
+
+
+def test_calibrated_and_ceiling():
+    assert calibrated(0.6, 0.2) == pytest.approx(0.5)
+    s = ceiling_score(0.4, 0.35, 0.45, 0.8, 0.75, 0.85)
+    assert s.ratio == pytest.approx(0.5) and s.ci_low < 0.5 < s.ci_high
+    with pytest.raises(ValueError, match="ci"):
+        ceiling_score(0.4, 0.35, 0.45, 0.8, 0.75, 0.85, ci=95)
+
+
+def test_bca_matches_scipy():
+    rng = np.random.default_rng(0)
+    data = rng.exponential(size=80)
+    idx = rng.integers(0, 80, (4000, 80))
+    boots = data[idx].mean(1)
+    jack = np.array([np.delete(data, i).mean() for i in range(80)])
+    lo, hi = bca_interval(data.mean(), boots, jack, 0.95)
+    ref = scipy.stats.bootstrap((data,), np.mean, n_resamples=4000, method="BCa", random_state=1)
+    assert lo == pytest.approx(ref.confidence_interval.low, abs=0.03)
+    assert hi == pytest.approx(ref.confidence_interval.high, abs=0.03)
+
+
+def _coverage(metric, draws_, n_bootstrap):
+    """Data from a fixed Gaussian model; the truth is the measure on 200,000 draws of it. Returns the share of
+    draws whose interval covers the truth (and checks the point estimate lies in every interval)."""
+    rng = np.random.default_rng(11)
+    d = 5
+    Wx, Wy = rng.standard_normal((3, d)), rng.standard_normal((3, d))
+
+    def sample(m):
+        z = rng.standard_normal((m, 3))
+        return z @ Wx + 0.5 * rng.standard_normal((m, d)), z @ Wy + 0.5 * rng.standard_normal((m, d))
+
+    truth = sim.get_metric(metric)(*sample(200_000))
+    fns = {metric: _BUILTIN[metric]}
+    hits = 0
+    for i in range(draws_):
+        x, y = sample(150)
+        X, Y = torch.from_numpy(x), torch.from_numpy(y)
+        value = fns[metric](X, Y)
+        st = infer({"x": X}, {"y": Y}, [("x", "y")], plans_for(fns, _BUILTIN), {("x", "y", metric): value},
+                   n_permutations=None, n_bootstrap=n_bootstrap, seed=i, progress=False)[("x", "y", metric)]
+        assert st.ci_low <= value <= st.ci_high
+        hits += st.ci_low <= truth <= st.ci_high
+    return hits / draws_
+
+
+@pytest.mark.parametrize("metric", ["linear_cka", "linear_cka_debiased"])
+def test_bootstrap_coverage_fast(metric):
+    assert _coverage(metric, 20, 300) >= 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("metric", ["linear_cka", "linear_cka_debiased", pytest.param("svcca", marks=pytest.mark.xfail(
+    strict=True, reason="SVCCA's sample value sits ~0.04 above the truth at n=150 (variance cut and CCA bias) and "
+    "its BCa interval does not reach down to it: open"))])
+def test_bootstrap_coverage(metric):
+    assert _coverage(metric, 100, 1000) >= 0.90
