@@ -348,13 +348,16 @@ def capture(
         return observe
 
     n = batch_len(x_all)
+    # capture needs no logits: a model that can skip its output head (SourceModel.without_head) does
+    trunk = getattr(model, "without_head", None)
+    forward = (trunk([p.module for p in targets.values()]) if callable(trunk) and not grad else None) or model
     with eval_mode(model), hooks(model, {n: observer(n, p) for n, p in targets.items()}), \
             torch.set_grad_enabled(grad):
         for start in tqdm(range(0, n, batch_size), desc="capture", disable=not progress, leave=False):
             current.clear()
             batch = batch_slice(x_all, start, start + batch_size, dev)
             mask["batch"], mask["n"] = batch_mask(batch), batch_len(batch)
-            run_model(model, batch, "inputs")
+            run_model(forward, batch, "inputs")
             for name in targets:
                 if name not in current:
                     raise ValueError(f"names: the hook {name!r} did not fire during the forward pass; is the module "

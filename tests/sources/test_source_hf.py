@@ -120,3 +120,23 @@ def test_dict_cache_key_covers_every_entry(hf_folders, text_batch, tmp_path):
     first = univ.capture(m, batch, reduce="mean", cache=tmp_path)
     again = univ.capture(m, batch, reduce="mean", cache=tmp_path)
     assert p1.is_file() and all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_capture_skips_the_head_only_when_every_hook_is_in_the_trunk(hf_folders, text_batch):
+    """capture needs no logits: it runs the trunk (the unembedding is skipped) when every requested point lies
+    in it, with exactly the activations of the full forward; a point in the head needs the full forward."""
+    from univ.sources.hf import wrap_hf
+
+    model = load_model(f"hf:{hf_folders['gpt2']}")
+    batch = text_batch("right")
+    full = wrap_hf(model.net, "hf:no-trunk")
+    object.__setattr__(full, "trunk", None)  # the same net, forced through the full forward
+    for reduce in ("none", "tokens", "mean"):
+        a = univ.capture(model, batch, model.layers, reduce=reduce)
+        b = univ.capture(full, batch, model.layers, reduce=reduce)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert model.without_head([model.hook_dict[n] for n in model.layers]) is not None
+    head = [n for n in univ.hook_names(model) if n.startswith("lm_head")]
+    assert head and model.without_head([model.hook_dict[head[0]]]) is None
+    out = univ.capture(model, batch, head[0], reduce="none")[head[0]]
+    assert torch.equal(out, model(batch))  # the head's output is the logits

@@ -158,7 +158,8 @@ def wrap_hf(net: nn.Module, spec: str, tokenizer=None, layers=None) -> SourceMod
     return SourceModel(net, spec=spec, layers=layers, tokenizer=tokenizer, input_name=net.main_input_name,
                        feature_axis=-1 if sequence else None,
                        feature_axes={n: -1 if r == 3 else 1 for n, r in zip(found, ranks)},
-                       reduce="mean", takes_tokens=text, untrained=untrained)
+                       reduce="mean", takes_tokens=text, untrained=untrained,
+                       trunk=net.base_model if getattr(net, "base_model", net) is not net else None)
 
 
 @MODEL_SOURCES.register("hf")

@@ -44,7 +44,7 @@ class SourceModel(nn.Module):
                  feature_axis=None, feature_axes: Mapping | None = None, reduce: str = "flatten",
                  takes_tokens: bool = False, names: Callable[[], Mapping[str, nn.Module]] | None = None,
                  unavailable: Callable[[], dict] | None = None,
-                 untrained: Callable[[int], SourceModel] | None = None):
+                 untrained: Callable[[int], SourceModel] | None = None, trunk: nn.Module | None = None):
         super().__init__()
         self.net = check_model(net, "net")
         self.spec = spec
@@ -60,6 +60,8 @@ class SourceModel(nn.Module):
         self._unavailable = unavailable
         self._untrained = untrained
         self.layers = list(layers)
+        # not registered as a submodule: it is a part of net, whose parameters are already ours
+        object.__setattr__(self, "trunk", trunk)
 
     @property
     def hook_dict(self) -> dict[str, nn.Module]:
@@ -74,6 +76,9 @@ class SourceModel(nn.Module):
         return dict(self._unavailable()) if self._unavailable is not None else {}
 
     def forward(self, x=None, /, **inputs) -> torch.Tensor:
+        return self._output(self._call(self.net, self._inputs(x, inputs)))
+
+    def _inputs(self, x, inputs: dict) -> dict:
         if isinstance(x, Mapping):
             inputs = {**x, **inputs}
         elif x is not None:
@@ -81,7 +86,19 @@ class SourceModel(nn.Module):
         if not inputs:
             raise ValueError(f"x: {self.spec!r} needs an input: a tensor or a dict batch such as "
                              f"{{{self.input_name!r}: ...}}")
-        return self._output(self._call(self.net, inputs))
+        return inputs
+
+    def without_head(self, modules) -> Callable | None:
+        """A forward that computes every module in ``modules`` but skips the output head (a language model's
+        unembedding is most of a small model's work), for :func:`univ.capture`, which needs no logits; None
+        when this model has no separate trunk or one of ``modules`` lies outside it. The hooked modules run
+        exactly as in the full forward (the head model calls its trunk with the same arguments)."""
+        if self.trunk is None:
+            return None
+        inside = {id(m) for m in self.trunk.modules()}
+        if not all(id(m) in inside for m in modules):
+            return None
+        return lambda x=None, /, **inputs: self._call(self.trunk, self._inputs(x, inputs))
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}, layers={len(self.layers)}"
