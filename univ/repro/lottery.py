@@ -14,7 +14,6 @@ its per-step callback, so pruned weights stay exactly zero.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
@@ -275,8 +274,3 @@ def iterative_magnitude_pruning(
         run = train_masked(model, data, cfg, masks, val, eval_every, None, progress)
         rounds.append(PruneRound(r, masks, snapshot(run.model), run, remaining(masks)))
     return rounds, rewind_state
-
-
-def masked_copy(model: nn.Module, state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> nn.Module:
-    """A copy of ``model`` holding ``state`` with ``masks`` applied (for evaluating a stored round)."""
-    return rewind(copy.deepcopy(model), state, masks)

@@ -91,11 +91,6 @@ def random_purity(M, k: int = 1, n: int = 4000, seed: int = 0) -> tuple[float, f
     return float(p.mean()), float(p.std())
 
 
-def dense_mass(W, M, k: int) -> torch.Tensor:
-    """Share of each neuron's dictionary energy outside its top-``k`` atoms (1 - purity_k)."""
-    return 1.0 - purity(W, M, k)
-
-
 def neuron_table(W, M, ks: Sequence[int] = (1, 3), direction=None) -> pd.DataFrame:
     """One row per neuron: norm, top_atom, purity_k for each k, dense_mass (outside the largest k),
     participation; with ``direction`` (d,) also ``mix_align``, the |cosine| between the neuron's
@@ -153,5 +148,5 @@ def orthonormal_dictionary(M) -> torch.Tensor:
     return U @ Vh
 
 
-__all__ = ["atom_energy", "purity", "participation", "expected_random_purity", "random_purity", "dense_mass",
+__all__ = ["atom_energy", "purity", "participation", "expected_random_purity", "random_purity",
            "neuron_table", "Decomposition", "decompose", "orthonormal_dictionary"]
