@@ -1,10 +1,10 @@
 """Every public function of univ.store refuses bad input with ValueError/TypeError naming the argument."""
 
-import re
 
 import numpy as np
 import pytest
 import torch
+from named_errors import assert_named_error
 from torch import nn
 
 import univ
@@ -96,11 +96,7 @@ STORE = [
 ]
 
 
-def _check(call, exc, fragment):
-    with pytest.raises(Exception) as info:
-        call()
-    assert type(info.value) is exc, f"{type(info.value).__name__}: {info.value}"
-    assert re.search(fragment, str(info.value)), str(info.value)
+_check = assert_named_error
 
 
 @pytest.mark.parametrize("call,exc,fragment", [c[1:] for c in CAPTURE], ids=[c[0] for c in CAPTURE])
