@@ -10,6 +10,7 @@ import pandas as pd
 
 import univ
 from univ.report import Report, heatmap
+from univ.report import panels as panel_grid
 
 STATS = ("models", "same model")
 """Pair categories that get the permutation baseline, the bootstrap interval and a figure (the others are
@@ -74,18 +75,9 @@ def _slug(name: str) -> str:
 
 def pair_figure(sim: pd.DataFrame, panels: list[tuple[str, str]], metric: str):
     """One heatmap per (model_a, model_b) in ``panels`` (rows: A's layers, columns: B's), side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     shown = [(a, b) for a, b in panels if ((sim.model_a == a) & (sim.model_b == b)).any()]
-    ncols = min(2, len(shown))
-    nrows = -(-len(shown) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.8 * nrows), squeeze=False)
-    for ax in axes.flat[len(shown):]:
-        ax.axis("off")
-    for ax, (a, b) in zip(axes.flat, shown):
+    fig, axes = panel_grid(len(shown), 2, (4.6, 3.8))
+    for ax, (a, b) in zip(axes, shown):
         sub = sim[(sim.model_a == a) & (sim.model_b == b)]
         heatmap(univ.similarity.grid(sub, metric), title=f"{a} vs {b}", ax=ax, vmin=min(0.0, sub.value.min()))
         ax.set_xlabel(b, fontsize=7)

@@ -18,7 +18,7 @@ import univ
 from univ.adversarial import matched_random, neuron_basis, pca_basis, pgd, project, random_orthonormal
 from univ.cache import ZooEntry, cached_sae
 from univ.models import predict
-from univ.report import heatmap
+from univ.report import heatmap, panels
 
 SHARED_CORR = 0.7
 """A latent is 'shared' with another model when its best activation correlation there is >= this."""
@@ -116,23 +116,14 @@ def similarity_summary(sim: pd.DataFrame, entries) -> pd.DataFrame:
 def similarity_figure(sim: pd.DataFrame, entries, metric: str):
     """Layer x layer heatmaps of ``metric``: the first seed of each architecture against each other (and two
     seeds of one architecture on the diagonal panels)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     trained = [e for e in entries if e.trained]
     firsts = {}
     for e in trained:
         firsts.setdefault(e.arch, e)
     reps = list(firsts.values())
     pairs = [(a, b) for a, b in itertools.combinations_with_replacement(reps, 2)]
-    ncols = min(3, len(pairs))
-    nrows = -(-len(pairs) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
-    for ax in axes.flat[len(pairs):]:
-        ax.axis("off")
-    for ax, (a, b) in zip(axes.flat, pairs):
+    fig, axes = panels(len(pairs), 3, (4.2, 3.6))
+    for ax, (a, b) in zip(axes, pairs):
         if a.id == b.id:  # a model against another seed of the same architecture
             b = next((e for e in trained if e.arch == a.arch and e.id != a.id), None)
             if b is None:

@@ -8,6 +8,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from named_errors import BAD_MATRICES as COMMON_BAD_MATRICES
 from named_errors import assert_named_error, with_inf
 from named_errors import with_nan as _nan
 from torch import nn
@@ -68,17 +69,7 @@ def _set(d, **kw):
 
 
 ARRAY = r"expected (a numpy array or torch tensor|an array, an iterable of batches)"
-BAD_MATRICES = [  # (id, make bad from a good matrix, exception, message after "NAME: ")
-    ("ndim1", lambda A: A[:, 0], ValueError, "expected a 2-D array"),
-    ("ndim3", lambda A: A[None], ValueError, "expected a 2-D array"),
-    ("empty_rows", lambda A: A[:0], ValueError, "is empty"),
-    ("empty_cols", lambda A: A[:, :0], ValueError, "is empty"),
-    ("nan", _nan, ValueError, r"contains 1 NaN/Inf value\(s\) \(first at index \(3, 1\)\)"),
-    ("inf", _inf, ValueError, r"contains 1 NaN/Inf value\(s\) \(first at index \(2, 0\)\)"),
-    ("strings", lambda A: np.asarray(A).astype(str), TypeError, "expected numbers"),
-    ("object", lambda A: np.asarray(A).astype(object), ValueError, "could not convert to a numeric array"),
-    ("complex", lambda A: A + 1j, TypeError, "complex values are not supported"),
-    ("torch_complex", lambda A: torch.from_numpy(A + 1j), TypeError, "complex values are not supported"),
+BAD_MATRICES = COMMON_BAD_MATRICES + [  # and this package's own
     ("str", lambda A: "abc", ValueError, ARRAY),
     ("dict", lambda A: {"a": A}, ValueError, ARRAY),
     ("none", lambda A: None, ValueError, ARRAY),

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from named_errors import BAD_MATRICES as COMMON_BAD_MATRICES
 from named_errors import assert_named_error, with_inf
-from named_errors import with_nan as _nan
 
 import univ.report
 from univ import similarity as sim
@@ -94,18 +94,8 @@ GRAMS = {"gram_cka": (sim.gram_cka, "Kx", "Ky"), "center_gram": (lambda A, B: si
 
 
 
-BAD_MATRICES = [  # (id, make bad from a good matrix, exception, message after "NAME: ")
-    ("ndim1", lambda A: A[:, 0], ValueError, "expected a 2-D array"),
-    ("ndim3", lambda A: A[None], ValueError, "expected a 2-D array"),
-    ("empty_rows", lambda A: A[:0], ValueError, "is empty"),
-    ("empty_cols", lambda A: A[:, :0], ValueError, "is empty"),
-    ("nan", _nan, ValueError, r"contains 1 NaN/Inf value\(s\) \(first at index \(3, 1\)\)"),
-    ("inf", _inf, ValueError, r"contains 1 NaN/Inf value\(s\) \(first at index \(2, 0\)\)"),
-    ("strings", lambda A: A.astype(str), TypeError, "expected numbers"),
-    ("object", lambda A: A.astype(object), ValueError, "could not convert to a numeric array"),
+BAD_MATRICES = COMMON_BAD_MATRICES + [  # and this package's own
     ("ragged", lambda A: [[1.0, 2.0], [3.0]], ValueError, "could not convert to a numeric array"),
-    ("complex", lambda A: A + 1j, TypeError, "complex values are not supported"),
-    ("torch_complex", lambda A: torch.from_numpy(A + 1j), TypeError, "complex values are not supported"),
     ("not_an_array", lambda A: "abc", ValueError, "expected a numpy array or torch tensor"),
     ("none", lambda A: None, ValueError, "expected a numpy array or torch tensor"),
     ("constant", lambda A: np.full(A.shape, 0.1), ValueError, "has zero variance"),

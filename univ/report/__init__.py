@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .figures import grid_figure, heatmap
+from .figures import grid_figure, heatmap, panels
 from .writer import check_parent_writable, format_table, library_versions, run_dir, write
 
 
@@ -54,4 +54,4 @@ class Report:
 
 
 __all__ = ["Report", "write", "run_dir", "check_parent_writable", "format_table", "library_versions", "heatmap",
-           "grid_figure"]
+           "grid_figure", "panels"]

@@ -15,6 +15,18 @@ def _plt():
     return plt
 
 
+def panels(n: int, ncols: int, size: tuple[float, float]):
+    """(Figure, the first ``n`` axes) of a grid of ``n`` panels, ``ncols`` wide, each ``size`` inches; the
+    unused axes of the last row are hidden."""
+    plt = _plt()
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat[:n])
+
+
 def heatmap(matrix: pd.DataFrame | np.ndarray, title: str = "", ax=None, vmin=0.0, vmax=1.0,
             cmap: str = "magma", annot: bool | None = None, xlabel: str = "", ylabel: str = ""):
     """A labelled heatmap of a (rows x cols) matrix; returns the Figure."""
