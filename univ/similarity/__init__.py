@@ -30,7 +30,8 @@ __all__ = [
     "PWCCASide",
     "StreamingSimilarity", "ScatterMoments", "STREAMABLE", "compare_stores",
     "procrustes", "procrustes_distance", "rsa", "mutual_knn", "knn_indices",
-    "layer_moments", "moment_measures", "LayerMoments", "compare", "compare_grid", "grid", "METRICS", "get_metric", "register_metric",
+    "layer_moments", "moment_measures", "LayerMoments", "compare", "compare_grid",
+    "grid", "METRICS", "get_metric", "register_metric",
 ]
 from .names import StandardMeasure, measure, names  # noqa: E402  (standard names; kept apart from the list above)
 
