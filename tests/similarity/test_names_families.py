@@ -110,6 +110,8 @@ def test_jaccard_matches_sklearn_cosine_neighbours():
     want = np.mean([len(a & b) / len(a | b) for a, b in zip(sets(X), sets(Y))])
     assert jaccard_knn(X, Y, k=10) == pytest.approx(want, abs=1e-12)
     assert measure("jaccard_similarity")(X, Y) == pytest.approx(want, abs=1e-12)
+    centred = np.mean([len(a & b) / len(a | b) for a, b in zip(sets(X - X.mean(0)), sets(Y - Y.mean(0)))])
+    assert jaccard_knn(X, Y, k=10, center=True) == pytest.approx(centred, abs=1e-12)  # llm_repsim's variant
 
 
 def test_cycle_knn_brute_force():
@@ -236,6 +238,9 @@ def test_conventions_are_in_the_docstrings():
     assert "Khosla" in measure("soft_correlation_match").__doc__
     assert "reverse" in measure("linear_regression-r2-cv=5folds").__doc__
     assert "PCA-reduced" in measure("svcca-var=0.99-distance=euclidean").__doc__
+    assert "ReSi" in measure("linear_regression").__doc__
+    assert "DeepDive" in measure("linear_regression-r2-cv=5folds").__doc__
+    assert "llm_repsim" in measure("jaccard_similarity").__doc__
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ Forms (the repository's transforms, applied to every family alike):
 Where the repository's wrapped implementations disagree, univ follows the majority; where a name has a
 single peer that univ does not follow, the measure's docstring (``measure(name).__doc__``) says which
 convention univ follows and why (``svcca-dim=...`` by platonic-rep, ``pwcca-distance=one_minus_score`` by
-sim_metric, the regression directions, ``soft_correlation_match``).
+sim_metric, ``linear_regression`` by ReSi, ``linear_regression-...-cv=5folds`` by DeepDive, ``jaccard_similarity``
+where ReSi and llm_repsim disagree, ``soft_correlation_match``).
 
 Each measure declares its :class:`Properties` (bounds, symmetry, invariances) in ``_FAMILIES`` below; the
 property tests are generated from those declarations. A non-symmetric measure's invariances hold for
@@ -220,10 +221,24 @@ _REGRESSION_NOTE = (
     "predicting Y from X; the -reverse name predicts X from Y.")
 
 
+_OLS_NOTE = (
+    " univ fits ordinary least squares under linear_regression-...; DeepDive, the only peer of these names, "
+    "fits Ridge(alpha=1) (its wrapper's alphas=[0] goes to an argument the k-fold path ignores), so its value "
+    "is univ's ridge-lambda=1-... (0.76037 against OLS's 0.76012 for r2 on the benchmark input).")
+_RESI_REGRESSION_NOTE = (
+    "ReSi, the only peer of linear_regression, projects its first argument onto the second's span, i.e. "
+    "scores X from Y; univ keeps the direction of its other regression measures (Y from X, as DeepDive and "
+    "NeuroAIMetrics), so ReSi's value is univ's linear_regression_r2(X, Y, reverse=True).")
+_JACCARD_NOTE = (
+    "the two peers disagree: ReSi compares the raw rows, llm_repsim centres each column first; univ follows "
+    "ReSi (the measure's source, Klabunde et al.); llm_repsim's value is jaccard_knn(X - mean, Y - mean), "
+    "i.e. univ.similarity.neighbours.jaccard_knn(X, Y, center=True).")
+
+
 def _regression(score, folds, ridge=0.0, reverse=False):
     def fn(X, Y):
         return regression_predictivity(X, Y, folds=folds, ridge=ridge, score=score, reverse=reverse)
-    _documented(fn, regression_predictivity.__doc__, _REGRESSION_NOTE)
+    _documented(fn, regression_predictivity.__doc__, _REGRESSION_NOTE + ("" if ridge else _OLS_NOTE))
     bounds = {"r2": (-math.inf, 1.0), "pearsonr": (-1.0, 1.0), "pearsonr2": (0.0, 1.0)}[score]
     return fn, Properties(bounds, False, frozenset({P, T} | ({S} if ridge == 0 else set())))
 
@@ -265,12 +280,13 @@ _FAMILIES: list[tuple[str, Callable, tuple[str, ...]]] = [
     (r"ensd", _fixed(lambda X, Y: ensd(X, Y).ensd, (0.0, math.inf), True, _SHAPE), ("",)),
     (r"ensd", _fixed(ensd_angular, (0.0, 1.0), True, _SHAPE), ("distance=angular_normalized",)),
     (r"mutual_knn-topk=(?P<topk>{INT})", _knn(mutual_knn, (0.0, 1.0), True), ("",)),
-    (r"jaccard_similarity", _fixed(jaccard_knn, (0.0, 1.0), True, {O, S, P}), ("",)),
+    (r"jaccard_similarity", _fixed(jaccard_knn, (0.0, 1.0), True, {O, S, P}, _JACCARD_NOTE), ("",)),
     # CKNNA's numerator and denominators use different masks: no Cauchy-Schwarz bound; its kNN masks are not
     # symmetric matrices, and the unbiased HSIC of two non-symmetric matrices depends on their order
     (r"cknna-topk=(?P<topk>{INT})", _knn(cknna, (-math.inf, math.inf), False), ("",)),
     (r"cycle_knn-topk=(?P<topk>{INT})", _knn(cycle_knn, (0.0, 1.0), False), ("",)),
-    (r"linear_regression", _fixed(linear_regression_r2, (0.0, 1.0), False, _SHAPE, _REGRESSION_NOTE), ("",)),
+    (r"linear_regression", _fixed(linear_regression_r2, (0.0, 1.0), False, _SHAPE, _RESI_REGRESSION_NOTE),
+     ("",)),
     (r"linear_regression-" + _REG, _regression, ("",)),
     (r"ridge-lambda=(?P<ridge>{NUM})-" + _REG, _regression, ("",)),
     (r"permutation_metric", _fixed(permutation_score, (0.0, 1.0), True, {S, T, P}), _ALL),

@@ -27,17 +27,19 @@ def _unit_rows(X: torch.Tensor, name: str) -> torch.Tensor:
     return X / norms
 
 
-def jaccard_knn(X, Y, k: int = 10, device=None) -> float:
+def jaccard_knn(X, Y, k: int = 10, center: bool = False, device=None) -> float:
     """Mean Jaccard similarity |A_i & B_i| / |A_i | B_i| of each sample's k nearest neighbours in X: (n, d1)
     (A_i) and in Y: (n, d2) (B_i) under cosine similarity of the raw rows -> float in [0, 1].
 
     ReSi's (and llm_repsim's) ``jaccard_similarity`` (k=10, ``NearestNeighbors(metric="cosine")``, the
     repository's ``jaccard_similarity``). ReSi compares the raw rows; llm_repsim centres columns first (then
-    translation invariant): univ follows ReSi, the measure's source. Symmetric; invariant to orthogonal maps,
-    isotropic scaling and permutation of units. Needs 1 <= k < n.
+    translation invariant): univ follows ReSi, the measure's source; ``center=True`` gives llm_repsim's value.
+    Symmetric; invariant to orthogonal maps, isotropic scaling and permutation of units. Needs 1 <= k < n.
     """
     X, Y = pair(X, Y, min_rows=2, device=device, what="the Jaccard kNN similarity")
     k = _k(k, X.shape[0])
+    if center:
+        X, Y = X - X.mean(0), Y - Y.mean(0)
     a, b = knn_indices(_unit_rows(X, "X"), k), knn_indices(_unit_rows(Y, "Y"), k)
     shared = (a[:, :, None] == b[:, None, :]).sum(dim=(1, 2)).double()
     return float((shared / (2 * k - shared)).mean())
