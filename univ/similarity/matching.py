@@ -79,9 +79,10 @@ def soft_correlation_match(X, Y, device=None) -> float:
     unequal widths need no padding; d1 = d2 gives the one-to-one (Hungarian) pairing (Birkhoff). The
     repository's ``soft_correlation_match`` as NeuroAIMetrics (``ot.emd`` on 1 - C) computes it; ReSi's
     measure of that name instead averages each unit's best correlation over both directions (not a transport
-    plan): univ follows the optimal-transport definition of the paper. Solved exactly (Hungarian for equal
-    widths, HiGHS linear programming otherwise). Symmetric; invariant to translation, isotropic (indeed
-    per-unit) scaling and permutation of units.
+    plan): univ follows the optimal-transport definition of the paper. Solved exactly: Hungarian assignment
+    for equal widths (O(d^3)), otherwise a HiGHS linear program over the d1 d2 plan entries (memory and time
+    grow with d1 d2: thousands of units on each side take minutes). Symmetric; invariant to translation,
+    isotropic (indeed per-unit) scaling and permutation of units.
     """
     C = unit_correlations(X, Y, device=device)
     d1, d2 = C.shape
