@@ -81,6 +81,15 @@ def test_in_sample_regression_is_resis_variance_weighted_r2():
     assert measure("linear_regression")(X, Y) == pytest.approx(want, abs=1e-12)
 
 
+@pytest.mark.parametrize("A,B,lam", [(X, Y, 1.0), (rng.standard_normal((20, 50)), rng.standard_normal((20, 3)), 2.0)])
+def test_in_sample_ridge_is_brain_language_nlps(A, B, lam):
+    # brain_language_nlp: W = inv(X^T X + lambda I) X^T Y (kernel_ridge: its dual), no intercept, mean R^2
+    W = np.linalg.inv(A.T @ A + lam * np.eye(A.shape[1])) @ A.T @ B
+    want = np.mean(1 - np.mean((B - A @ W) ** 2, 0) / np.var(B, 0))
+    assert measure(f"ridge-lambda={lam:g}-r2")(A, B) == pytest.approx(want, abs=1e-10)
+    assert measure("ridge-lambda={ridge}-r2")(A, B, ridge=lam) == pytest.approx(want, abs=1e-10)
+
+
 def test_exact_linear_map_is_perfectly_predicted():
     Z = X @ rng.standard_normal((9, 4)) + 3.0
     assert measure("linear_regression-r2-cv=5folds")(X, Z) == pytest.approx(1.0, abs=1e-10)
@@ -180,6 +189,13 @@ def test_permutation_metric_euclidean_is_the_aligned_residual():
     r, c = linear_sum_assignment(Xc.T @ Yc, maximize=True)
     want = np.linalg.norm(Xc[:, r] - Yc[:, c])
     assert measure("permutation_metric-distance=euclidean")(X, Y) == pytest.approx(want, rel=1e-12)
+
+
+def test_permutation_procrustes_is_resis_padded_residual():
+    A, B = np.pad(X, ((0, 0), (0, 0))), np.pad(Y, ((0, 0), (0, 2)))  # ReSi zero-pads the narrower side
+    r, c = linear_sum_assignment(A.T @ B, maximize=True)
+    assert measure("permutation_procrustes")(X, Y) == pytest.approx(np.linalg.norm(A[:, r] - B[:, c]), rel=1e-12)
+    assert measure("permutation_procrustes")(Y, X) == pytest.approx(np.linalg.norm(A[:, r] - B[:, c]), rel=1e-12)
 
 
 def test_soft_matching_equals_hungarian_on_replicated_units():

@@ -40,9 +40,17 @@ def permutation_procrustes(X, Y, device=None) -> float:
 
     = sqrt(||X||^2 + ||Y||^2 - 2 max_P <X, Y P>). Symmetric; invariant only to permutation of units.
     """
+    from scipy.optimize import linear_sum_assignment
+
     X, Y = pair(X, Y, min_rows=1, device=device, rescale=False)
-    top = _assign((X.T @ Y).cpu().numpy())
-    return float(np.sqrt(max(0.0, float(X.square().sum() + Y.square().sum()) - 2 * top)))
+    r, c = linear_sum_assignment((X.T @ Y).cpu().numpy(), maximize=True)
+    r, c = torch.as_tensor(r, device=X.device), torch.as_tensor(c, device=X.device)
+    # the residual of the matched columns, plus the unmatched (zero-padded) ones; no ||X||^2 + ||Y||^2 - 2 <.,.>
+    # cancellation, so a reordered copy gives exactly 0
+    free_x = torch.ones(X.shape[1], dtype=torch.bool, device=X.device).index_fill_(0, r, False)
+    free_y = torch.ones(Y.shape[1], dtype=torch.bool, device=Y.device).index_fill_(0, c, False)
+    rest = X[:, free_x].square().sum() + Y[:, free_y].square().sum()
+    return float(torch.sqrt((X[:, r] - Y[:, c]).square().sum() + rest))
 
 
 def unit_correlations(X, Y, device=None) -> np.ndarray:

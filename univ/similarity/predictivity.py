@@ -109,3 +109,25 @@ def linear_regression_r2(X, Y, reverse: bool = False, device=None) -> float:
     U, S, _ = torch.linalg.svd(Xc, full_matrices=False)
     U = U[:, S > S[0] * max(Xc.shape) * torch.finfo(S.dtype).eps]
     return float((U.T @ Yc).square().sum() / Yc.square().sum())
+
+
+def ridge_r2(X, Y, ridge: float = 1.0, reverse: bool = False, device=None) -> float:
+    """In-sample R^2 of a ridge map from X: (n, d1) to Y: (n, d2) without intercept -> float (<= 1).
+
+    W = (X^T X + ridge I)^-1 X^T Y on the raw (uncentred) matrices, predictions X W, then the mean over Y's
+    non-constant columns of 1 - mean((Y - XW)^2) / var(Y): brain_language_nlp's ``ridge`` and ``kernel_ridge``
+    wrapped with ``R2`` (Toneva & Wehbe 2019), the repository's ``ridge-lambda=L-r2``. No intercept, so not
+    translation invariant; with ``ridge > 0`` not scale invariant either. Not symmetric; invariant to
+    permutation of units. ``reverse``: predict X from Y.
+    """
+    ridge = check_real(ridge, "ridge", 0.0)
+    X, Y = pair(X, Y, min_rows=2, device=device, rescale=False, what="ridge regression")
+    if reverse:
+        X, Y = Y, X
+    if X.shape[1] <= X.shape[0]:
+        eye = torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
+        P = X @ torch.linalg.lstsq(X.T @ X + ridge * eye, X.T @ Y).solution
+    else:  # the dual (kernel) form: X^T (X X^T + ridge I)^-1 Y
+        eye = torch.eye(X.shape[0], dtype=X.dtype, device=X.device)
+        P = X @ (X.T @ torch.linalg.lstsq(X @ X.T + ridge * eye, Y).solution)
+    return _columns_score(Y, P, "r2")
