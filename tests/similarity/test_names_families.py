@@ -88,6 +88,7 @@ def test_in_sample_ridge_is_brain_language_nlps(A, B, lam):
     want = np.mean(1 - np.mean((B - A @ W) ** 2, 0) / np.var(B, 0))
     assert measure(f"ridge-lambda={lam:g}-r2")(A, B) == pytest.approx(want, abs=1e-10)
     assert measure("ridge-lambda={ridge}-r2")(A, B, ridge=lam) == pytest.approx(want, abs=1e-10)
+    assert measure(f"kernel_ridge-lambda={lam:g}-r2")(A, B) == pytest.approx(want, abs=1e-10)
 
 
 def test_exact_linear_map_is_perfectly_predicted():

@@ -290,7 +290,8 @@ _FAMILIES: list[tuple[str, Callable, tuple[str, ...]]] = [
      ("",)),
     (r"linear_regression-" + _REG, _regression, ("",)),
     (r"ridge-lambda=(?P<ridge>{NUM})-" + _REG, _regression, ("",)),
-    (r"ridge-lambda=(?P<ridge>{NUM})-r2",
+    # kernel ridge (the dual form) gives the same predictions: brain_language_nlp registers both
+    (r"(?:kernel_)?ridge-lambda=(?P<ridge>{NUM})-r2",
      lambda ridge: (_documented(lambda X, Y: ridge_r2(X, Y, ridge), ridge_r2.__doc__, _REGRESSION_NOTE),
                     Properties((-math.inf, 1.0), False, frozenset({P}))), ("",)),
     (r"permutation_metric", _fixed(permutation_score, (0.0, 1.0), True, {S, T, P}), _ALL),
@@ -338,7 +339,8 @@ def names() -> list[str]:
     out += ["cosine", "bures_distance", "distance_correlation", "ensd", "ensd-distance=angular_normalized",
             "mutual_knn-topk={topk}", "jaccard_similarity", "cknna-topk={topk}", "cycle_knn-topk={topk}",
             "linear_regression", "permutation_procrustes", "hard_correlation_match", "soft_correlation_match",
-            "ridge-lambda=1-r2", "ridge-lambda={ridge}-r2"]
+            "ridge-lambda=1-r2", "ridge-lambda={ridge}-r2", "kernel_ridge-lambda=1-r2",
+            "kernel_ridge-lambda={ridge}-r2"]
     for fam in ("linear_regression", "ridge-lambda=1", "ridge-lambda={ridge}"):
         for folds in ("5", "{folds}"):
             out += [f"{fam}-{s}-cv={folds}folds{rev}" for s in SCORES for rev in ("", "-reverse")]
