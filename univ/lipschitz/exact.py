@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-import torch
 from scipy.optimize import linprog
 
 from .network import as_affine_net, check_box, check_norm

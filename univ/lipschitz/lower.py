@@ -19,8 +19,17 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .network import AffineNet, as_affine_net, check_box, check_norm, forward, jacobian_from_gates, jacobians, \
-    operator_norm, pre_activations
+from .network import (
+    AffineNet,
+    as_affine_net,
+    check_box,
+    check_norm,
+    forward,
+    jacobian_from_gates,
+    jacobians,
+    operator_norm,
+    pre_activations,
+)
 
 
 class LowerResult(NamedTuple):
