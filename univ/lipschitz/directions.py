@@ -36,7 +36,8 @@ def direction_gains(model, x, directions: dict, n_random: int = 32, seed: int = 
     the gain of a fresh random direction in its own input space ("random (fresh)"), its Frobenius
     estimate ``||J_k||_F / sqrt(d_k)`` and its spectral norm.
 
-    Returns a tidy DataFrame: layer, direction, gain_mean, gain_sem, gain_median, frobenius_estimate,
+    Returns a tidy DataFrame: layer, direction, gain_mean, gain_rms (root mean square, what the
+    Frobenius estimate predicts for random directions), gain_sem, gain_median, frobenius_estimate,
     spectral_norm, cos_top (mean |cos| between the input direction and the top right singular vector
     of the end-to-end Jacobian; end-to-end rows only), row_space_frac (mean fraction of the
     direction's energy in the Jacobian's row space; end-to-end rows only), n.
@@ -63,7 +64,7 @@ def direction_gains(model, x, directions: dict, n_random: int = 32, seed: int = 
 
     def stats(v):
         v = v[torch.isfinite(v)]
-        return {"gain_mean": float(v.mean()), "gain_sem": float(v.std() / np.sqrt(len(v))) if len(v) > 1 else 0.0,
+        return {"gain_mean": float(v.mean()), "gain_rms": float(v.pow(2).mean().sqrt()), "gain_sem": float(v.std() / np.sqrt(len(v))) if len(v) > 1 else 0.0,
                 "gain_median": float(v.median()), "n": len(v)}
 
     fro = [(M.norm(dim=(1, 2)) / np.sqrt(M.shape[2])).mean().item() for M in maps] + \

@@ -46,8 +46,9 @@ def _starts(net: AffineNet, n: int, box, starts, g) -> torch.Tensor:
     if starts is not None:
         x = torch.as_tensor(starts).double().reshape(-1, net.n_in)
         return x if box is None else x.clamp(box[0], box[1])
-    if box is None:
-        return torch.randn(n, net.n_in, generator=g, dtype=torch.float64)
+    if box is None:  # radii from 1 to 1e3: the steepest region of a ReLU net may lie far out
+        radii = 10.0 ** (3.0 * torch.arange(n, dtype=torch.float64) / max(n - 1, 1))
+        return torch.randn(n, net.n_in, generator=g, dtype=torch.float64) * radii[:, None]
     lo, hi = box
     return lo + (hi - lo) * torch.rand(n, net.n_in, generator=g, dtype=torch.float64)
 
@@ -60,11 +61,15 @@ def jacobian_ascent(model, norm="2", lower=None, upper=None, starts=None, n_star
     net = as_affine_net(model, input_shape)
     box = None if lower is None and upper is None else check_box(net, lower, upper)
     g = torch.Generator().manual_seed(seed)
-    x = _starts(net, n_starts, box, starts, g).clone().requires_grad_(True)
-    scale = [z.std(0).clamp_min(1e-6) for z in pre_activations(net, x.detach())] if net.widths else []
-    opt = torch.optim.Adam([x], lr=lr * (1.0 if box is None else float((box[1] - box[0]).mean())))
-    best_val, best_pt = -1.0, x.detach()[0].clone()
+    x0 = _starts(net, n_starts, box, starts, g)
+    # Adam moves each coordinate by about lr per step: scale by the box, or by each start's radius
+    x_scale = ((box[1] - box[0]).mean() if box is not None
+               else (x0.norm(dim=1, keepdim=True) / net.n_in ** 0.5).clamp_min(1.0))
+    u = (x0 / x_scale).clone().requires_grad_(True)
+    opt = torch.optim.Adam([u], lr=lr)
+    best_val, best_pt = -1.0, x0[0].clone()
     for step in range(int(steps) + 1):
+        x = u * x_scale
         with torch.no_grad():  # score the exact Jacobian of every iterate
             vals = operator_norm(jacobians(net, x.detach()), norm)
             i = int(vals.argmax())
@@ -73,14 +78,16 @@ def jacobian_ascent(model, norm="2", lower=None, upper=None, starts=None, n_star
         if step == steps or not net.widths:
             break
         beta = 2.0 * (200.0 / 2.0) ** (step / max(steps - 1, 1))  # anneal the gates towards 0/1
-        gates = [torch.sigmoid(beta * z / s) for z, s in zip(pre_activations(net, x), scale)]
+        # temperature relative to each point's own pre-activation scale (starts lie at many radii)
+        gates = [torch.sigmoid(beta * z / z.detach().abs().mean(1, keepdim=True).clamp_min(1e-12))
+                 for z in pre_activations(net, x)]
         loss = -operator_norm(jacobian_from_gates(net, gates), norm).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
         if box is not None:
             with torch.no_grad():
-                x.copy_(torch.maximum(torch.minimum(x, box[1]), box[0]))
+                u.copy_(torch.maximum(torch.minimum(u * x_scale, box[1]), box[0]) / x_scale)
     return best_val, best_pt.numpy()
 
 
