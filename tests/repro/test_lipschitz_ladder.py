@@ -6,8 +6,17 @@ import pytest
 import torch
 from torch import nn
 
-from univ.lipschitz import (as_affine_net, eclipse, eclipse_fast, exact_lipschitz, forward, jacobians, lipsdp,
-                            lower_bound, operator_norm)
+from univ.lipschitz import (
+    as_affine_net,
+    eclipse,
+    eclipse_fast,
+    exact_lipschitz,
+    forward,
+    jacobians,
+    lipsdp,
+    lower_bound,
+    operator_norm,
+)
 from univ.lipschitz.directions import direction_gains
 from univ.lipschitz.ladder import ladder, tightest
 from univ.repro import lipschitz as classic

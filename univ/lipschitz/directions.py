@@ -64,7 +64,8 @@ def direction_gains(model, x, directions: dict, n_random: int = 32, seed: int = 
 
     def stats(v):
         v = v[torch.isfinite(v)]
-        return {"gain_mean": float(v.mean()), "gain_rms": float(v.pow(2).mean().sqrt()), "gain_sem": float(v.std() / np.sqrt(len(v))) if len(v) > 1 else 0.0,
+        sem = float(v.std() / np.sqrt(len(v))) if len(v) > 1 else 0.0
+        return {"gain_mean": float(v.mean()), "gain_rms": float(v.pow(2).mean().sqrt()), "gain_sem": sem,
                 "gain_median": float(v.median()), "n": len(v)}
 
     fro = [(M.norm(dim=(1, 2)) / np.sqrt(M.shape[2])).mean().item() for M in maps] + \
