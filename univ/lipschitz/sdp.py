@@ -25,6 +25,7 @@ multipliers. A failed solve raises :class:`SolverError` with the solver's status
 from __future__ import annotations
 
 import time
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -169,7 +170,9 @@ def _psd_program(cp, C0: np.ndarray, cols: list, cost: np.ndarray, nonneg: np.nd
             continue
         opts = {"eps_abs": SCS_EPS, "eps_rel": SCS_EPS, "max_iters": SCS_MAX_ITERS} if name == "SCS" else {}
         try:
-            prob.solve(solver=name, **opts)
+            with warnings.catch_warnings():  # an inaccurate solve is reported by its status
+                warnings.simplefilter("ignore", UserWarning)
+                prob.solve(solver=name, **opts)
         except cp.error.SolverError as e:
             tried.append(f"{name}: {str(e).splitlines()[0][:80]}")
             continue
