@@ -50,7 +50,7 @@ def as_affine_net(model, input_shape=None) -> AffineNet:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module or an AffineNet, got {type(model).__name__}")
     for name, m in model.named_children():
-        if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+        if not isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ReLU, nn.Flatten, nn.Identity)):
             raise ValueError(f"model: layer {name!r} ({type(m).__name__}) is not supported by the SDP, "
                              f"ECLipsE and exact bounds; they cover {SUPPORTED}")
     if input_shape is None and not hasattr(model, "input_shape"):
@@ -76,9 +76,6 @@ def as_affine_net(model, input_shape=None) -> AffineNet:
                 continue  # relu(relu(z)) = relu(z)
             weights.append(cur_w), biases.append(cur_b), names.append(last)
             cur_w = cur_b = None
-        elif s.kind == "pool":  # chain() accepts non-overlapping pools; the bounds here do not
-            raise ValueError(f"model: layer {s.name!r} ({type(s.module).__name__}) is not supported by "
-                             f"the SDP, ECLipsE and exact bounds; they cover {SUPPORTED}")
     if cur_w is None:
         raise ValueError("model: the network ends in a ReLU; bounds need a final Linear or Conv layer")
     weights.append(cur_w), biases.append(cur_b), names.append(last)
