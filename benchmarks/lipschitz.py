@@ -46,10 +46,42 @@ def net_rungs(model, shape, x_starts, sdp=True, exact=False):
     return out
 
 
+def random_small_nets(n: int = 16, seed: int = 0) -> dict:
+    """Tightest upper bound / exact constant on random nets with 2 inputs and 1-3 hidden layers of 2-6
+    ReLUs (the soundness test's family), globally and on a box, L2 and L-inf."""
+    import numpy as np
+    from torch import nn
+
+    rng = np.random.default_rng(seed)
+    ratios = {"2 global": [], "2 box": [], "inf global": [], "inf box": []}
+    for i in range(n):
+        widths = [int(w) for w in rng.integers(2, 7, size=rng.integers(1, 4))]
+        torch.manual_seed(100 + i)
+        sizes = [2, *widths, 2]
+        layers = []
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        with torch.no_grad():
+            for m in layers[::2]:
+                m.bias.mul_(3.0)
+        model = nn.Sequential(*layers[:-1]).double()
+        c = rng.uniform(-1, 1)
+        for norm in ("2", "inf"):
+            for dom, (lo, hi) in (("global", (None, None)), ("box", (c - 0.3, c + 0.3))):
+                ex = exact_lipschitz(model, norm, lo, hi).value
+                up = lipsdp(model, "neuron", norm, lo, hi).value
+                ratios[f"{norm} {dom}"].append(up / ex if ex > 0 else 1.0)
+    return {k: {"max": max(v), "median": float(np.median(v)), "n": len(v)} for k, v in ratios.items()}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--small-only", action="store_true")
+    ap.add_argument("--random-only", action="store_true", help="only the random small nets (exact vs tightest)")
     args = ap.parse_args()
+    if args.random_only:
+        print(json.dumps(random_small_nets(), indent=1))
+        return
     torch.set_num_threads(1)
     data = univ.data.digits(seed=0)
     tc = TrainConfig(epochs=60, batch_size=64, lr=3e-3, weight_decay=1e-5, seed=0)  # intriguing's full config
