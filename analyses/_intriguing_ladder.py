@@ -89,6 +89,10 @@ def _ladder_figure(table: pd.DataFrame):
         ax.scatter(xs, sub["over_lower"], marker=markers[meth], label=meth, s=28)
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
     ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xticks(np.arange(len(nets)), nets, rotation=20, ha="right", fontsize=7)
     ax.set_ylabel("bound / certified lower bound")
     ax.legend(fontsize=6, ncol=2)
