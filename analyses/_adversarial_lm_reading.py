@@ -39,18 +39,26 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float, float]:
     return p, max(0.0, c - h), min(1.0, c + h)
 
 
+CONTROLS = {"random (same edits)": "control", "random (same activation change)": "control_matched"}
+"""Control name -> its key in a record (token attacks; embedding attacks add ``_delta``). The first keeps the
+number of token edits (or the embedding norm); the second also the size of the residual change."""
+
+
 @torch.no_grad()
-def residual_triplet(model, recs: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Last-position residuals (n, n_layers, d) of the starting, adversarial and control inputs of ``recs``
-    (records of one model and one attack), float64."""
+def residual_triplet(model, recs: list[dict]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Last-position residuals (n, n_layers, d), float64, of the starting and adversarial inputs of ``recs``
+    (records of one model and one attack), and of each control (name -> residuals)."""
     start = torch.stack([r["start"] for r in recs])
-    if "adv" in recs[0]:
-        out = [alm.last_residuals(model, torch.stack([r[k] for r in recs])) for k in ("adv", "control")]
-    else:
-        pos = recs[0]["positions"]
-        out = [alm.last_residuals(model, start, pos, torch.stack([r[k] for r in recs]))
-               for k in ("adv_delta", "control_delta")]
-    return alm.last_residuals(model, start).double(), out[0].double(), out[1].double()
+    tokens = "adv" in recs[0]
+
+    def resid(key):
+        if tokens:
+            return alm.last_residuals(model, torch.stack([r[key] for r in recs])).double()
+        return alm.last_residuals(model, start, recs[0]["positions"],
+                                  torch.stack([r[key + "_delta"] for r in recs])).double()
+
+    return (alm.last_residuals(model, start).double(), resid("adv"),
+            {c: resid(k) for c, k in CONTROLS.items()})
 
 
 def _bases(sae, acts: torch.Tensor, seed: int) -> dict:
@@ -73,29 +81,33 @@ def projection_tables(recs, models, saes, acts, seed: int) -> tuple[pd.DataFrame
             sel = [recs[i] for i in np.flatnonzero((df.model == name) & (df.attack == attack))]
             if not sel:
                 continue
-            r0, ra, rc = residual_triplet(model, sel)
+            r0, ra, rcs = residual_triplet(model, sel)
             for layer in range(model.n_layers):
-                da, dc = ra[:, layer] - r0[:, layer], rc[:, layer] - r0[:, layer]
-                keep = (da.norm(dim=1) > 0) & (dc.norm(dim=1) > 0)
-                if int(keep.sum()) < 2:
-                    continue
-                for bname, (basis, method) in bases[layer].items():
-                    clean = r0[keep, layer] if method == "codes" else None
-                    a = adv.project(da[keep], basis, k=K, method=method, clean=clean)[f"frac_top{K}"].to_numpy()
-                    c = adv.project(dc[keep], basis, k=K, method=method, clean=clean)[f"frac_top{K}"].to_numpy()
-                    pooled.setdefault((attack, layer, bname), []).append((a, c))
-                    mean, lo, hi = mean_ci(a - c)
-                    rows.append({"model": name, "layer": layer, "attack": attack, "basis": bname,
-                                 "attack_frac_top5": float(np.nanmean(a)), "control_frac_top5": float(np.nanmean(c)),
-                                 "difference": mean, "ci_low": lo, "ci_high": hi, "n": int(keep.sum()),
-                                 "norm_ratio": float((da[keep].norm(dim=1) / dc[keep].norm(dim=1)).median())})
+                da = ra[:, layer] - r0[:, layer]
+                for control, rc in rcs.items():
+                    dc = rc[:, layer] - r0[:, layer]
+                    keep = (da.norm(dim=1) > 0) & (dc.norm(dim=1) > 0)
+                    if int(keep.sum()) < 2:
+                        continue
+                    for bname, (basis, method) in bases[layer].items():
+                        clean = r0[keep, layer] if method == "codes" else None
+                        a, c = (adv.project(d[keep], basis, k=K, method=method, clean=clean)[f"frac_top{K}"].to_numpy()
+                                for d in (da, dc))
+                        pooled.setdefault((attack, control, layer, bname), []).append((a, c, da[keep], dc[keep]))
+                        mean, lo, hi = mean_ci(a - c)
+                        rows.append({"model": name, "layer": layer, "attack": attack, "control": control,
+                                     "basis": bname, "attack_frac_top5": float(np.nanmean(a)),
+                                     "control_frac_top5": float(np.nanmean(c)), "difference": mean, "ci_low": lo,
+                                     "ci_high": hi, "n": int(keep.sum()),
+                                     "norm_ratio": float((da[keep].norm(dim=1) / dc[keep].norm(dim=1)).median())})
     prow = []
-    for (attack, layer, bname), parts in pooled.items():
+    for (attack, control, layer, bname), parts in pooled.items():
         a, c = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        ratio = torch.cat([p[2].norm(dim=1) / p[3].norm(dim=1) for p in parts]).median()
         mean, lo, hi = mean_ci(a - c)
-        prow.append({"attack": attack, "layer": layer, "basis": bname, "attack_frac_top5": float(np.nanmean(a)),
-                     "control_frac_top5": float(np.nanmean(c)), "difference": mean, "ci_low": lo, "ci_high": hi,
-                     "n": len(a)})
+        prow.append({"attack": attack, "control": control, "layer": layer, "basis": bname,
+                     "attack_frac_top5": float(np.nanmean(a)), "control_frac_top5": float(np.nanmean(c)),
+                     "difference": mean, "ci_low": lo, "ci_high": hi, "n": len(a), "norm_ratio": float(ratio)})
     return pd.DataFrame(rows), pd.DataFrame(prow)
 
 
@@ -185,11 +197,13 @@ def figures(success, pooled, transfer, sharing) -> dict:
     attacks = list(dict.fromkeys(last.attack))
     fig, axes = panels(len(attacks), min(3, len(attacks)), (3.4, 2.6))
     for ax, attack in zip(axes, attacks):
-        d = last[last.attack == attack]
-        y = np.arange(len(d))
-        ax.errorbar(d.difference, y, xerr=[d.difference - d.ci_low, d.ci_high - d.difference], fmt="o", ms=3)
+        for j, (control, d) in enumerate(last[last.attack == attack].groupby("control", sort=False)):
+            y = np.arange(len(d)) + 0.2 * j
+            ax.errorbar(d.difference, y, xerr=[d.difference - d.ci_low, d.ci_high - d.difference], fmt="o", ms=3,
+                        label=control, color=f"C{j}")
         ax.axvline(0, color="k", lw=0.6)
-        ax.set_yticks(y, d.basis, fontsize=6)
+        ax.set_yticks(np.arange(len(d)), d.basis, fontsize=6)
+        ax.legend(fontsize=5)
         ax.set_title(attack, fontsize=8)
         ax.set_xlabel("frac_top5: attack - control", fontsize=7)
     fig.suptitle(f"Is r more concentrated than a matched random edit? (last block, layer {layer})", fontsize=9)
@@ -223,32 +237,39 @@ def answer(success, pooled, sharing, transfer, predict) -> str:
         lines.append(f"- {a}: success {rate(a, 'attack')} vs control {rate(a, 'control')}{extra}; mean edits "
                      f"{allm.loc[a, 'mean_edits']:.1f}.")
     layer = int(pooled.layer.max())
-    last = pooled[pooled.layer == layer].set_index(["attack", "basis"])
+    last = pooled[pooled.layer == layer].set_index(["attack", "control", "basis"])
     verdicts = []
-    for a in dict.fromkeys(last.index.get_level_values(0)):
-        if (a, "SAE codes") not in last.index:
+    for a, control in dict.fromkeys((a, c) for a, c, _ in last.index):
+        if (a, control, "SAE codes") not in last.index:
             continue
-        s = last.loc[(a, "SAE codes")]
-        others = last.loc[a].drop(index="SAE codes")
+        s = last.loc[(a, control, "SAE codes")]
+        others = last.loc[(a, control)].drop(index="SAE codes")
         more = s.ci_low > 0
         beyond = more and bool((s.ci_low > others.ci_high).all())
         word = "more" if s.ci_low > 0 else "less" if s.ci_high < 0 else "not detectably more"
-        verdicts.append((a, more, beyond))
-        lines.append(f"- r from {a} (layer {layer}) is {word} concentrated on the top-{K} SAE codes than its control "
-                     f"({s.attack_frac_top5:.3f} vs {s.control_frac_top5:.3f}, difference {s.difference:+.3f} "
-                     f"[{s.ci_low:+.3f}, {s.ci_high:+.3f}]); in the other bases: "
+        verdicts.append((a, control, more, beyond))
+        lines.append(f"- r from {a} (layer {layer}) vs *{control}* (median ||r|| ratio {s.norm_ratio:.2f}): {word} "
+                     f"concentrated on the top-{K} SAE codes ({s.attack_frac_top5:.3f} vs {s.control_frac_top5:.3f}, "
+                     f"difference {s.difference:+.3f} [{s.ci_low:+.3f}, {s.ci_high:+.3f}]); other bases: "
                      + "; ".join(f"{b} {o.difference:+.3f}" for b, o in others.iterrows()) + ".")
-    specific = [a for a, _, beyond in verdicts if beyond]
-    any_more = [a for a, more, _ in verdicts if more]
+    by_attack: dict = {}
+    for a, _, more, beyond in verdicts:
+        by_attack.setdefault(a, []).append((more, beyond))
+    specific = [a for a, v in by_attack.items() if all(b for _, b in v)]
+    any_more = [a for a, v in by_attack.items() if a not in specific and all(m for m, _ in v)]
     if specific:
-        head = (f"Yes, for {', '.join(specific)}: the change is more concentrated in the SAE's codes than a matched "
-                "random edit's, by more than in every other basis, so r moves along a few learned features.")
+        head = (f"Yes, for {', '.join(specific)}: against both controls (same edits or norm, and same size of "
+                "activation change) the residual change is more concentrated in the SAE's codes, by more than in "
+                "every other basis, so r moves along a few learned features.")
     elif any_more:
-        head = (f"Partly: for {', '.join(any_more)} r is more concentrated in the SAE codes than its control, but not "
-                "more than in the neuron/PCA/random bases, so the concentration is not specific to the SAE's features.")
+        head = (f"Partly: for {', '.join(any_more)} r is more concentrated in the SAE codes than both controls, but "
+                "not more than in every other basis, so the concentration is not specific to the SAE's features.")
     else:
-        head = ("No: at these sizes r is no more concentrated in the SAE's features than a random edit with the same "
-                "number of token changes (or a random embedding perturbation of the same norm).")
+        head = ("No: at these sizes r is not more concentrated in the SAE's features than a random edit with the "
+                "same number of token changes and the same size of activation change.")
+    if specific or any_more:
+        rest = [a for a in by_attack if a not in specific and a not in any_more]
+        head += f" Not for {', '.join(rest)}." if rest else ""
     share = sharing.overlap_top10.mean() - sharing.random_overlap.mean()
     tp = predict[predict.scope == "all pairs"].iloc[0]
     lines.append(f"- Sharing: on average {sharing.overlap_top10.mean():.2f} of A's 10 most-moved latents have "

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 CONTEXT = 32
 TOKEN_ATTACKS = ("gcg suffix", "gcg in-place", "gcg loss-max", "SAE-targeted")
 EMBED_ATTACKS = ("embedding PGD L2", "embedding PGD L-inf")
+N_DRAWS = 16
+"""Random substitutions drawn per attack; the one whose activation change is closest to the attack's is the
+size-matched control."""
 
 
 def _models(cfg: Config, data) -> tuple[dict, pd.DataFrame]:
@@ -107,11 +110,13 @@ def _attack(cfg: Config, name: str, model, sae, prompts, targets, forbidden, fil
                          alm.MoveLatent(sae, layer, lat, clean_logits, raise_=True, keep=1.0)))
         for attack, ids, pos, obj in jobs:
             res = alm.gcg(model, ids, obj, pos, seed=seed, **kw)
-            ctl = alm.random_substitution(ids, pos, res.n_edits, V, forbidden=forbidden, seed=seed + 1)
-            ctl_ok = bool(alm.evaluate(model, ctl[None], obj)[1][0])
+            ctls = torch.stack([alm.random_substitution(ids, pos, res.n_edits, V, forbidden=forbidden, seed=seed + j)
+                                for j in range(1, N_DRAWS + 1)])
+            ctl_ok = bool(alm.evaluate(model, ctls[:1], obj)[1][0])
             recs.append({"model": name, "attack": attack, "prompt": i, "target": target, "success": res.success,
                          "control_success": ctl_ok, "n_edits": res.n_edits, "steps": res.steps,
-                         "start": ids, "adv": res.ids, "control": ctl, "positions": pos})
+                         "start": ids, "adv": res.ids, "control": ctls[0], "positions": pos,
+                         "control_matched": ctls[_nearest_change(model, ids, res.ids, ctls)]})
         for attack, eps, norm in (("embedding PGD L2", eps2, "2"), ("embedding PGD L-inf", eps_inf, "inf")):
             obj = alm.TargetToken(target)
             res = alm.embedding_pgd(model, prompt, obj, inplace, eps=eps, norm=norm, steps=cfg.pgd_steps,
@@ -121,8 +126,30 @@ def _attack(cfg: Config, name: str, model, sae, prompts, targets, forbidden, fil
                          "control_success": alm.embedding_success(model, prompt, inplace, rnd, obj),
                          "projected_success": res.projected_success, "n_edits": res.n_projected_changes,
                          "delta_norm": float(res.delta.norm()), "start": prompt, "adv_delta": res.delta,
-                         "control_delta": rnd, "positions": inplace})
+                         "control_delta": rnd, "positions": inplace,
+                         "control_matched_delta": _matched_scale(model, prompt, inplace, res.delta, rnd)})
     return recs
+
+
+@torch.no_grad()
+def _nearest_change(model, start, adv, ctls) -> int:
+    """Which random substitution changes the last block's residual (last position) by the amount closest to the
+    attack's: the control for code metrics, which depend on the size of the change."""
+    r = alm.last_residuals(model, torch.cat([start[None], adv[None], ctls]))[:, -1]
+    want = (r[1] - r[0]).norm()
+    return int(((r[2:] - r[0]).norm(dim=1) - want).abs().argmin())
+
+
+@torch.no_grad()
+def _matched_scale(model, prompt, pos, delta, rnd, iters: int = 5) -> torch.Tensor:
+    """``rnd`` rescaled until its change of the last block's residual (last position) is as large as ``delta``'s."""
+    r0 = alm.last_residuals(model, prompt[None])[0, -1]
+    want = (alm.last_residuals(model, prompt[None], pos, delta[None])[0, -1] - r0).norm()
+    out = rnd
+    for _ in range(iters):
+        got = (alm.last_residuals(model, prompt[None], pos, out[None])[0, -1] - r0).norm()
+        out = out * float((want / got.clamp_min(1e-12)).clamp(0.1, 10.0))
+    return out
 
 
 @torch.no_grad()
