@@ -78,7 +78,8 @@ def save_subject(folder: Path, steps: int):
     model.net.save_pretrained(folder)
     tok = tok.__class__(tokenizer_object=tok.backend_tokenizer.__class__.from_str(tok.backend_tokenizer.to_str()),
                         pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[BOS]")
-    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", 2)])
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="[BOS] $A",
+                                                                         special_tokens=[("[BOS]", 2)])
     tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     tok.save_pretrained(folder)
     return data, metrics
@@ -184,7 +185,8 @@ def main():
         summary[name] = {"steps_per_s": args.steps * len(runs) / secs, "success": sum(r["success"] for r in runs),
                          "mean_best_loss": sum(r["best_loss"] for r in runs) / len(runs), "runs": runs}
     if theirs is not None:
-        summary["throughput_ratio_univ_over_nanogcg"] = summary["univ"]["steps_per_s"] / summary["nanogcg"]["steps_per_s"]
+        ratio = summary["univ"]["steps_per_s"] / summary["nanogcg"]["steps_per_s"]
+        summary["throughput_ratio_univ_over_nanogcg"] = ratio
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: (v if not isinstance(v, dict) or "runs" not in v else {kk: vv for kk, vv in v.items()
