@@ -133,7 +133,7 @@ def sharing_and_transfer(recs, models, saes, acts, seed: int):
         sa, sb = saes[a][last[a]], saes[b][last[b]]
         tab = match(sa, acts[a][last[a]], sb, acts[b][last[b]], method="correlation", n_permutations=1,
                     seed=seed).table
-        partner = torch.as_tensor(tab.feature_b.to_numpy())
+        partner = torch.as_tensor(tab.feature_b.to_numpy().copy())
         live = torch.nonzero(torch.as_tensor(tab.live.to_numpy()))[:, 0]
         overlap = np.mean([int(partner[j]) in top[b] for j in top[a]])
         rand = np.mean([np.mean([int(partner[j]) in top[b] for j in live[torch.randperm(len(live), generator=g)[:TOP]]])
@@ -237,7 +237,7 @@ def answer(success, pooled, sharing, transfer, predict) -> str:
         lines.append(f"- {a}: success {rate(a, 'attack')} vs control {rate(a, 'control')}{extra}; mean edits "
                      f"{allm.loc[a, 'mean_edits']:.1f}.")
     layer = int(pooled.layer.max())
-    last = pooled[pooled.layer == layer].set_index(["attack", "control", "basis"])
+    last = pooled[pooled.layer == layer].set_index(["attack", "control", "basis"]).sort_index()
     verdicts = []
     for a, control in dict.fromkeys((a, c) for a, c, _ in last.index):
         if (a, control, "SAE codes") not in last.index:
