@@ -33,7 +33,10 @@ import json, sys, time, torch, transformers, nanogcg
 from nanogcg import GCGConfig
 torch.set_num_threads(1)
 a = json.loads(sys.argv[1])
-tok = transformers.AutoTokenizer.from_pretrained(a["folder"])
+# built from tokenizer.json: the tokenizer_config.json that a newer transformers writes names a class 4.47 lacks
+tok = transformers.PreTrainedTokenizerFast(tokenizer_file=a["folder"] + "/tokenizer.json", pad_token="[PAD]",
+                                           unk_token="[UNK]", bos_token="[BOS]", eos_token="[BOS]")
+tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
 model = transformers.AutoModelForCausalLM.from_pretrained(a["folder"], torch_dtype=torch.float32).eval()
 out = []
 for prompt, target, tid in zip(a["prompts"], a["targets"], a["target_ids"]):
