@@ -17,6 +17,8 @@ from univ.sae import match
 
 K = 5
 TOP = 10
+PCA_ROWS = 4096
+"""Clean token activations the PCA basis is fitted on (pca_basis's full SVD grows with the square of the rows)."""
 
 
 def mean_ci(v) -> tuple[float, float, float]:
@@ -66,7 +68,7 @@ def _bases(sae, acts: torch.Tensor, seed: int) -> dict:
     D = adv.directions(sae)
     return {"SAE codes": (sae, "codes"), "SAE decoder (OMP)": (D, "omp"),
             "random dictionary (OMP)": (adv.random_dictionary(D.shape[0], d, seed=seed), "omp"),
-            "neuron": (adv.neuron_basis(d), "lstsq"), "PCA (clean)": (adv.pca_basis(acts), "lstsq"),
+            "neuron": (adv.neuron_basis(d), "lstsq"), "PCA (clean)": (adv.pca_basis(acts[:PCA_ROWS]), "lstsq"),
             "random orthonormal": (adv.random_orthonormal(d, seed=seed), "lstsq")}
 
 
@@ -237,9 +239,10 @@ def answer(success, pooled, sharing, transfer, predict) -> str:
         lines.append(f"- {a}: success {rate(a, 'attack')} vs control {rate(a, 'control')}{extra}; mean edits "
                      f"{allm.loc[a, 'mean_edits']:.1f}.")
     layer = int(pooled.layer.max())
+    order = list(dict.fromkeys(zip(pooled.attack, pooled.control)))
     last = pooled[pooled.layer == layer].set_index(["attack", "control", "basis"]).sort_index()
     verdicts = []
-    for a, control in dict.fromkeys((a, c) for a, c, _ in last.index):
+    for a, control in order:
         if (a, control, "SAE codes") not in last.index:
             continue
         s = last.loc[(a, control, "SAE codes")]
@@ -256,20 +259,20 @@ def answer(success, pooled, sharing, transfer, predict) -> str:
     for a, _, more, beyond in verdicts:
         by_attack.setdefault(a, []).append((more, beyond))
     specific = [a for a, v in by_attack.items() if all(b for _, b in v)]
-    any_more = [a for a, v in by_attack.items() if a not in specific and all(m for m, _ in v)]
+    partly = [a for a, v in by_attack.items() if a not in specific and all(m for m, _ in v)]
+    rest = [a for a in by_attack if a not in specific and a not in partly]
+    parts = []
     if specific:
-        head = (f"Yes, for {', '.join(specific)}: against both controls (same edits or norm, and same size of "
-                "activation change) the residual change is more concentrated in the SAE's codes, by more than in "
-                "every other basis, so r moves along a few learned features.")
-    elif any_more:
-        head = (f"Partly: for {', '.join(any_more)} r is more concentrated in the SAE codes than both controls, but "
-                "not more than in every other basis, so the concentration is not specific to the SAE's features.")
-    else:
-        head = ("No: at these sizes r is not more concentrated in the SAE's features than a random edit with the "
-                "same number of token changes and the same size of activation change.")
-    if specific or any_more:
-        rest = [a for a in by_attack if a not in specific and a not in any_more]
-        head += f" Not for {', '.join(rest)}." if rest else ""
+        parts.append(f"Yes for {', '.join(specific)}: against both controls (same edits or norm, and same size of "
+                     "activation change) the residual change is more concentrated in the SAE's codes, by more than in "
+                     "every other basis, so r moves along a few learned features.")
+    if partly:
+        parts.append(f"{'Partly' if not specific else 'Only partly'} for {', '.join(partly)}: r is more concentrated "
+                     "in the SAE codes than both controls, but not by more than in every other basis (PCA, neuron, "
+                     "random), so that concentration is not specific to the SAE's features.")
+    if rest:
+        parts.append(f"No for {', '.join(rest)}: r is not more concentrated in the SAE codes than both controls.")
+    head = " ".join(parts) or "No attack has enough samples to answer."
     share = sharing.overlap_top10.mean() - sharing.random_overlap.mean()
     tp = predict[predict.scope == "all pairs"].iloc[0]
     lines.append(f"- Sharing: on average {sharing.overlap_top10.mean():.2f} of A's 10 most-moved latents have "

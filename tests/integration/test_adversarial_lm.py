@@ -48,4 +48,4 @@ def test_small_run_end_to_end(tmp_path, monkeypatch):
     assert set(report.figures) == {"success", "concentration", "sharing", "transfer"}
     text = dict(report.sections)["answer"]
     assert "Is r moving in an interesting direction" in text
-    assert any(w in text for w in ("Yes, for", "Partly:", "No:"))
+    assert any(w in text for w in ("Yes for", "Partly for", "No for"))
