@@ -92,6 +92,43 @@ def test_loss_maximisation_pushes_the_clean_token_off(model):
     assert res.success and res.ids[2].item() == TRIGGER  # the only token that outbids b[DEFAULT]
 
 
+DETECTED = 9
+
+
+def detector_sae():
+    """A TopK SAE (k=1) on the running sum whose latent 0 fires exactly when DETECTED is in the context; the other
+    latents never fire. DETECTED barely moves the logits, so raising latent 0 while keeping the output is possible."""
+    from univ.sae import TopKSAE
+
+    sae = TopKSAE(V, 4, k=1)
+    with torch.no_grad():
+        sae.W_enc.zero_()
+        sae.W_enc[DETECTED, 0] = 1.0
+        sae.b_enc.copy_(torch.tensor([-0.5, -1.0, -1.0, -1.0]))
+        sae.b_dec.zero_()
+    return sae
+
+
+@pytest.mark.parametrize("raise_", [True, False])
+def test_sae_targeted_gcg_flips_the_latent_and_keeps_the_output(model, raise_):
+    sae = detector_sae()
+    ids = prompt()
+    if not raise_:
+        ids[2] = DETECTED
+    clean = model.forward_embeds(model.embed(ids[None]))[0, -1].detach()
+    obj = alm.MoveLatent(sae, 0, 0, clean, raise_=raise_, keep=1.0)
+    assert not alm.evaluate(model, ids[None], obj)[1].item()
+    res = alm.gcg(model, ids, obj, [2], steps=5, search_width=16, topk=4, forbidden=FORBIDDEN)
+    assert res.success
+    z = sae.encode(alm.last_residuals(model, res.ids[None])[:, 0])[0]
+    assert (z[0] > 0) == raise_
+    if raise_:
+        assert res.ids[2].item() == DETECTED  # the one token that turns the latent on
+    else:
+        assert res.ids[2].item() not in (DETECTED, TRIGGER)  # off, and the output (argmax) kept
+    assert int(model.forward_embeds(model.embed(res.ids[None]))[0, -1].argmax()) == int(clean.argmax())
+
+
 def test_random_substitution_control_has_the_known_success_rate(model):
     """One slot, 18 allowed tokens of which 17 differ from the current one: success iff TRIGGER is drawn, 1/17."""
     n = 680
