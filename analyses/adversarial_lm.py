@@ -26,8 +26,8 @@ from univ.config import AnalysisConfig, SettingError, check_range
 class Config(AnalysisConfig):
     """Settings of the adversarial-LM analysis (every field is a command-line flag)."""
 
-    QUICK: ClassVar[dict] = {"seeds": (0, 1), "train_steps": 300, "n_prompts": 10, "gcg_steps": 12,
-                             "search_width": 64, "pgd_steps": 20, "sae_steps": 600, "n_sae_prompts": 6,
+    QUICK: ClassVar[dict] = {"seeds": (0, 1), "train_steps": 200, "n_prompts": 10, "gcg_steps": 12,
+                             "search_width": 64, "pgd_steps": 12, "sae_steps": 600, "n_sae_prompts": 6,
                              "n_sae_contexts": 300}
 
     archs: tuple[Literal["tl", "gpt2", "llama"], ...] = ("tl", "llama")

@@ -8,7 +8,7 @@ from analyses import adversarial_lm as A
 
 def test_config_validation_and_quick():
     cfg = A.Config.resolve(quick=True)
-    assert cfg.seeds == (0, 1) and cfg.n_prompts <= 10 and cfg.train_steps == 300
+    assert cfg.seeds == (0, 1) and cfg.n_prompts <= 10 and cfg.train_steps == 200
     for bad in ({"archs": ()}, {"archs": ("tl",), "seeds": (0,)}, {"n_edit": 0}, {"pgd_eps": 0.0},
                 {"prompt_len": 5}, {"d_model": 30}, {"k": 10_000}):
         with pytest.raises(ValueError):

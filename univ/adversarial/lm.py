@@ -191,16 +191,20 @@ def _run(lm, emb: torch.Tensor, objective: Objective) -> tuple[torch.Tensor, tor
     return logits[:, -1], resid[objective.layer][:, -1]
 
 
-@torch.no_grad()
 def evaluate(lm, ids: torch.Tensor, objective: Objective, batch_size: int = 256):
-    """(loss (B,), success (B,)) of the objective on token sequences ids (B, T)."""
+    """(loss (B,), success (B,)) of the objective on token sequences ids (B, T), in eval mode."""
     lm = token_lm(lm)
-    losses, oks = [], []
     with _eval(lm):
-        for i in range(0, len(ids), batch_size):
-            logits, resid = _run(lm, lm.embed(ids[i:i + batch_size]), objective)
-            losses.append(objective.loss(logits, resid))
-            oks.append(objective.success(logits, resid))
+        return _evaluate(lm, ids, objective, batch_size)
+
+
+@torch.no_grad()
+def _evaluate(lm, ids: torch.Tensor, objective: Objective, batch_size: int = 256):
+    losses, oks = [], []
+    for i in range(0, len(ids), batch_size):
+        logits, resid = _run(lm, lm.embed(ids[i:i + batch_size]), objective)
+        losses.append(objective.loss(logits, resid))
+        oks.append(objective.success(logits, resid))
     return torch.cat(losses), torch.cat(oks)
 
 
@@ -258,7 +262,7 @@ def gcg(lm, ids: torch.Tensor, objective: Objective, positions, *, steps: int = 
     g = torch.Generator().manual_seed(check_int(seed, "seed"))
     start, cur = ids.clone(), ids.clone()
     with _eval(lm):
-        best_loss, best_ok = (float(v[0]) for v in evaluate(lm, cur[None], objective))
+        best_loss, best_ok = (float(v[0]) for v in _evaluate(lm, cur[None], objective))
         best, losses, step = cur.clone(), [], 0
         for step in range(1, steps + 1):
             if early_stop and best_ok:
@@ -275,7 +279,7 @@ def gcg(lm, ids: torch.Tensor, objective: Objective, positions, *, steps: int = 
             where = torch.rand(width, len(pos), generator=g).argsort(1)[:, :n_replace]  # (B, n_replace)
             pick = torch.randint(topk, (width, n_replace), generator=g)
             cand.scatter_(1, pos[where], top[where, pick])
-            loss, ok = evaluate(lm, cand, objective, batch_size)
+            loss, ok = _evaluate(lm, cand, objective, batch_size)
             i = int(loss.argmin())
             cur = cand[i]
             if float(loss[i]) < best_loss:
@@ -363,7 +367,7 @@ def embedding_pgd(lm, ids: torch.Tensor, objective: Objective, positions, *, eps
         loss, d, ok = best
         proj = ids.clone()
         proj[pos] = nearest_tokens(W, base[0, pos] + d[0], banned).to(ids.device)
-        _, pok = evaluate(lm, proj[None], objective)
+        _, pok = _evaluate(lm, proj[None], objective)
     return EmbeddingResult(d[0], ok, loss, proj, bool(pok[0]), int((proj[pos] != ids[pos]).sum()))
 
 
