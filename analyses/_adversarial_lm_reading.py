@@ -188,7 +188,8 @@ def figures(success, pooled, transfer, sharing) -> dict:
             continue
         r = allm[f"{label}_rate"].to_numpy(dtype=float)
         err = np.vstack([r - allm[f"{label}_ci_low"], allm[f"{label}_ci_high"] - r]).astype(float)
-        ax.bar(x + off, np.nan_to_num(r), 0.25, yerr=np.nan_to_num(err), label=label, color=color, capsize=2)
+        ok = np.isfinite(r)  # "projected" exists for the embedding attacks only
+        ax.bar(x[ok] + off, r[ok], 0.25, yerr=err[:, ok], label=label, color=color, capsize=2)
     ax.set_xticks(x, allm.attack, rotation=20, fontsize=7)
     ax.set_ylabel("success rate")
     ax.legend(fontsize=7)
@@ -209,6 +210,7 @@ def figures(success, pooled, transfer, sharing) -> dict:
         ax.set_title(attack, fontsize=8)
         ax.set_xlabel("frac_top5: attack - control", fontsize=7)
     fig.suptitle(f"Is r more concentrated than a matched random edit? (last block, layer {layer})", fontsize=9)
+    fig.tight_layout()
     out["concentration"] = (fig, "Paired difference in frac_top5 per basis; right of 0: the attack's change is more "
                             "concentrated than its control's.")
     fig, (ax,) = panels(1, 1, (5.0, 3.2))
