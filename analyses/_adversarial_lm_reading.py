@@ -136,7 +136,7 @@ def sharing_and_transfer(recs, models, saes, acts, seed: int):
         tab = match(sa, acts[a][last[a]], sb, acts[b][last[b]], method="correlation", n_permutations=1,
                     seed=seed).table
         partner = torch.as_tensor(tab.feature_b.to_numpy().copy())
-        live = torch.nonzero(torch.as_tensor(tab.live.to_numpy()))[:, 0]
+        live = torch.nonzero(torch.as_tensor(tab.live.to_numpy().copy()))[:, 0]
         overlap = np.mean([int(partner[j]) in top[b] for j in top[a]])
         rand = np.mean([np.mean([int(partner[j]) in top[b] for j in live[torch.randperm(len(live), generator=g)[:TOP]]])
                         for _ in range(50)]) if len(live) else np.nan
@@ -238,6 +238,9 @@ def answer(success, pooled, sharing, transfer, predict) -> str:
 
     for a in allm.index:
         extra = f", its nearest-token projection {rate(a, 'projected')}" if "PGD" in a else ""
+        if "mean_kl" in allm and np.isfinite(allm.loc[a, "mean_kl"]):
+            extra += (f"; output KL {allm.loc[a, 'mean_kl']:.3f} nats, ||r||/||h|| at the last block "
+                      f"{allm.loc[a, 'mean_rel_change']:.2f}")
         lines.append(f"- {a}: success {rate(a, 'attack')} vs control {rate(a, 'control')}{extra}; mean edits "
                      f"{allm.loc[a, 'mean_edits']:.1f}.")
     layer = int(pooled.layer.max())

@@ -116,7 +116,8 @@ def _attack(cfg: Config, name: str, model, sae, prompts, targets, forbidden, fil
             recs.append({"model": name, "attack": attack, "prompt": i, "target": target, "success": res.success,
                          "control_success": ctl_ok, "n_edits": res.n_edits, "steps": res.steps,
                          "start": ids, "adv": res.ids, "control": ctls[0], "positions": pos,
-                         "control_matched": ctls[_nearest_change(model, ids, res.ids, ctls)]})
+                         "control_matched": ctls[_nearest_change(model, ids, res.ids, ctls)],
+                         **_footprint(model, ids, res.ids)})
         for attack, eps, norm in (("embedding PGD L2", eps2, "2"), ("embedding PGD L-inf", eps_inf, "inf")):
             obj = alm.TargetToken(target)
             res = alm.embedding_pgd(model, prompt, obj, inplace, eps=eps, norm=norm, steps=cfg.pgd_steps,
@@ -129,6 +130,16 @@ def _attack(cfg: Config, name: str, model, sae, prompts, targets, forbidden, fil
                          "control_delta": rnd, "positions": inplace,
                          "control_matched_delta": _matched_scale(model, prompt, inplace, res.delta, rnd)})
     return recs
+
+
+@torch.no_grad()
+def _footprint(model, start, adv) -> dict:
+    """How much an edit changes the model (Li et al.'s question for SAE-targeted edits): KL(clean || adversarial)
+    of the next-token distribution, and ||r|| / ||h|| of the last block's residual at the last position."""
+    logp = model(torch.stack([start, adv]))[:, -1].log_softmax(-1)
+    r = alm.last_residuals(model, torch.stack([start, adv]))[:, -1]
+    return {"kl": float((logp[0].exp() * (logp[0] - logp[1])).sum()),
+            "rel_change": float((r[1] - r[0]).norm() / r[0].norm())}
 
 
 @torch.no_grad()
@@ -174,6 +185,9 @@ def _success_table(recs: list[dict]) -> pd.DataFrame:
                 rate, lo, hi = wilson(int(g[col].sum()), n)
                 row |= {f"{label}_rate": rate, f"{label}_ci_low": lo, f"{label}_ci_high": hi}
         row["mean_edits"] = float(g.n_edits.mean())
+        for col in ("kl", "rel_change"):
+            if col in g and g[col].notna().all():
+                row[f"mean_{col}"] = float(g[col].mean())
         if "delta_norm" in g and g.delta_norm.notna().all():
             row["mean_delta_norm"] = float(g.delta_norm.mean())
         rows.append(row)
@@ -209,7 +223,9 @@ def run(cfg: Config) -> Report:
                      "(embedding PGD); projected = embedding PGD's nearest-token projection. Target attacks make a "
                      "frequent token that no model predicts the next-token argmax; loss-max pushes the clean "
                      "prediction off; SAE-targeted switches on an SAE latent of the last block that is off, keeping "
-                     "the argmax. model 'all' pools the models.")
+                     "the argmax. mean_kl: KL(clean || adversarial) of the next-token distribution; mean_rel_change: "
+                     "||r|| / ||h|| of the last block's residual at the last position (token attacks). model 'all' "
+                     "pools the models.")
     report.summary = "success"
     report.add_table("projection_pooled", pooled,
                      "**Is r moving in an interesting direction?** Pooled over models: the fraction of the "

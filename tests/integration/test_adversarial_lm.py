@@ -33,6 +33,8 @@ def test_small_run_end_to_end(tmp_path, monkeypatch):
     # GCG with its edits beats random substitutions with the same number of edits
     assert pooled.loc["gcg in-place", "attack_rate"] > pooled.loc["gcg in-place", "control_rate"]
     assert 0 <= pooled.loc["embedding PGD L2", "projected_rate"] <= 1
+    tokens = pooled.loc[["gcg suffix", "gcg in-place", "gcg loss-max", "SAE-targeted"]]
+    assert (tokens.mean_kl >= -1e-9).all() and (tokens.mean_rel_change >= 0).all()
     proj = report.tables["projection_pooled"]
     assert set(proj.basis) == {"SAE codes", "SAE decoder (OMP)", "random dictionary (OMP)", "neuron", "PCA (clean)",
                                "random orthonormal"}
