@@ -41,7 +41,7 @@ model = transformers.AutoModelForCausalLM.from_pretrained(a["folder"], torch_dty
 out = []
 for prompt, target, tid in zip(a["prompts"], a["targets"], a["target_ids"]):
     cfg = GCGConfig(num_steps=a["steps"], optim_str_init=a["init"], search_width=a["width"], topk=a["topk"],
-                    n_replace=1, early_stop=False, seed=0, verbosity="WARNING")
+                    n_replace=1, early_stop=False, seed=0, verbosity="WARNING", filter_ids=a["filter_ids"])
     t0 = time.perf_counter()
     res = nanogcg.run(model, tok, prompt, target, cfg)
     dt = time.perf_counter() - t0
@@ -150,6 +150,8 @@ def main():
     p.add_argument("--topk", type=int, default=64)
     p.add_argument("--train-steps", type=int, default=1500)
     p.add_argument("--init", default="x x x x x x x x")
+    p.add_argument("--no-filter", action="store_true",
+                   help="run nanoGCG with filter_ids=False (no decode/encode check of candidates)")
     p.add_argument("--out", default=str(HERE / "results" / "gcg.json"))
     args = p.parse_args()
     import torch
@@ -169,7 +171,7 @@ def main():
         if py is not None:
             job = {"folder": str(folder), "prompts": prompts, "targets": [tok.decode([t]) for t in targets],
                    "target_ids": targets, "steps": args.steps, "width": args.width, "topk": args.topk,
-                   "init": args.init}
+                   "init": args.init, "filter_ids": not args.no_filter}
             env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
             r = subprocess.run([str(py), "-c", WORKER, json.dumps(job)], capture_output=True, text=True, env=env)
             if r.returncode:
@@ -179,7 +181,8 @@ def main():
                 theirs, versions = got["runs"], {k: v for k, v in got.items() if k != "runs"}
     summary = {"model": "univ gpt2 corpus LM (d_model 64, 2 layers, vocab 320)", "test_loss": metrics["test_loss"],
                "steps": args.steps, "search_width": args.width, "topk": args.topk, "suffix_init": args.init,
-               "n_prompts": len(prompts), "threads": 1, "torch": torch.__version__,
+               "n_prompts": len(prompts), "threads": 1, "nanogcg_filter_ids": not args.no_filter,
+               "torch": torch.__version__,
                "univ_transformers": transformers.__version__, "nanogcg_side": versions}
     for name, runs in (("univ", ours), ("nanogcg", theirs)):
         if runs is None:
