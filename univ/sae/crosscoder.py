@@ -88,6 +88,10 @@ class Crosscoder(MultiModel):
         self.aux_coefficient = float(aux_coefficient)
         self.threshold_beta = check_real(threshold_beta, "threshold_beta", 0.0, 1.0)
         self.b_enc = torch.nn.Parameter(torch.zeros(self.d_sae, dtype=dtype))
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """Register a kind's extra buffers (saved and restored with the weights)."""
 
     def _need_k(self) -> int:
         if self.k is None:
@@ -171,8 +175,7 @@ class BatchTopKCrosscoder(Crosscoder):
 
     kind = "batchtopk"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def _init_state(self) -> None:
         self.register_buffer("threshold", torch.full((), -1.0, dtype=self.dtype))  # < 0: not yet estimated
 
     def activate(self, pre: Tensor) -> Tensor:
