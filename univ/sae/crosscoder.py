@@ -62,6 +62,7 @@ class Crosscoder(MultiModel):
     """
 
     kind: ClassVar[str] = ""
+    uses_k: ClassVar[bool] = True
     joint_code = True  # one code reconstructs every model (what Latent Scaling tests)
 
     def __new__(cls, *args, **kwargs):
@@ -79,7 +80,8 @@ class Crosscoder(MultiModel):
         if kind is not None and kind != type(self).kind:
             raise ValueError(f"kind: {type(self).__name__} is the {type(self).kind!r} kind, got kind={kind!r}")
         self.kind = type(self).kind
-        self.k = None if k is None else check_int(k, "k", 1, self.d_sae, why=" (d_sae)")
+        # the L1 kind has no k: it is not stored (None), so the kind's hyperparameters say what it uses
+        self.k = None if k is None or not self.uses_k else check_int(k, "k", 1, self.d_sae, why=" (d_sae)")
         check_positive(l1_coefficient, "l1_coefficient", strict=False)
         self.l1_coefficient = float(l1_coefficient)
         self.aux_k = max(1, min(self.d_sae, self.d_in // 2)) if aux_k is None else \
@@ -127,7 +129,7 @@ class Crosscoder(MultiModel):
 class L1Crosscoder(Crosscoder):
     """ReLU crosscoder with Lindsey et al.'s decoder-norm-weighted L1 penalty (summed over models)."""
 
-    kind = "l1"
+    kind, uses_k = "l1", False
     has_sparsity_penalty = True
 
     def activate(self, pre: Tensor) -> Tensor:
