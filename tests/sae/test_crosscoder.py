@@ -124,7 +124,7 @@ def test_stream_and_resume_match_uninterrupted(make, tmp_path):
     resumed = make().fit(batches, **kw, resume=True)
     assert resumed.n_steps_ == 30
     for (n1, t1), (n2, t2) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
-        assert torch.equal(t1, t2), n1
+        assert n1 == n2 and torch.equal(t1, t2), n1
 
 
 def test_bad_inputs_name_the_model():

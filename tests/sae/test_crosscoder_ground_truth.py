@@ -8,7 +8,6 @@ subsets x 16 features = 112 features, p_active=0.04; dictionaries of d_sae=128, 
 """
 
 import pytest
-import torch
 
 import univ.data
 import univ.sae as S
@@ -42,7 +41,8 @@ def test_latent_scaling_flags_l1_false_exclusives():
     tracked = [i for i in range(cc.d_sae) if table["live"][i] and corr[i] >= 0.5]
     false_excl = [i for i in tracked if set(tagged[i]) < set(true[int(feature[i])])]
     true_excl = [i for i in tracked if tagged[i] == true[int(feature[i])] and len(tagged[i]) < 3]
-    print(len(false_excl), int(table["ls_flag"][false_excl].sum()), len(true_excl), int(table["ls_flag"][true_excl].sum()))
+    print(len(false_excl), int(table["ls_flag"][false_excl].sum()), len(true_excl),
+          int(table["ls_flag"][true_excl].sum()))
     assert len(false_excl) >= 5  # the L1 penalty does shrink features that are weak in one model
     assert table["ls_flag"][false_excl].mean() >= 0.9
     assert table["ls_flag"][true_excl].mean() <= 0.05

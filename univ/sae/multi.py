@@ -25,7 +25,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -278,7 +277,8 @@ def load_multi(path, device=None) -> MultiModel:
     folder = check_path(path)
     cfg = json.loads((folder / MULTI_CFG).read_text(encoding="utf-8"))
     info = cfg.get("univ_multi")
-    if not isinstance(info, dict) or info.get("class") not in MULTI_CLASSES or not isinstance(info.get("hparams"), dict):
+    if not isinstance(info, dict) or info.get("class") not in MULTI_CLASSES \
+            or not isinstance(info.get("hparams"), dict):
         raise ValueError(f"path: {str(folder)!r} holds no multi-model dictionary univ knows (known: "
                          f"{sorted(MULTI_CLASSES)})")
     if info.get("format_version") != MULTI_FORMAT:
