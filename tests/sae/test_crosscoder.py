@@ -190,3 +190,29 @@ def test_universal_cross_r2_and_entropy(trained):
     ent, rates = u.firing_entropy(gt.xs)
     live = ~torch.isnan(ent)
     assert bool(((ent[live] >= -1e-9) & (ent[live] <= 1 + 1e-9)).all()) and rates.shape == (24, 3)
+
+
+def test_ground_truth_is_what_it_says():
+    gt = univ.data.shared_features(n=500, d_ins=(5, 7), features_per_subset=3, noise=0.0, gain_spread=3.0)
+    assert gt.subsets() == [(0,)] * 3 + [(1,)] * 3 + [(0, 1)] * 3
+    for m, x in enumerate(gt.xs):
+        expect = (gt.coefficients.double() * gt.gains[:, m].double()) @ gt.directions[m].double()
+        assert torch.allclose(x.double(), expect, atol=1e-5)
+        assert torch.equal(gt.directions[m].norm(dim=1) > 0, gt.membership[:, m])
+    g = gt.gains[gt.membership.sum(1) > 1]
+    assert bool(((g >= 1 / 3 - 1e-6) & (g <= 1)).all()) and float(g.min()) < 0.9
+    assert torch.equal(gt.gains[:6].sum(1), torch.ones(6))
+    assert_named_error(lambda: univ.data.shared_features(d_ins=(5,)), ValueError, "at least 2 models")
+    assert_named_error(lambda: univ.data.shared_features(d_ins=(5, 6), subsets=[(0, 2)]), ValueError,
+                       r"subsets\[0\]")
+
+
+def test_pairwise_subsets_known_answer():
+    gt = _data(n=300)
+    sae = S.TopKSAE(6, 12, k=2).fit(gt.xs[0], max_steps=20, progress=False)
+    other = S.TopKSAE(6, 12, k=2, seed=9)  # untrained, another seed: codes unrelated to sae's
+    codes, subsets, decs = T.pairwise_subsets([sae, sae], [gt.xs[0], gt.xs[0]])
+    live = (sae.encode(gt.xs[0]) > 0).any(0).tolist() * 2
+    assert codes.shape == (300, 24) and [s for s, a in zip(subsets, live) if a] == [(0, 1)] * sum(live)
+    _, subsets, _ = T.pairwise_subsets([sae, other], [gt.xs[0], torch.randn(300, 6)])
+    assert all(s in ((0,), (1,)) for s in subsets)

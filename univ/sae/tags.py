@@ -248,3 +248,27 @@ def score_subsets(truth, codes, subsets: list[tuple[int, ...]], decoders=None, m
             cos = (u @ (d / d.norm(dim=1, keepdim=True).clamp_min(1e-30)).T).max(1).values
             out[f"mmcs_{m}"] = float(cos.mean())
     return out
+
+
+@torch.no_grad()
+def pairwise_subsets(saes, xs, threshold: float = 0.7) -> tuple[Tensor, list[tuple[int, ...]], list[Tensor]]:
+    """Subset tags from one SAE per model and pairwise matching (the comparison a crosscoder replaces).
+
+    saes: N univ SAEs, xs: the N models' activations on the same inputs. Latent j of model m's SAE lives in
+    m and in every model m' whose SAE has a latent whose activations correlate with it >= threshold
+    (Bricken et al.'s criterion, as ``univ.sae.match(method="correlation")``).
+    Returns (codes (n, sum of d_sae) of all SAEs side by side, their subsets, N decoders (d_sae_m, d_ins[m])
+    in input units) for :func:`score_subsets`.
+    """
+    threshold = check_real(threshold, "threshold", -1.0, 1.0)
+    if len(saes) != len(xs):
+        raise ValueError(f"xs: expected {len(saes)} arrays (one per SAE), got {len(xs)}")
+    codes = [s.encode(x) for s, x in zip(saes, xs)]
+    subsets = []
+    for m, z in enumerate(codes):
+        hits = [(_corr(z, other).max(1).values >= threshold) if o != m else torch.ones(z.shape[1], dtype=torch.bool)
+                for o, other in enumerate(codes)]
+        member = torch.stack(hits, 1)
+        subsets += [tuple(int(i) for i in torch.nonzero(row).flatten()) for row in member]
+    decoders = [(s.W_dec / s.norm_scale).detach() for s in saes]
+    return torch.cat(codes, 1), subsets, decoders
