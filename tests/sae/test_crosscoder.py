@@ -216,3 +216,17 @@ def test_pairwise_subsets_known_answer():
     assert codes.shape == (300, 24) and [s for s, a in zip(subsets, live) if a] == [(0, 1)] * sum(live)
     _, subsets, _ = T.pairwise_subsets([sae, other], [gt.xs[0], torch.randn(300, 6)])
     assert all(s in ((0,), (1,)) for s in subsets)
+
+
+@pytest.mark.parametrize("kind", ["batchtopk", "topk", "l1"])
+def test_model_sae_view_is_the_crosscoder_without_the_others(kind, trained, tmp_path):
+    gt, models = trained
+    cc = models[kind]
+    m = 1
+    view = cc.model_sae(m)
+    quiet = [b / s[0] for b, s in zip(cc.split(cc.b_dec.detach()), cc.split(cc.norm_scale))]
+    xs = [gt.xs[i] if i == m else quiet[i].expand(len(gt.xs[m]), -1) for i in range(3)]
+    assert torch.allclose(view.encode(gt.xs[m]), cc.encode(xs), atol=1e-5)
+    assert torch.allclose(view.decode(view.encode(gt.xs[m])), cc.decode(cc.encode(xs))[m], atol=1e-5)
+    back = S.load(S.save(view, tmp_path / "view", hook_name="blocks.0.hook"))
+    assert torch.equal(back.encode(gt.xs[m]), view.encode(gt.xs[m]))

@@ -34,7 +34,7 @@ from ..registry import Registry
 from ._sparse import RaggedDecode, RaggedEncode, SparseDecode, SparseEncode, ragged_selection
 from .kinds import auxk_loss
 from .model import SAE, StepOutput
-from .multi import MultiModel, register_multi
+from .multi import MultiModel, check_model_index, register_multi
 
 CROSSCODER_KINDS = Registry("crosscoder kind")
 """Registry: kind name -> Crosscoder subclass (``Crosscoder(kind=name)`` builds one)."""
@@ -119,6 +119,30 @@ class Crosscoder(MultiModel):
         x_hats = self.split(out.x_hat / self.norm_scale)
         return CrosscoderOutput(x_hats, out.codes, sum(out.losses.values()), out.losses)
 
+    view_kind: ClassVar[str] = ""  # the univ SAE kind of a one-model view (model_sae)
+
+    @torch.no_grad()
+    def model_sae(self, m: int) -> SAE:
+        """Model m's block as a univ SAE of the matching kind (l1: relu, topk: topk, batchtopk: batchtopk),
+        which ``univ.sae.save`` writes in SAELens's layout (normalisation folded in): encoder block, b_enc,
+        decoder block, model m's part of b_dec and its input scale. Its codes are the crosscoder's when the
+        other models contribute nothing (their inputs at their decoder bias), i.e. what model m alone says."""
+        from .model import SAE_KINDS
+
+        m = check_model_index(m, self.n_models)
+        cls = SAE_KINDS[self.view_kind]
+        kw = {"l1_coefficient": self.l1_coefficient} if not self.uses_k else {"k": self.k}
+        sae = cls(self.d_ins[m], self.d_sae, **kw, seed=self.seed, dtype=self.dtype)
+        sae.W_enc.copy_(self.W_encs[m])
+        sae.b_enc.copy_(self.b_enc)
+        sae.W_dec.copy_(self.W_decs[m])
+        sae.b_dec.copy_(self.split(self.b_dec)[m])
+        sae.norm_scale.copy_(self.split(self.norm_scale)[m][0])
+        if hasattr(self, "threshold"):
+            sae.threshold.copy_(self.threshold)
+        sae.metadata = {"model_name": self.metadata.get("model_names", [None] * self.n_models)[m]}
+        return sae.eval()
+
     @torch.no_grad()
     def reconstruct(self, xs) -> list[Tensor]:
         """decode(encode(xs)): the N models' reconstructions in input units."""
@@ -129,7 +153,7 @@ class Crosscoder(MultiModel):
 class L1Crosscoder(Crosscoder):
     """ReLU crosscoder with Lindsey et al.'s decoder-norm-weighted L1 penalty (summed over models)."""
 
-    kind, uses_k = "l1", False
+    kind, uses_k, view_kind = "l1", False, "relu"
     has_sparsity_penalty = True
 
     def activate(self, pre: Tensor) -> Tensor:
@@ -148,7 +172,7 @@ class L1Crosscoder(Crosscoder):
 class TopKCrosscoder(Crosscoder):
     """TopK crosscoder: the k largest codes per row; AuxK keeps latents alive."""
 
-    kind = "topk"
+    kind, view_kind = "topk", "topk"
 
     def activate(self, pre: Tensor) -> Tensor:
         vals, idx = pre.topk(self._need_k(), dim=-1, sorted=False)
@@ -175,7 +199,7 @@ class BatchTopKCrosscoder(Crosscoder):
     """BatchTopK crosscoder: the k * n largest codes over a batch of n rows; at inference a code fires when
     its pre-activation exceeds ``threshold``, the running mean of the smallest code kept per batch."""
 
-    kind = "batchtopk"
+    kind, view_kind = "batchtopk", "batchtopk"
 
     def _init_state(self) -> None:
         self.register_buffer("threshold", torch.full((), -1.0, dtype=self.dtype))  # < 0: not yet estimated
