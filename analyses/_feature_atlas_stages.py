@@ -91,10 +91,11 @@ def atlas_stage(cfg, entries, acts) -> Atlas:
     stab = univ.sae.seed_stability(cc_a, cc_b, cfg.stable_cosine)
     kw = {"threshold": cfg.threshold, "model_names": names, "n_bootstrap": cfg.n_bootstrap, "seed": cfg.seed}
     tags = univ.sae.latent_tags(cc_a, test, stable=stab.stable, **kw)
-    # the null: the same pipeline on pairings shuffled across models (one fit: no stability filter, which can
-    # only leave it more latents to call shared, so it is the conservative side)
-    cc_null = _fit(cfg, univ.sae.shuffle_pairing(train, cfg.seed), cfg.seed)
-    null = univ.sae.latent_tags(cc_null, univ.sae.shuffle_pairing(test, cfg.seed + 1), **kw)
+    # the null: the same pipeline (two seeds, stability filter) on pairings shuffled across models
+    shuffled = univ.sae.shuffle_pairing(train, cfg.seed)
+    null_a, null_b = _fit(cfg, shuffled, cfg.seed), _fit(cfg, shuffled, cfg.seed + 1)
+    null_stab = univ.sae.seed_stability(null_a, null_b, cfg.stable_cosine)
+    null = univ.sae.latent_tags(null_a, univ.sae.shuffle_pairing(test, cfg.seed + 1), stable=null_stab.stable, **kw)
     by_name = dict(zip(names, entries))
     for t in (tags, null):
         t.table["category"] = [category([by_name[m] for m in s.split("+")]) for s in t.table["subset"]]
@@ -104,10 +105,13 @@ def atlas_stage(cfg, entries, acts) -> Atlas:
         cats[f"null_{col}"] = ncats[col].to_numpy()
     sub = tags.counts.merge(null.counts[["subset", "count", "count_low", "count_high"]].add_prefix("null_"),
                             left_on="subset", right_on="null_subset", how="left").drop(columns="null_subset")
-    live = torch.as_tensor(tags.table["live"].to_numpy())
-    ceiling = pd.DataFrame([{"n_latents": cc_a.d_sae, "n_live": int(live.sum()),
-                             "stable_fraction": float(stab.stable[live].double().mean()),
-                             "mean_cosine": float(stab.cosine[live].mean()), "stable_cosine": cfg.stable_cosine}])
+    rows = []
+    for what, t, st in (("paired inputs", tags, stab), ("shuffled pairing (null)", null, null_stab)):
+        live = torch.tensor(t.table["live"].to_numpy())
+        rows.append({"inputs": what, "n_latents": cc_a.d_sae, "n_live": int(live.sum()),
+                     "stable_fraction": float(st.stable[live].double().mean()),
+                     "mean_cosine": float(st.cosine[live].mean()), "stable_cosine": cfg.stable_cosine})
+    ceiling = pd.DataFrame(rows)
     with torch.no_grad():
         recon = cc_a.decode(T.joint_codes(cc_a, test))
     fvu = [float(((x - r) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()) for x, r in zip(test, recon)]

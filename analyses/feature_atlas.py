@@ -6,8 +6,9 @@ on the same inputs (last hidden layer, patch-averaged). Stages (``analyses/_feat
    live in (relative decoder norms, ``univ.sae.latent_tags``), Latent Scaling on every exclusive tag, only
    latents stable across the two seeds counted; counts per category (all trained models, across
    architectures, one architecture's seeds, one model, with untrained twins) with bootstrap intervals;
-2. nulls: the same pipeline on inputs whose pairing across models is shuffled; the seed ceiling (the
-   fraction of latents that recur across the two seeds at all);
+2. nulls: the same pipeline (two seeds, stability filter) on inputs whose pairing across models is
+   shuffled, and the untrained twins inside the crosscoder; the seed ceiling (the fraction of latents that
+   recur across the two seeds at all);
 3. pairwise SAE matching on the same models (one TopK SAE each, activation correlation) for comparison.
 """
 
@@ -25,7 +26,7 @@ from .universality import ARCH_CFGS
 class Config(AnalysisConfig):
     """Settings of the feature-atlas run (every field is a command-line flag: --field value)."""
 
-    QUICK: ClassVar[dict] = {"seeds": 2, "epochs": 4, "d_sae": 256, "k": 8, "steps": 300, "n_bootstrap": 200,
+    QUICK: ClassVar[dict] = {"seeds": 2, "epochs": 4, "d_sae": 256, "k": 8, "steps": 250, "n_bootstrap": 200,
                              "sae_steps": 200}
     data: Literal["digits", "mnist1d"] = "digits"
     """Embedded dataset: sklearn digits (8x8 images) or MNIST-1D (generated locally)."""
@@ -85,10 +86,10 @@ def run(cfg: Config):
     report.add_table("categories", atlas.categories, S.categories_text(atlas))
     report.add_table("subsets", atlas.subsets, "Counted (live and seed-stable) latents per exact subset of models, "
                      f"with 95% bootstrap intervals ({cfg.n_bootstrap} resamples of the counted latents); "
-                     "`null_*`: the same on shuffled pairings.", inline=False)
+                     "`null_*`: the same pipeline on shuffled pairings.", inline=False)
     report.add_table("seed_ceiling", atlas.ceiling, "Seed ceiling: the fraction of latents of the first crosscoder "
-                     "that recur in the second (one-to-one decoder matching, cosine >= stable_cosine); no shared "
-                     "fraction can be read above it.")
+                     "that recur in the second (one-to-one decoder matching, cosine >= stable_cosine), on paired "
+                     "and on shuffled inputs; no shared fraction can be read above it.")
     report.add_figure("subset_bars", S.upset_figure(atlas), "Counted latents per category (bars, with 95% "
                       "intervals), real pairing against the shuffled-pairing null, in the manner of an UpSet plot.")
     report.add_figure("decoder_norms", S.norm_histograms(atlas), "Relative decoder norm of every live latent in "
