@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .._checks import check_int, check_real
+from .._checks import as_matrix, check_int, check_real
 
 DEFAULT_THRESHOLD = 1 / 9
 
@@ -204,10 +204,16 @@ def shuffle_pairing(xs, seed: int = 0) -> list[Tensor]:
     """The N models' activations with the pairing of inputs broken: model 0 as given, every other model's rows
     permuted on their own (seeded). What is shared across models on these is an artefact."""
     g = torch.Generator().manual_seed(check_int(seed, "seed"))
-    out = [torch.as_tensor(xs[0])]
-    for x in xs[1:]:
-        x = torch.as_tensor(x)
-        out.append(x[torch.randperm(len(x), generator=g)])
+    if not isinstance(xs, (list, tuple)) or len(xs) < 2:
+        raise ValueError(f"xs: expected a list of at least 2 arrays (one per model), got {type(xs).__name__}"
+                         + (f" of length {len(xs)}" if isinstance(xs, (list, tuple)) else ""))
+    out = []
+    for m, x in enumerate(xs):
+        t = as_matrix(x, f"xs[{m}] (model {m})", min_rows=2, dtype=None)
+        if len(t) != len(out[0] if out else t):
+            raise ValueError(f"xs[{m}] (model {m}): has {len(t)} rows but model 0 has {len(out[0])}; every model's "
+                             "activations must be on the same inputs, row for row")
+        out.append(t if m == 0 else t[torch.randperm(len(t), generator=g)])
     return out
 
 
