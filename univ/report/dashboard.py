@@ -1,0 +1,283 @@
+"""Feature dashboards: one self-contained HTML page per dictionary (SAE or crosscoder) and the models it reads.
+
+For every latent of every model: its top-activating examples (images for image data, token contexts with
+per-token highlighting for text), the histogram of its non-zero activations, the logits its decoder direction
+promotes and suppresses (where the model has an unembedding) and its best matches in the other models, shown
+side by side with their own top examples and the match score. An index lists every latent (searchable;
+filtered by model, tag, density and matched-or-not); a latent's card opens from it, and ``page.html#MODEL/J``
+opens latent J of MODEL directly.
+
+The dashboard is generic over the dictionary: :func:`features` reads any object with ``encode()`` (an SAE of
+:mod:`univ.sae`; a crosscoder's per-model codes can be given directly as :class:`ModelFeatures`), and
+:func:`build` takes one :class:`ModelFeatures` per model: (codes, and the images or token contexts the rows of
+the codes are). Matches are given (``univ.sae.match`` tables) or measured here as the correlation of codes when
+every model's rows are the same inputs.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .html import asset, script_json
+
+
+@dataclass
+class ModelFeatures:
+    """One model's side of a dashboard.
+
+    codes: (n, d_sae) latent activations, one row per example (an image or a token).
+    images: (n, H, W) or (n, C, H, W) with C in (1, 3): what row i is, for image data.
+    tokens: for text, the contexts as lists of token strings; the rows of ``codes`` are their tokens in order
+        (``sum(len(c) for c in tokens) == n``, as ``univ.capture(..., reduce="tokens")`` gives).
+    logit_weights: (d_sae, vocab): each latent's decoder direction times the unembedding (its direct effect
+        on the logits); vocab: the token strings of the logit columns.
+    tags: one label per latent (e.g. shared / exclusive); labels: a name per example (e.g. its class).
+    """
+
+    codes: object
+    images: object = None
+    tokens: list | None = None
+    logit_weights: object = None
+    vocab: list | None = None
+    tags: list | None = None
+    labels: list | None = None
+
+
+def _np(x, name: str, ndim: tuple[int, ...]) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a numeric array, got {type(x).__name__}") from None
+    if a.ndim not in ndim:
+        raise ValueError(f"{name}: expected {' or '.join(f'{d}-D' for d in ndim)} array, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: contains NaN or Inf")
+    return a
+
+
+def features(dictionary, acts, batch_size: int = 4096, decoder=None, unembed=None, **views) -> ModelFeatures:
+    """A :class:`ModelFeatures` from a dictionary with ``encode()`` and the activations it reads.
+
+    acts: (n, d_in). decoder: (d_sae, d_in), default the dictionary's ``W_dec``; unembed: (d_in, vocab), the
+    model's unembedding (with ``vocab=`` the token strings): the logits each latent promotes.
+    views: the other :class:`ModelFeatures` fields (images, tokens, vocab, tags, labels).
+    """
+    import torch
+
+    if not callable(getattr(dictionary, "encode", None)):
+        raise TypeError(f"dictionary: expected an object with encode() (an SAE), got {type(dictionary).__name__}")
+    x = torch.as_tensor(_np(acts, "acts", (2,)), dtype=torch.float32)
+    with torch.no_grad():
+        codes = torch.cat([dictionary.encode(x[i:i + batch_size]).float().cpu() for i in range(0, len(x),
+                                                                                                  batch_size)])
+        logit_weights = None
+        if unembed is not None:
+            dec = getattr(dictionary, "W_dec", None) if decoder is None else decoder
+            if dec is None:
+                raise ValueError("decoder: the dictionary has no W_dec; pass decoder=(d_sae, d_in)")
+            dec, u = _np(dec, "decoder", (2,)), _np(unembed, "unembed", (2,))
+            if dec.shape[1] != u.shape[0]:
+                raise ValueError(f"unembed: expected ({dec.shape[1]}, vocab) to follow the decoder, got {u.shape}")
+            logit_weights = dec @ u
+    return ModelFeatures(codes.numpy(), logit_weights=logit_weights, **views)
+
+
+@dataclass
+class Dashboard:
+    """The JSON-ready data of a dashboard page (what :func:`render` draws)."""
+
+    data: dict
+
+
+def _check(name: str, m: ModelFeatures) -> np.ndarray:
+    if not isinstance(m, ModelFeatures):
+        raise TypeError(f"models[{name!r}]: expected ModelFeatures, got {type(m).__name__}")
+    codes = _np(m.codes, f"models[{name!r}].codes", (2,))
+    n, d = codes.shape
+    if m.images is not None:
+        im = np.asarray(m.images)
+        if im.ndim not in (3, 4) or len(im) != n or (im.ndim == 4 and im.shape[1] not in (1, 3)):
+            raise ValueError(f"models[{name!r}].images: expected ({n}, H, W) or ({n}, 1|3, H, W), got {im.shape}")
+    if m.tokens is not None:
+        total = sum(len(c) for c in m.tokens)
+        if total != n:
+            raise ValueError(f"models[{name!r}].tokens: the contexts hold {total} tokens but codes has {n} rows")
+    if m.logit_weights is not None:
+        lw = np.asarray(m.logit_weights)
+        if lw.ndim != 2 or lw.shape[0] != d or m.vocab is None or len(m.vocab) != lw.shape[1]:
+            raise ValueError(f"models[{name!r}].logit_weights: expected ({d}, vocab) with vocab= the "
+                             f"{lw.shape[-1] if lw.ndim else '?'} token strings, got shape {lw.shape}")
+    for field, size in (("tags", d), ("labels", n)):
+        v = getattr(m, field)
+        if v is not None and len(v) != size:
+            raise ValueError(f"models[{name!r}].{field}: expected {size} entries, got {len(v)}")
+    return codes
+
+
+def correlation_matches(codes_a: np.ndarray, codes_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each latent of A, its most correlated latent of B over the same rows: (partner (d_a,), score (d_a,));
+    a latent that never fires has partner -1 and score NaN."""
+    def z(c):
+        c = c - c.mean(0)
+        s = np.sqrt((c * c).sum(0))
+        return c / np.where(s > 0, s, 1), s > 0
+    za, la = z(codes_a)
+    zb, lb = z(codes_b)
+    corr = np.where(lb[None, :], za.T @ zb, -np.inf)
+    partner = corr.argmax(1)
+    score = corr[np.arange(len(partner)), partner]
+    bad = ~la | ~np.isfinite(score)
+    return np.where(bad, -1, partner), np.where(bad, np.nan, score)
+
+
+def _image_bytes(im: np.ndarray) -> tuple[str, list[int]]:
+    """Images (k, H, W) or (k, C, H, W) as base64 of uint8 (k, H, W, C), scaled to 0..255 over the batch."""
+    im = np.asarray(im, dtype=np.float64)
+    if im.ndim == 3:
+        im = im[:, None]
+    im = im.transpose(0, 2, 3, 1)
+    lo, hi = im.min(), im.max()
+    u8 = np.round(255 * (im - lo) / (hi - lo if hi > lo else 1)).astype(np.uint8)
+    return base64.b64encode(u8.tobytes()).decode(), list(u8.shape[1:])
+
+
+def _model_data(name: str, m: ModelFeatures, codes: np.ndarray, top_k: int, bins: int, window: int,
+                n_logits: int) -> dict:
+    n, d = codes.shape
+    k = min(top_k, n)
+    order = np.argsort(-codes, axis=0, kind="stable")[:k].T  # (d, k) rows of each latent's top examples
+    active = codes > 0
+    density = active.mean(0)
+    peak = codes.max(0)
+    latents = []
+    starts = np.cumsum([0] + [len(c) for c in m.tokens]) if m.tokens is not None else None
+    used = sorted({int(r) for j in range(d) if peak[j] > 0 for r in order[j]})
+    for j in range(d):
+        lat = {"density": float(density[j]), "max": float(peak[j]),
+               "tag": None if m.tags is None else str(m.tags[j])}
+        if peak[j] > 0:
+            rows = [int(r) for r in order[j] if codes[r, j] > 0]
+            lat["top"] = [[r, float(codes[r, j])] for r in rows]
+            nz = codes[active[:, j], j]
+            counts, edges = np.histogram(nz, bins=bins, range=(0, float(peak[j])))
+            lat["hist"] = [counts.tolist(), float(edges[-1])]
+            if starts is not None:  # a token window around each top token, with this latent's activation per token
+                ctx = []
+                for r in rows:
+                    c = int(np.searchsorted(starts, r, side="right") - 1)
+                    pos = r - starts[c]
+                    lo_, hi_ = max(0, pos - window), min(len(m.tokens[c]), pos + window // 2 + 1)
+                    ctx.append([c, int(lo_), int(pos), [round(float(v), 4) for v in
+                                                        codes[starts[c] + lo_:starts[c] + hi_, j]]])
+                lat["ctx"] = ctx
+        if m.logit_weights is not None:
+            w = np.asarray(m.logit_weights[j], dtype=np.float64)
+            up, down = np.argsort(-w)[:n_logits], np.argsort(w)[:n_logits]
+            lat["logits"] = [[[str(m.vocab[i]), float(w[i])] for i in up], [[str(m.vocab[i]), float(w[i])]
+                                                                             for i in down]]
+        latents.append(lat)
+    out = {"name": name, "n": n, "d": d, "latents": latents, "kind": "tokens" if m.tokens is not None else
+           "images" if m.images is not None else "rows"}
+    if m.images is not None:
+        data, shape = _image_bytes(np.asarray(m.images)[used])
+        out["images"] = {"rows": used, "data": data, "shape": shape}
+    if m.tokens is not None:
+        keep = sorted({c[0] for lat in latents for c in lat.get("ctx", [])})
+        out["contexts"] = {str(c): [str(t) for t in m.tokens[c]] for c in keep}
+    if m.labels is not None:
+        out["labels"] = {str(r): str(m.labels[r]) for r in used}
+    return out
+
+
+def build(models: dict[str, ModelFeatures], matches: dict | None = None, top_k: int = 8, bins: int = 24,
+          window: int = 12, n_logits: int = 8, threshold: float = 0.7) -> Dashboard:
+    """The dashboard of one dictionary per model (or one crosscoder's per-model codes).
+
+    models: model name -> :class:`ModelFeatures`. matches: (model_a, model_b) -> a ``univ.sae.match`` table
+    (``feature_a``, ``feature_b``, and ``correlation`` or another score column) or (partner (d_a,), score
+    (d_a,)); pairs not given are measured as the correlation of codes when both models' rows are the same
+    inputs (same count). threshold: the score at which a latent counts as matched (the index filter).
+    top_k: examples per latent; bins: histogram bins; window: tokens of context before a top token.
+    """
+    if not isinstance(models, dict) or not models:
+        raise ValueError(f"models: expected a non-empty dict of model name -> ModelFeatures, got {models!r:.80}")
+    codes = {str(name): _check(str(name), m) for name, m in models.items()}
+    for name, value in (("top_k", top_k), ("bins", bins), ("window", window), ("n_logits", n_logits)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    given = {}
+    for key, value in (matches or {}).items():
+        if not (isinstance(key, tuple) and len(key) == 2 and all(k in codes for k in key)):
+            raise ValueError(f"matches: keys must be (model_a, model_b) pairs of {list(codes)}, got {key!r}")
+        given[key] = _as_pairs(key, value, codes)
+    data = {"threshold": float(threshold), "models": [], "matches": {}}
+    names = list(codes)
+    for a in names:
+        for b in names:
+            if a == b:
+                continue
+            pair = given.get((a, b))
+            if pair is None and len(codes[a]) == len(codes[b]):
+                pair = correlation_matches(codes[a], codes[b])
+            if pair is not None:
+                data["matches"][f"{a}\u0000{b}"] = [pair[0].astype(int).tolist(), [None if np.isnan(s) else
+                                                                                    round(float(s), 4)
+                                                                                    for s in pair[1]]]
+    for name, m in models.items():
+        data["models"].append(_model_data(str(name), m, codes[str(name)], int(top_k), int(bins), int(window),
+                                          int(n_logits)))
+    return Dashboard(data)
+
+
+def _as_pairs(key, value, codes) -> tuple[np.ndarray, np.ndarray]:
+    d_a, d_b = codes[key[0]].shape[1], codes[key[1]].shape[1]
+    if isinstance(value, pd.DataFrame):
+        score_col = next((c for c in ("correlation", "similarity", "cos_encoder", "score") if c in value.columns),
+                         None)
+        if "feature_a" not in value.columns or "feature_b" not in value.columns or score_col is None:
+            raise ValueError(f"matches[{key!r}]: expected a table with feature_a, feature_b and a correlation or "
+                             f"similarity column, got columns {list(value.columns)}")
+        partner, score = np.full(d_a, -1), np.full(d_a, np.nan)
+        fa = value["feature_a"].to_numpy(int)
+        partner[fa] = value["feature_b"].fillna(-1).to_numpy(int)
+        score[fa] = value[score_col].to_numpy(float)
+    else:
+        partner, score = (np.asarray(v) for v in value)
+    partner = np.asarray(partner).astype(int)
+    score = np.asarray(score, dtype=np.float64)
+    if partner.shape != (d_a,) or score.shape != (d_a,) or partner.max(initial=-1) >= d_b:
+        raise ValueError(f"matches[{key!r}]: expected a partner in 0..{d_b - 1} (or -1) and a score for each of "
+                         f"{key[0]}'s {d_a} latents")
+    return partner, np.where(partner < 0, np.nan, score)
+
+
+def render(dashboard: Dashboard, title: str = "feature dashboard") -> str:
+    """The dashboard page: one HTML file with its data, styles and script inline."""
+    if not isinstance(dashboard, Dashboard):
+        raise TypeError(f"dashboard: expected a Dashboard (univ.report.dashboard.build), got "
+                        f"{type(dashboard).__name__}")
+    return PAGE.format(title=html.escape(title), css=asset("report.css") + asset("dashboard.css"),
+                       data=script_json(dashboard.data), js=asset("dashboard.js"))
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{title}</title><style>{css}</style></head>
+<body class="dash"><main><h1>{title}</h1>
+<div id="filters" class="tbl-tools"></div>
+<div class="dash-body"><div id="index" class="tbl-wrap"></div><div id="card" class="card">
+<p class="hint">Choose a latent in the index to open its card.</p></div></div>
+</main>
+<script type="application/json" id="dashboard">{data}</script>
+<script>{js}</script>
+</body></html>
+"""
+
+__all__ = ["ModelFeatures", "Dashboard", "features", "build", "render", "correlation_matches"]
