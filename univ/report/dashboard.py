@@ -32,27 +32,27 @@ class ModelFeatures:
 
     codes: (n, d_sae) latent activations, one row per example (an image or a token).
     images: (n, H, W) or (n, C, H, W) with C in (1, 3): what row i is, for image data.
+    signals: (n, L): what row i is, for 1-D data (drawn as a line).
     tokens: for text, the contexts as lists of token strings; the rows of ``codes`` are their tokens in order
         (``sum(len(c) for c in tokens) == n``, as ``univ.capture(..., reduce="tokens")`` gives).
-    logit_weights: (d_sae, vocab): each latent's decoder direction times the unembedding (its direct effect
-        on the logits); vocab: the token strings of the logit columns.
+    logits: per latent, the tokens its decoder direction promotes and suppresses (:func:`top_logits`).
     tags: one label per latent (e.g. shared / exclusive); labels: a name per example (e.g. its class).
     """
 
     codes: object
     images: object = None
+    signals: object = None
     tokens: list | None = None
-    logit_weights: object = None
-    vocab: list | None = None
+    logits: list | None = None
     tags: list | None = None
     labels: list | None = None
 
 
-def _np(x, name: str, ndim: tuple[int, ...]) -> np.ndarray:
+def _np(x, name: str, ndim: tuple[int, ...], dtype=np.float64) -> np.ndarray:
     if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu().float().numpy()
     try:
-        a = np.asarray(x, dtype=np.float64)
+        a = np.asarray(x, dtype=dtype)
     except (TypeError, ValueError):
         raise TypeError(f"{name}: expected a numeric array, got {type(x).__name__}") from None
     if a.ndim not in ndim:
@@ -62,12 +62,44 @@ def _np(x, name: str, ndim: tuple[int, ...]) -> np.ndarray:
     return a
 
 
-def features(dictionary, acts, batch_size: int = 4096, decoder=None, unembed=None, **views) -> ModelFeatures:
+def top_logits(decoder, unembed, vocab, n: int = 8, chunk: int = 256) -> list:
+    """Per latent, the ``n`` tokens its decoder direction promotes most and the ``n`` it suppresses most (its direct
+    effect on the logits, a final norm left out): [[(token, weight), ...], [(token, weight), ...]] per latent.
+
+    decoder: (d_sae, d_in); unembed: (d_in, vocab); vocab: the token strings (a sequence, or a function of the
+    token id). Computed ``chunk`` latents at a time, so a large vocabulary never needs a (d_sae, vocab) matrix.
+    """
+    import torch
+
+    dec = torch.as_tensor(_np(decoder, "decoder", (2,), np.float32))
+    u = torch.as_tensor(_np(unembed, "unembed", (2,), np.float32))  # a large vocabulary: float32 halves the copy
+    if dec.shape[1] != u.shape[0]:
+        raise ValueError(f"unembed: expected ({dec.shape[1]}, vocab) to follow the decoder, got {tuple(u.shape)}")
+    word = vocab if callable(vocab) else None
+    if word is None:
+        if vocab is None or len(vocab) != u.shape[1]:
+            raise ValueError(f"vocab: expected the {u.shape[1]} token strings of the unembedding's columns, got "
+                             f"{'None' if vocab is None else len(vocab)}")
+        word = vocab.__getitem__
+    n = min(n, u.shape[1])
+    out = []
+    for i in range(0, len(dec), chunk):
+        w = dec[i:i + chunk] @ u
+        up, down = w.topk(n, dim=1), (-w).topk(n, dim=1)
+        for r in range(len(w)):
+            out.append([[[str(word(int(t))), float(v)] for v, t in zip(up.values[r], up.indices[r])],
+                        [[str(word(int(t))), -float(v)] for v, t in zip(down.values[r], down.indices[r])]])
+    return out
+
+
+def features(dictionary, acts, batch_size: int = 4096, decoder=None, unembed=None, vocab=None,
+             n_logits: int = 8, **views) -> ModelFeatures:
     """A :class:`ModelFeatures` from a dictionary with ``encode()`` and the activations it reads.
 
-    acts: (n, d_in). decoder: (d_sae, d_in), default the dictionary's ``W_dec``; unembed: (d_in, vocab), the
-    model's unembedding (with ``vocab=`` the token strings): the logits each latent promotes.
-    views: the other :class:`ModelFeatures` fields (images, tokens, vocab, tags, labels).
+    acts: (n, d_in). unembed: (d_in, vocab), the model's unembedding, with ``vocab`` its token strings (or a
+    function of the id): the logits each latent's decoder direction (``decoder`` (d_sae, d_in), default the
+    dictionary's ``W_dec``) promotes and suppresses. views: the other :class:`ModelFeatures` fields (images,
+    tokens, tags, labels).
     """
     import torch
 
@@ -77,16 +109,13 @@ def features(dictionary, acts, batch_size: int = 4096, decoder=None, unembed=Non
     with torch.no_grad():
         codes = torch.cat([dictionary.encode(x[i:i + batch_size]).float().cpu() for i in range(0, len(x),
                                                                                                   batch_size)])
-        logit_weights = None
+        logits = None
         if unembed is not None:
             dec = getattr(dictionary, "W_dec", None) if decoder is None else decoder
             if dec is None:
                 raise ValueError("decoder: the dictionary has no W_dec; pass decoder=(d_sae, d_in)")
-            dec, u = _np(dec, "decoder", (2,)), _np(unembed, "unembed", (2,))
-            if dec.shape[1] != u.shape[0]:
-                raise ValueError(f"unembed: expected ({dec.shape[1]}, vocab) to follow the decoder, got {u.shape}")
-            logit_weights = dec @ u
-    return ModelFeatures(codes.numpy(), logit_weights=logit_weights, **views)
+            logits = top_logits(dec, unembed, vocab, n_logits)
+    return ModelFeatures(codes.numpy(), logits=logits, **views)
 
 
 @dataclass
@@ -105,16 +134,15 @@ def _check(name: str, m: ModelFeatures) -> np.ndarray:
         im = np.asarray(m.images)
         if im.ndim not in (3, 4) or len(im) != n or (im.ndim == 4 and im.shape[1] not in (1, 3)):
             raise ValueError(f"models[{name!r}].images: expected ({n}, H, W) or ({n}, 1|3, H, W), got {im.shape}")
+    if m.signals is not None and (np.ndim(m.signals) != 2 or len(m.signals) != n):
+        raise ValueError(f"models[{name!r}].signals: expected ({n}, L), got shape {np.shape(m.signals)}")
+    if sum(v is not None for v in (m.images, m.signals, m.tokens)) > 1:
+        raise ValueError(f"models[{name!r}]: give one of images, signals and tokens (what the rows are)")
     if m.tokens is not None:
         total = sum(len(c) for c in m.tokens)
         if total != n:
             raise ValueError(f"models[{name!r}].tokens: the contexts hold {total} tokens but codes has {n} rows")
-    if m.logit_weights is not None:
-        lw = np.asarray(m.logit_weights)
-        if lw.ndim != 2 or lw.shape[0] != d or m.vocab is None or len(m.vocab) != lw.shape[1]:
-            raise ValueError(f"models[{name!r}].logit_weights: expected ({d}, vocab) with vocab= the "
-                             f"{lw.shape[-1] if lw.ndim else '?'} token strings, got shape {lw.shape}")
-    for field, size in (("tags", d), ("labels", n)):
+    for field, size in (("tags", d), ("labels", n), ("logits", d)):
         v = getattr(m, field)
         if v is not None and len(v) != size:
             raise ValueError(f"models[{name!r}].{field}: expected {size} entries, got {len(v)}")
@@ -148,8 +176,7 @@ def _image_bytes(im: np.ndarray) -> tuple[str, list[int]]:
     return base64.b64encode(u8.tobytes()).decode(), list(u8.shape[1:])
 
 
-def _model_data(name: str, m: ModelFeatures, codes: np.ndarray, top_k: int, bins: int, window: int,
-                n_logits: int) -> dict:
+def _model_data(name: str, m: ModelFeatures, codes: np.ndarray, top_k: int, bins: int, window: int) -> dict:
     n, d = codes.shape
     k = min(top_k, n)
     order = np.argsort(-codes, axis=0, kind="stable")[:k].T  # (d, k) rows of each latent's top examples
@@ -177,14 +204,14 @@ def _model_data(name: str, m: ModelFeatures, codes: np.ndarray, top_k: int, bins
                     ctx.append([c, int(lo_), int(pos), [round(float(v), 4) for v in
                                                         codes[starts[c] + lo_:starts[c] + hi_, j]]])
                 lat["ctx"] = ctx
-        if m.logit_weights is not None:
-            w = np.asarray(m.logit_weights[j], dtype=np.float64)
-            up, down = np.argsort(-w)[:n_logits], np.argsort(w)[:n_logits]
-            lat["logits"] = [[[str(m.vocab[i]), float(w[i])] for i in up], [[str(m.vocab[i]), float(w[i])]
-                                                                             for i in down]]
+        if m.logits is not None:
+            lat["logits"] = m.logits[j]
         latents.append(lat)
     out = {"name": name, "n": n, "d": d, "latents": latents, "kind": "tokens" if m.tokens is not None else
-           "images" if m.images is not None else "rows"}
+           "images" if m.images is not None else "signals" if m.signals is not None else "rows"}
+    if m.signals is not None:
+        sig = _np(m.signals, f"models[{name!r}].signals", (2,))
+        out["signals"] = {str(r): [round(float(v), 4) for v in sig[r]] for r in used}
     if m.images is not None:
         data, shape = _image_bytes(np.asarray(m.images)[used])
         out["images"] = {"rows": used, "data": data, "shape": shape}
@@ -197,7 +224,7 @@ def _model_data(name: str, m: ModelFeatures, codes: np.ndarray, top_k: int, bins
 
 
 def build(models: dict[str, ModelFeatures], matches: dict | None = None, top_k: int = 8, bins: int = 24,
-          window: int = 12, n_logits: int = 8, threshold: float = 0.7) -> Dashboard:
+          window: int = 12, threshold: float = 0.7) -> Dashboard:
     """The dashboard of one dictionary per model (or one crosscoder's per-model codes).
 
     models: model name -> :class:`ModelFeatures`. matches: (model_a, model_b) -> a ``univ.sae.match`` table
@@ -209,7 +236,7 @@ def build(models: dict[str, ModelFeatures], matches: dict | None = None, top_k: 
     if not isinstance(models, dict) or not models:
         raise ValueError(f"models: expected a non-empty dict of model name -> ModelFeatures, got {models!r:.80}")
     codes = {str(name): _check(str(name), m) for name, m in models.items()}
-    for name, value in (("top_k", top_k), ("bins", bins), ("window", window), ("n_logits", n_logits)):
+    for name, value in (("top_k", top_k), ("bins", bins), ("window", window)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
     given = {}
@@ -231,8 +258,7 @@ def build(models: dict[str, ModelFeatures], matches: dict | None = None, top_k: 
                                                                                     round(float(s), 4)
                                                                                     for s in pair[1]]]
     for name, m in models.items():
-        data["models"].append(_model_data(str(name), m, codes[str(name)], int(top_k), int(bins), int(window),
-                                          int(n_logits)))
+        data["models"].append(_model_data(str(name), m, codes[str(name)], int(top_k), int(bins), int(window)))
     return Dashboard(data)
 
 
@@ -280,4 +306,4 @@ PAGE = """<!doctype html>
 </body></html>
 """
 
-__all__ = ["ModelFeatures", "Dashboard", "features", "build", "render", "correlation_matches"]
+__all__ = ["ModelFeatures", "Dashboard", "features", "top_logits", "build", "render", "correlation_matches"]

@@ -16,6 +16,7 @@ import json
 import math
 import re
 from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -55,6 +56,22 @@ def table_data(df: pd.DataFrame, limit: int = ROWS_INLINE) -> dict:
     return {"columns": [str(c) for c in df.columns], "kinds": kinds, "rows": rows, "total": len(df)}
 
 
+LATENT_COLUMNS = (("model", "latent"), ("model", "feature"), ("model_a", "feature_a"), ("source", "latent"))
+"""(model column, latent column) pairs whose cells link to the latent's card in a dashboard of the report."""
+
+
+def latent_links(df: pd.DataFrame, pages: dict[str, set[str]]) -> dict:
+    """{latent column index: [model column index, {model: dashboard page}]} for the columns of ``df`` that name a
+    latent of a model shown in one of the report's dashboards (``pages``: page -> its model names)."""
+    out = {}
+    for model_col, latent_col in LATENT_COLUMNS:
+        if model_col in df.columns and latent_col in df.columns and pd.api.types.is_integer_dtype(df[latent_col]):
+            where = {str(m): page for page, names in pages.items() for m in df[model_col].unique() if str(m) in names}
+            if where:
+                out[str(list(df.columns).index(latent_col))] = [list(df.columns).index(model_col), where]
+    return out
+
+
 def is_layer_grid(df: pd.DataFrame) -> bool:
     """A tidy layer x layer table the page can draw as a heatmap."""
     return {"layer_a", "layer_b", "value"} <= set(df.columns) and pd.api.types.is_numeric_dtype(df["value"])
@@ -90,13 +107,36 @@ def ordered_sections(sections: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return first + [s for s in sections if s[0].strip().lower() != FINDINGS]
 
 
-def render(report, config=None, images: dict[str, bytes] | None = None, links: dict[str, str] | None = None) -> str:
+def run_page(folder) -> Path:
+    """The report.html of the run folder ``folder``; ValueError naming RUN_DIR when it is not a run folder (one
+    holding config.json with the analysis that wrote it, and report.md) or has no report.html."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"RUN_DIR: {str(folder)!r} is not a folder" + (" (it is a file)" if folder.exists() else ""))
+    try:
+        meta = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or "analysis" not in meta or not (folder / "report.md").is_file():
+        raise ValueError(f"RUN_DIR: {str(folder)!r} is not a run folder (one holds config.json and report.md, as "
+                         "univ run, univ compare and univ sae match|view write them)")
+    page = folder / "report.html"
+    if not page.is_file():
+        raise ValueError(f"RUN_DIR: {str(folder)!r} was written before runs had a report.html; rerun it (its "
+                         "report.md is there)")
+    return page
+
+
+def render(report, config=None, images: dict[str, bytes] | None = None) -> str:
     """The report.html page of ``report``.
 
-    config: the settings shown in a folded block; images: figure name -> PNG bytes (what report.md links to);
-    links: section name -> a sibling file the section links to (a dashboard page).
+    config: the settings shown in a folded block; images: figure name -> PNG bytes (what report.md links to).
+    Each dashboard (``report.dashboards``, written as NAME.html beside it) is linked from its section, and a
+    table cell naming a latent of a model it shows (columns model + latent, ...) links to that latent's card.
     """
-    images, links = images or {}, links or {}
+    images = images or {}
+    links = {name: f"{name}.html" for name in report.dashboards}
+    pages = {f"{name}.html": {m["name"] for m in d.data["models"]} for name, d in report.dashboards.items()}
     tables, parts, toc, used = {}, [], [], set()
     for title, text in ordered_sections(report.sections):
         sid = slug(title)
@@ -107,7 +147,7 @@ def render(report, config=None, images: dict[str, bytes] | None = None, links: d
         body = [f'<section id="{sid}"><h2>{html.escape(title)}</h2>', markdown_text(text) if text else ""]
         if title in report.tables:
             df = report.tables[title]
-            tables[sid] = table_data(df) | {"name": title, "grid": is_layer_grid(df)}
+            tables[sid] = table_data(df) | {"name": title, "grid": is_layer_grid(df), "links": latent_links(df, pages)}
             note = "" if len(df) <= ROWS_INLINE else (
                 f'<p class="note">The first {ROWS_INLINE} of {len(df)} rows; <a href="{html.escape(title)}.csv">'
                 f"{title}.csv</a> has all.</p>")
@@ -141,4 +181,5 @@ PAGE = """<!doctype html>
 """
 
 
-__all__ = ["render", "table_data", "markdown_text", "ordered_sections", "is_layer_grid", "script_json", "asset"]
+__all__ = ["render", "run_page", "table_data", "markdown_text", "ordered_sections", "is_layer_grid", "latent_links",
+           "script_json", "asset"]

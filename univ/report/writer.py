@@ -98,8 +98,7 @@ def _write_into(report, folder: Path, config, elapsed_s, extra: dict) -> None:
     for name, dash in report.dashboards.items():
         (folder / f"{name}.html").write_text(dashboard.render(dash, title=f"{report.name}: {name}"))
     images = {name: (folder / f"{name}.png").read_bytes() for name in report.figures}
-    (folder / "report.html").write_text(html.render(report, to_jsonable(config), images,
-                                                    {name: f"{name}.html" for name in report.dashboards}))
+    (folder / "report.html").write_text(html.render(report, to_jsonable(config), images))
     meta = {"analysis": report.name, "config": to_jsonable(config), **(extra or {}), "versions": library_versions(),
             "written": time.strftime("%Y-%m-%d %H:%M:%S"), "elapsed_s": elapsed_s,
             **{k: v for k, v in report.meta.items() if k != "not_inline"}}

@@ -53,6 +53,18 @@ function imageCanvas(model, row, scale) {
   ctx.putImageData(img, 0, 0);
   return cv;
 }
+function signalCanvas(model, row) {
+  const v = MODELS[model].signals[row], W = 96, H = 40, cv = el("canvas", {width: W, height: H, "data-row": row});
+  const lo = Math.min(...v), hi = Math.max(...v), ctx = cv.getContext("2d");
+  ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, W, H);
+  ctx.strokeStyle = "#1f5fbf"; ctx.lineWidth = 1.5; ctx.beginPath();
+  v.forEach((y, i) => {
+    const px = 2 + (W - 4) * i / Math.max(1, v.length - 1), py = H - 2 - (H - 4) * (y - lo) / ((hi - lo) || 1);
+    if (i) ctx.lineTo(px, py); else ctx.moveTo(px, py);
+  });
+  ctx.stroke();
+  return cv;
+}
 function examples(model, j, limit) {
   const m = MODELS[model], l = m.latents[j], box = el("div", {class: "examples"});
   if (!l.top) { box.appendChild(el("p", {class: "hint"}, "never active on these inputs (dead)")); return box; }
@@ -75,6 +87,7 @@ function examples(model, j, limit) {
     for (const [r, v] of top) {
       const ex = el("div", {class: "ex"});
       if (m.kind === "images") ex.appendChild(imageCanvas(model, r, Math.max(1, Math.round(56 / IMAGES[model].h))));
+      if (m.kind === "signals") ex.appendChild(signalCanvas(model, r));
       ex.appendChild(el("span", {}, (m.labels ? m.labels[r] + " · " : `#${r} · `) + fmt(v)));
       box.appendChild(ex);
     }

@@ -68,7 +68,12 @@ function renderTable(host, t) {
     for (const r of shown.slice(start, start + PAGE_ROWS)) {
       const tr = el("tr");
       r.forEach((v, i) => {
-        const td = el("td", {}, fmt(v));
+        const td = el("td", {}, fmt(v)), link = (t.links || {})[i];
+        if (link && v !== null && link[1][r[link[0]]]) {
+          td.textContent = "";
+          const m = r[link[0]];
+          td.appendChild(el("a", {href: `${link[1][m]}#${encodeURIComponent(m)}/${v}`, title: "open its card"}, fmt(v)));
+        }
         if (t.kinds[i] === "num") td.classList.add("num");
         if (v === null) { td.classList.add("null"); td.textContent = "–"; }
         if (typeof v === "number" && SIG.test(t.columns[i]) && v < 0.05) {
