@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+PROBE = "https://cdn.jsdelivr.net/"
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 DRIVER = ("chromedriver",)
 
@@ -50,12 +51,14 @@ class Page:
         return self.b.execute_script(script, *args)
 
     def console_errors(self):
-        return [e for e in self.b.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+        """The errors logged since the last call (the offline probe's own failed fetch left out)."""
+        return [e for e in self.b.get_log("browser") if e["level"] in ("SEVERE", "ERROR")
+                and not e["message"].startswith(PROBE)]
 
     def requests_offline(self):
         """Whether the page is open with the network disabled (a fetch of a remote address fails)."""
         return self.b.execute_async_script(
-            "const done = arguments[0]; fetch('https://cdn.jsdelivr.net/').then(() => done(false), () => done(true));")
+            f"const done = arguments[0]; fetch('{PROBE}').then(() => done(false), () => done(true));")
 
 
 # a canvas is blank when every pixel is the same colour
