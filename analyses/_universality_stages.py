@@ -233,7 +233,8 @@ def feature_stage(cfg, entries, data) -> tuple[dict, pd.DataFrame, pd.DataFrame]
 
 DASHBOARD_TEXT = (
     "Every latent of every trained model's SAE: search and filter the index (tag: universal = matched at correlation "
-    f">= {SHARED_CORR} in every other trained model, partly shared, exclusive), and open a latent's card for its "
+    f">= {SHARED_CORR} in every other trained model, partly shared, exclusive, dead = never fires on the test "
+    "inputs), and open a latent's card for its "
     "top-activating test inputs, its activation histogram and its best-correlated latents in the other models beside "
     "their own top inputs.")
 
@@ -245,7 +246,7 @@ def feature_dashboard(saes: dict, entries, data):
 
     trained = [e.id for e in entries if e.trained and e.id in saes]
     x = data.x_test.numpy()
-    view = {"images": x} if x.ndim == 4 else {"signals": x.reshape(len(x), -1)}
+    view_of = {"images": x} if x.ndim == 4 else {"signals": x.reshape(len(x), -1)}
     labels = [str(int(v)) for v in data.y_test]
     models, matches = {}, {}
     for name in trained:
@@ -253,9 +254,11 @@ def feature_dashboard(saes: dict, entries, data):
         partners = {o: t for o, t in info["matches"].items() if o in trained}
         matches.update({(name, o): t for o, t in partners.items()})
         hits = sum((t.sort_values("feature_a")["correlation"] >= SHARED_CORR).to_numpy(int) for t in partners.values())
-        tags = ["exclusive" if h == 0 else "universal" if h == len(partners) else "partly shared"
-                for h in np.broadcast_to(hits, (info["sae"].d_sae,))]
-        models[name] = dashboard.features(info["sae"], info["test"], labels=labels, tags=tags, **view)
+        view = dashboard.features(info["sae"], info["test"], labels=labels, **view_of)
+        alive = view.codes.max(0) > 0
+        view.tags = ["dead" if not a else "exclusive" if h == 0 else "universal" if h == len(partners) else
+                     "partly shared" for a, h in zip(alive, np.broadcast_to(hits, alive.shape))]
+        models[name] = view
     return dashboard.build(models, matches, threshold=SHARED_CORR)
 
 

@@ -22,7 +22,7 @@ def test_heatmap_labels_baseline_and_significance():
     ns = np.array([[True, False, False], [False, False, True]])
     fig = heatmap(m, title="t", cbar_label="linear CKA", baseline=0.25, not_significant=ns)
     ax, cax = fig.axes
-    assert cax.get_ylabel() == "linear CKA"
+    assert cax.get_ylabel() == "linear CKA (blue line: baseline 0.25)"
     (line,) = cax.lines
     assert line.get_ydata()[0] == pytest.approx(0.25)
     assert sorted((int(p.get_y()), int(p.get_x())) for p in hatched(ax)) == [(0, 0), (1, 2)]
@@ -43,6 +43,6 @@ def test_grid_figure_reads_baseline_and_p_values_from_the_table():
                                    ("y", "v", 0.2, 0.001)]]
     fig = grid_figure(pd.DataFrame(rows), "cka")
     ax, cax = fig.axes
-    assert cax.get_ylabel() == "cka" and cax.lines[0].get_ydata()[0] == pytest.approx(0.2)
+    assert cax.get_ylabel() == "cka (blue line: baseline 0.2)" and cax.lines[0].get_ydata()[0] == pytest.approx(0.2)
     assert sorted((int(p.get_y()), int(p.get_x())) for p in hatched(ax)) == [(0, 1), (1, 0)]
     plt.close(fig)

@@ -57,8 +57,7 @@ def heatmap(matrix: pd.DataFrame | np.ndarray, title: str = "", ax=None, vmin=0.
     cbar.ax.yaxis.label.set_size(9)
     if baseline is not None and np.isfinite(baseline):
         cbar.ax.axhline(baseline, color="#2c7fb8", lw=2.5)
-        cbar.ax.text(-0.15, baseline, "baseline", transform=cbar.ax.get_yaxis_transform(), ha="right",
-                     va="center", fontsize=7, color="#2c7fb8")
+        cbar.set_label(f"{cbar_label} (blue line: baseline {baseline:.2g})", size=9)
     if not_significant is not None:
         ns = np.asarray(not_significant, dtype=bool)
         if ns.shape != (n_r, n_c):
