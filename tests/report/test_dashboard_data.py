@@ -141,3 +141,20 @@ BAD = [
 @pytest.mark.parametrize("call,exc,fragment", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_input_names_the_argument(call, exc, fragment):
     assert_named_error(call, exc, fragment)
+
+
+@pytest.mark.parametrize("k", [1, 3, 50])
+def test_top_rows_in_chunks_equal_a_full_sort(k):
+    c = np.random.default_rng(0).random((50, 7)).astype(np.float32)
+    np.testing.assert_array_equal(D.top_rows(c, k, chunk=3), np.argsort(-c, axis=0)[:k].T)
+
+
+def test_signals_travel_for_the_rows_shown():
+    codes = planted()
+    sig = np.random.default_rng(0).normal(size=(N, 5))
+    (m,) = D.build({"s": D.ModelFeatures(codes, signals=sig)}, top_k=2).data["models"]
+    assert m["kind"] == "signals"
+    shown = {r for lat in m["latents"] for r, _ in lat.get("top", [])}
+    assert set(map(int, m["signals"])) == shown
+    for r in shown:
+        assert m["signals"][str(r)] == pytest.approx(sig[r], abs=1e-4)

@@ -128,7 +128,7 @@ class Dashboard:
 def _check(name: str, m: ModelFeatures) -> np.ndarray:
     if not isinstance(m, ModelFeatures):
         raise TypeError(f"models[{name!r}]: expected ModelFeatures, got {type(m).__name__}")
-    codes = _np(m.codes, f"models[{name!r}].codes", (2,))
+    codes = _np(m.codes, f"models[{name!r}].codes", (2,), np.float32)  # (tokens x latents) can be large
     n, d = codes.shape
     if m.images is not None:
         im = np.asarray(m.images)
@@ -165,6 +165,19 @@ def correlation_matches(codes_a: np.ndarray, codes_b: np.ndarray) -> tuple[np.nd
     return np.where(bad, -1, partner), np.where(bad, np.nan, score)
 
 
+def top_rows(codes: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+    """(d, k): the rows of each column's k largest values, largest first, ``chunk`` columns at a time (no
+    (n, d) sort of a large token x latent matrix)."""
+    n, d = codes.shape
+    out = np.empty((d, k), dtype=np.int64)
+    for s in range(0, d, chunk):
+        c = codes[:, s:s + chunk]
+        part = np.argpartition(-c, k - 1, axis=0)[:k] if k < n else np.broadcast_to(np.arange(n)[:, None], c.shape)
+        best = np.argsort(-np.take_along_axis(c, part, 0), axis=0, kind="stable")
+        out[s:s + chunk] = np.take_along_axis(part, best, 0).T
+    return out
+
+
 def _image_bytes(im: np.ndarray) -> tuple[str, list[int]]:
     """Images (k, H, W) or (k, C, H, W) as base64 of uint8 (k, H, W, C), scaled to 0..255 over the batch."""
     im = np.asarray(im, dtype=np.float64)
@@ -178,8 +191,7 @@ def _image_bytes(im: np.ndarray) -> tuple[str, list[int]]:
 
 def _model_data(name: str, m: ModelFeatures, codes: np.ndarray, top_k: int, bins: int, window: int) -> dict:
     n, d = codes.shape
-    k = min(top_k, n)
-    order = np.argsort(-codes, axis=0, kind="stable")[:k].T  # (d, k) rows of each latent's top examples
+    order = top_rows(codes, min(top_k, n))
     active = codes > 0
     density = active.mean(0)
     peak = codes.max(0)
