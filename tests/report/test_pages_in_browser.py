@@ -128,3 +128,19 @@ def test_dashboard_filters_and_direct_links(open_page, run):
     b.refresh()
     assert "never active" in b.find_element(By.ID, "card").text
     assert page2.console_errors() == []
+
+
+def test_signal_examples_are_drawn(open_page, tmp_path):
+    import numpy as np
+    from report_pages import planted
+
+    from univ.report import dashboard as D
+
+    codes = planted()
+    signals = np.sin(np.linspace(0, 6, 30))[None, :] * np.arange(1, len(codes) + 1)[:, None]
+    (tmp_path / "s.html").write_text(D.render(D.build({"sig": D.ModelFeatures(codes, signals=signals)})))
+    page = open_page(tmp_path / "s.html")
+    page.b.find_element(By.CSS_SELECTOR, "#index tr.pick").click()
+    canvases = page.b.find_elements(By.CSS_SELECTOR, ".top-examples canvas")
+    assert len(canvases) == 5 and all(page.js(NON_BLANK, c) for c in canvases)
+    assert page.console_errors() == []
