@@ -144,3 +144,26 @@ def test_signal_examples_are_drawn(open_page, tmp_path):
     canvases = page.b.find_elements(By.CSS_SELECTOR, ".top-examples canvas")
     assert len(canvases) == 5 and all(page.js(NON_BLANK, c) for c in canvases)
     assert page.console_errors() == []
+
+
+def test_served_pages_load_without_errors(browser, run):
+    """univ view --serve: the same pages over http://127.0.0.1 (the one request the network emulation lets
+    through here is to that local server)."""
+    import threading
+
+    from univ.cli import serve
+
+    server = serve(run, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    off = {"latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": False, **off})
+    try:
+        browser.get_log("browser")
+        for name in ("report.html", "features.html"):
+            browser.get(f"http://127.0.0.1:{server.server_address[1]}/{name}")
+            assert browser.find_elements(By.CSS_SELECTOR, "table")
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": True, **off})
+        server.shutdown()
+        server.server_close()

@@ -307,7 +307,7 @@ def render(dashboard: Dashboard, title: str = "feature dashboard") -> str:
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{title}</title><style>{css}</style></head>
+<title>{title}</title><link rel="icon" href="data:,"><style>{css}</style></head>
 <body class="dash"><main><h1>{title}</h1>
 <div id="filters" class="tbl-tools"></div>
 <div class="dash-body"><div id="index" class="tbl-wrap"></div><div id="card" class="card">

@@ -170,7 +170,7 @@ def render(report, config=None, images: dict[str, bytes] | None = None) -> str:
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{title}: univ report</title><style>{css}</style></head>
+<title>{title}: univ report</title><link rel="icon" href="data:,"><style>{css}</style></head>
 <body><nav class="toc"><strong>{title}</strong><ol>{toc}</ol></nav>
 <main><h1>{title}</h1>{config}
 {body}
