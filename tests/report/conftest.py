@@ -61,21 +61,6 @@ class Page:
             f"const done = arguments[0]; fetch('{PROBE}').then(() => done(false), () => done(true));")
 
 
-# a canvas is blank when every pixel is the same colour
-NON_BLANK = """
-const [img] = arguments;
-const c = document.createElement('canvas');
-c.width = img.naturalWidth || img.width; c.height = img.naturalHeight || img.height;
-if (!c.width || !c.height) return false;
-const ctx = c.getContext('2d');
-ctx.drawImage(img, 0, 0);
-const d = ctx.getImageData(0, 0, c.width, c.height).data;
-for (let i = 4; i < d.length; i += 4)
-  if (d[i] !== d[0] || d[i + 1] !== d[1] || d[i + 2] !== d[2]) return true;
-return false;
-"""
-
-
 @pytest.fixture
 def open_page(browser):
     def _open(path):

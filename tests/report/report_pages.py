@@ -57,3 +57,18 @@ def demo_report(seed=0) -> Report:
 
 def write_demo(folder, seed=0):
     return write(demo_report(seed), folder, config={"seed": seed})
+
+
+# a canvas is blank when every pixel is the same colour
+NON_BLANK = """
+const [img] = arguments;
+const c = document.createElement('canvas');
+c.width = img.naturalWidth || img.width; c.height = img.naturalHeight || img.height;
+if (!c.width || !c.height) return false;
+const ctx = c.getContext('2d');
+ctx.drawImage(img, 0, 0);
+const d = ctx.getImageData(0, 0, c.width, c.height).data;
+for (let i = 4; i < d.length; i += 4)
+  if (d[i] !== d[0] || d[i + 1] !== d[1] || d[i + 2] !== d[2]) return true;
+return false;
+"""

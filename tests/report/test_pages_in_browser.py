@@ -7,8 +7,7 @@ import re
 
 import pandas as pd
 import pytest
-from conftest import NON_BLANK
-from report_pages import write_demo
+from report_pages import NON_BLANK, write_demo
 from selenium.webdriver.common.by import By
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")

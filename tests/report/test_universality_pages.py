@@ -3,7 +3,7 @@ headless Chromium with the network off (slow: the run takes minutes)."""
 
 import pandas as pd
 import pytest
-from conftest import NON_BLANK
+from report_pages import NON_BLANK
 from selenium.webdriver.common.by import By
 
 from univ.cli import main
