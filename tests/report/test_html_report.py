@@ -87,10 +87,14 @@ def test_markdown_and_json_are_safe():
     assert html.table_data(pd.DataFrame({"x": [np.inf, -np.inf]}))["rows"] == [["inf"], ["-inf"]]
 
 
-def test_a_report_with_two_dashboards_of_one_name_is_refused():
+def test_dashboard_names_are_file_names_used_once():
     r = demo_report()
-    assert_named_error(lambda: r.add_dashboard("features", r.dashboards["features"]), ValueError,
+    board = r.dashboards["features"]
+    assert_named_error(lambda: r.add_dashboard("features", board), ValueError,
                        r"^name: the report already has a dashboard 'features'")
+    for bad in ("report", "../x", "a b", ""):
+        assert_named_error(lambda bad=bad: r.add_dashboard(bad, board), ValueError,
+                           r"^name: a dashboard's name is its file name: .*got " + repr(bad).replace(".", r"\."))
 
 
 def test_run_page_says_what_is_not_a_run(run, tmp_path):

@@ -6,6 +6,7 @@ of the few places that touch the file system (with the caches and the CLI).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -53,7 +54,10 @@ class Report:
 
     def add_dashboard(self, name: str, dashboard, text: str = "") -> None:
         """Add a feature dashboard (:func:`univ.report.dashboard.build`'s), written as ``name``.html."""
-        if name in self.dashboards or name in ("report",):
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name == "report":
+            raise ValueError(f"name: a dashboard's name is its file name: letters, digits, _ . - (not 'report'), "
+                             f"got {name!r}")
+        if name in self.dashboards:
             raise ValueError(f"name: the report already has a dashboard {name!r}")
         self.dashboards[name] = dashboard
         self.sections.append((name, text))
