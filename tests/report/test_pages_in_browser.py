@@ -166,3 +166,14 @@ def test_served_pages_load_without_errors(browser, run):
         browser.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": True, **off})
         server.shutdown()
         server.server_close()
+
+
+def test_dashboard_index_sorts(open_page, run):
+    page = open_page(run / "features.html")
+    b = page.b
+    density = [th for th in b.find_elements(By.CSS_SELECTOR, "#index th") if th.text.startswith("density")][0]
+    density.click()  # largest first
+    values = [float(r.find_elements(By.TAG_NAME, "td")[2].text) for r in b.find_elements(By.CSS_SELECTOR,
+                                                                                          "#index tr.pick")]
+    assert values == sorted(values, reverse=True) and values[-1] == 0
+    assert page.console_errors() == []

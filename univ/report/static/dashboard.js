@@ -183,7 +183,17 @@ const dmin = el("input", {type: "number", step: "any", min: 0, max: 1, placehold
 const dmax = el("input", {type: "number", step: "any", min: 0, max: 1, placeholder: "max density", "aria-label": "max density"});
 const info = el("span"), prev = el("button", {}, "previous"), next = el("button", {}, "next");
 F.append(q, fm, ft, fmatch, dmin, dmax, info, prev, next);
-let shown = ROWS, page = 0;
+let shown = ROWS, page = 0, sortKey = null, sortDesc = true;
+const COLUMNS = [["model", r => r.model], ["latent", r => r.j], ["density", r => r.l.density], ["max", r => r.l.max],
+                 ["tag", r => r.l.tag || ""], ["best match", r => r.best ? r.best.score : -Infinity],
+                 ["top examples", null]];
+function sortBy(name, key) {
+  sortDesc = sortKey === name ? !sortDesc : name !== "model" && name !== "latent" && name !== "tag";
+  sortKey = name;
+  const s = sortDesc ? -1 : 1;
+  ROWS.sort((a, b) => { const x = key(a), y = key(b); return (x < y ? -1 : x > y ? 1 : 0) * s; });
+  filter();
+}
 function filter() {
   const s = q.value.trim().toLowerCase(), lo = parseFloat(dmin.value), hi = parseFloat(dmax.value);
   shown = ROWS.filter(r => (!fm.value || r.model === fm.value) && (!ft.value || r.l.tag === ft.value) &&
@@ -194,7 +204,12 @@ function filter() {
 }
 function draw() {
   const box = document.getElementById("index"), t = el("table"), hr = el("tr");
-  ["model", "latent", "density", "max", "tag", "best match", "top examples"].forEach(c => hr.appendChild(el("th", {}, c)));
+  COLUMNS.forEach(([c, key]) => {
+    const th = el("th", {title: key ? "sort by " + c : ""}, c);
+    if (key && sortKey === c) th.classList.add(sortDesc ? "sorted-desc" : "sorted-asc");
+    if (key) th.addEventListener("click", () => sortBy(c, key));
+    hr.appendChild(th);
+  });
   t.appendChild(hr);
   for (const r of shown.slice(page * PER_PAGE, (page + 1) * PER_PAGE)) {
     const tr = el("tr", {class: "pick", "data-key": `${r.model}/${r.j}`});
