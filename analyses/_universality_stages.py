@@ -241,7 +241,7 @@ DASHBOARD_TEXT = (
 
 def feature_dashboard(saes: dict, entries, data):
     """The feature dashboard of the trained models' SAEs (univ.report.dashboard), matched by the correlation
-    tables of the feature stage."""
+    tables of the feature stage (pairs it did not compare: by the correlation of codes on the same test inputs)."""
     from univ.report import dashboard
 
     trained = [e.id for e in entries if e.trained and e.id in saes]
@@ -249,16 +249,10 @@ def feature_dashboard(saes: dict, entries, data):
     view_of = {"images": x} if x.ndim == 4 else {"signals": x.reshape(len(x), -1)}
     labels = [str(int(v)) for v in data.y_test]
     models, matches = {}, {}
-    for name in trained:
+    for name in trained:  # tags (dead / exclusive / partly shared / universal) come from the matches
         info = saes[name]
-        partners = {o: t for o, t in info["matches"].items() if o in trained}
-        matches.update({(name, o): t for o, t in partners.items()})
-        hits = sum((t.sort_values("feature_a")["correlation"] >= SHARED_CORR).to_numpy(int) for t in partners.values())
-        view = dashboard.features(info["sae"], info["test"], labels=labels, **view_of)
-        alive = view.codes.max(0) > 0
-        view.tags = ["dead" if not a else "exclusive" if h == 0 else "universal" if h == len(partners) else
-                     "partly shared" for a, h in zip(alive, np.broadcast_to(hits, alive.shape))]
-        models[name] = view
+        matches.update({(name, o): t for o, t in info["matches"].items() if o in trained})
+        models[name] = dashboard.features(info["sae"], info["test"], labels=labels, **view_of)
     return dashboard.build(models, matches, threshold=SHARED_CORR)
 
 

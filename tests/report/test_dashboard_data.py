@@ -158,3 +158,21 @@ def test_signals_travel_for_the_rows_shown():
     assert set(map(int, m["signals"])) == shown
     for r in shown:
         assert m["signals"][str(r)] == pytest.approx(sig[r], abs=1e-4)
+
+
+def test_tags_follow_the_matches():
+    codes = planted()
+    perm = np.random.default_rng(1).permutation(D_SAE)
+    noise = np.maximum(np.random.default_rng(2).normal(size=codes.shape), 0)
+    models = {"a": D.ModelFeatures(codes), "b": D.ModelFeatures(codes[:, perm]),
+              "c": D.ModelFeatures(noise, tags=["mine"] * D_SAE)}
+    data = D.build(models, threshold=0.9).data
+    tags = {m["name"]: [lat["tag"] for lat in m["latents"]] for m in data["models"]}
+    # a's live latents match b's exactly (correlation 1) and nothing in c: partly shared; the dead one is dead
+    assert tags["a"] == ["partly shared"] * (D_SAE - 1) + ["dead"]
+    assert tags["c"] == ["mine"] * D_SAE  # given tags are kept
+    two = D.build({"a": D.ModelFeatures(codes), "b": D.ModelFeatures(codes[:, perm])}, threshold=0.9).data
+    assert [lat["tag"] for lat in two["models"][0]["latents"]] == ["universal"] * (D_SAE - 1) + ["dead"]
+    alone = D.build({"a": D.ModelFeatures(codes)}).data
+    assert {lat["tag"] for lat in alone["models"][0]["latents"]} == {None}
+    assert D.match_tags(codes, np.zeros(D_SAE), 2)[:2] == ["exclusive", "exclusive"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -242,7 +242,8 @@ def build(models: dict[str, ModelFeatures], matches: dict | None = None, top_k: 
     models: model name -> :class:`ModelFeatures`. matches: (model_a, model_b) -> a ``univ.sae.match`` table
     (``feature_a``, ``feature_b``, and ``correlation`` or another score column) or (partner (d_a,), score
     (d_a,)); pairs not given are measured as the correlation of codes when both models' rows are the same
-    inputs (same count). threshold: the score at which a latent counts as matched (the index filter).
+    inputs (same count). threshold: the score at which a latent counts as matched (the index filter); a model
+    given without tags gets :func:`match_tags` (dead, exclusive, partly shared, universal) from these matches.
     top_k: examples per latent; bins: histogram bins; window: tokens of context before a top token.
     """
     if not isinstance(models, dict) or not models:
@@ -258,6 +259,7 @@ def build(models: dict[str, ModelFeatures], matches: dict | None = None, top_k: 
         given[key] = _as_pairs(key, value, codes)
     data = {"threshold": float(threshold), "models": [], "matches": {}}
     names = list(codes)
+    hits = {}  # model -> (latents matched per other model, how many other models were measured)
     for a in names:
         for b in names:
             if a == b:
@@ -269,9 +271,24 @@ def build(models: dict[str, ModelFeatures], matches: dict | None = None, top_k: 
                 data["matches"][f"{a}\u0000{b}"] = [pair[0].astype(int).tolist(), [None if np.isnan(s) else
                                                                                     round(float(s), 4)
                                                                                     for s in pair[1]]]
+                count, n = hits.get(a, (0, 0))
+                hits[a] = (count + (np.nan_to_num(pair[1], nan=-np.inf) >= threshold), n + 1)
     for name, m in models.items():
-        data["models"].append(_model_data(str(name), m, codes[str(name)], int(top_k), int(bins), int(window)))
+        name = str(name)
+        if m.tags is None and name in hits:
+            m = replace(m, tags=match_tags(codes[name], *hits[name]))
+        data["models"].append(_model_data(name, m, codes[name], int(top_k), int(bins), int(window)))
     return Dashboard(data)
+
+
+def match_tags(codes: np.ndarray, matched: np.ndarray, n_other: int) -> list[str]:
+    """A tag per latent from its matches: dead (never fires on these rows), exclusive (no match at the threshold
+    in any other model), universal (one in every other model), else partly shared.
+
+    codes: (n, d_sae); matched: (d_sae,) how many of the ``n_other`` other models hold a match."""
+    alive = codes.max(0) > 0
+    return ["dead" if not a else "exclusive" if h == 0 else "universal" if h == n_other else "partly shared"
+            for a, h in zip(alive, np.broadcast_to(matched, alive.shape))]
 
 
 def _as_pairs(key, value, codes) -> tuple[np.ndarray, np.ndarray]:
@@ -318,4 +335,5 @@ PAGE = """<!doctype html>
 </body></html>
 """
 
-__all__ = ["ModelFeatures", "Dashboard", "features", "top_logits", "build", "render", "correlation_matches"]
+__all__ = ["ModelFeatures", "Dashboard", "features", "top_logits", "build", "render", "correlation_matches",
+           "match_tags", "top_rows"]
