@@ -313,22 +313,26 @@ COLUMNS = ["model_a", "layer_a", "model_b", "layer_b", "metric", "value", "basel
 def similarity(cfg, loaded: Loaded, cap: Captured) -> pd.DataFrame:
     """The tidy table: every layer pair of every compared pair and metric (:data:`COLUMNS`)."""
     device = univ.utils.resolve_device(cfg.device)
-    frames = []
-    for a, b, category in pairs(loaded):
-        if cap.on_disk:
+    ps = pairs(loaded)
+    if cap.on_disk:
+        frames = []
+        for a, b, category in ps:
             df = univ.similarity.compare_stores(cap.acts[a.id], cap.acts[b.id], list(cfg.metrics), device=device)
-        else:
-            stats = category in STATS
-            df = univ.similarity.compare(
-                cap.acts[a.id], cap.acts[b.id], list(cfg.metrics),
-                baseline="permutation" if stats and cfg.n_permutations else None,
-                n_permutations=max(cfg.n_permutations, 1), ci=0.95 if stats and cfg.n_bootstrap else None,
-                n_bootstrap=max(cfg.n_bootstrap, 1), seed=cfg.seed, device=device)
-        df.insert(0, "model_a", a.id)
-        df.insert(2, "model_b", b.id)
-        df["category"] = category
-        frames.append(df[COLUMNS])
-    return pd.concat(frames, ignore_index=True)
+            df.insert(0, "model_a", a.id)
+            df.insert(2, "model_b", b.id)
+            df["category"] = category
+            frames.append(df[COLUMNS])
+        return pd.concat(frames, ignore_index=True)
+    # in memory: the one grid code of univ.similarity (each layer's resampled statistics once per draw)
+    ids = list(dict.fromkeys(m for a, b, _ in ps for m in (a.id, b.id)))
+    df = univ.similarity.compare_grid(
+        {i: cap.acts[i] for i in ids}, [(a.id, b.id) for a, b, _ in ps], list(cfg.metrics),
+        statistics=[(a.id, b.id) for a, b, c in ps if c in STATS],
+        baseline="permutation" if cfg.n_permutations else None, n_permutations=max(cfg.n_permutations, 1),
+        ci=0.95 if cfg.n_bootstrap else None, n_bootstrap=max(cfg.n_bootstrap, 1), seed=cfg.seed, device=device)
+    cat = {(a.id, b.id): c for a, b, c in ps}
+    df["category"] = [cat[a, b] for a, b in zip(df.model_a, df.model_b)]
+    return df[COLUMNS]
 
 
 def build_report(cfg, loaded: Loaded, sim: pd.DataFrame, cap: Captured) -> Report:

@@ -7,6 +7,7 @@ using the sentence functions here, which read the numbers of a table.
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -64,22 +65,32 @@ def hidden_layers(entry: ZooEntry) -> list[str]:
     return entry.model.layers[:-1]
 
 
-def similarity_stage(cfg, entries, acts) -> pd.DataFrame:
-    """Every layer pair of every compared model pair: compare()'s table with category and model columns."""
-    rows = []
-    for a, b in tqdm(model_pairs(entries), desc="similarity"):
-        trained_pair = a.trained and b.trained
-        df = univ.similarity.compare(
-            {k: v for k, v in acts[a.id].items() if k in hidden_layers(a)},
-            {k: v for k, v in acts[b.id].items() if k in hidden_layers(b)},
-            metrics=list(cfg.metrics),
-            baseline="permutation" if trained_pair else None, n_permutations=cfg.n_permutations,
-            ci=0.95 if trained_pair else None, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
-        df.insert(0, "model_b", b.id)
-        df.insert(0, "model_a", a.id)
-        df.insert(0, "category", category(a, b))
-        rows.append(df)
-    return pd.concat(rows, ignore_index=True)
+def similarity_stage(cfg, entries, acts, warnings_seen: list | None = None) -> pd.DataFrame:
+    """Every layer pair of every compared model pair: compare()'s table with category and model columns.
+    Warnings the measures raise (e.g. SVCCA on more kept directions than samples allow) are collected, one
+    line per distinct message, into ``warnings_seen`` for the report, and shown once each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = _similarity_rows(cfg, entries, acts)
+    seen = list(dict.fromkeys(str(w.message).splitlines()[0] for w in caught))
+    for msg in seen:
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    if warnings_seen is not None:
+        warnings_seen.extend(seen)
+    return df
+
+
+def _similarity_rows(cfg, entries, acts) -> pd.DataFrame:
+    pairs = model_pairs(entries)
+    by_id = {e.id: e for e in entries}
+    ids = list(dict.fromkeys(m for a, b in pairs for m in (a.id, b.id)))
+    out = univ.similarity.compare_grid(
+        {i: acts[i] for i in ids}, [(a.id, b.id) for a, b in pairs], list(cfg.metrics),
+        statistics=[(a.id, b.id) for a, b in pairs if a.trained and b.trained],
+        layers={i: hidden_layers(by_id[i]) for i in ids}, n_permutations=cfg.n_permutations,
+        n_bootstrap=cfg.n_bootstrap, seed=cfg.seed, progress=True)
+    out.insert(0, "category", [category(by_id[a], by_id[b]) for a, b in zip(out.model_a, out.model_b)])
+    return out  # q_value: Benjamini-Hochberg over every p-value of the table
 
 
 def _last_hidden(df: pd.DataFrame, entries) -> pd.DataFrame:
@@ -179,7 +190,9 @@ MATCHING_TEXT = (
     f"best activation correlation with a latent of B is >= {SHARED_CORR} (Bricken et al. 2023), beside "
     "`shared_fraction_shuffled`, the same with B's inputs shuffled; `decoder_svcca`: SVCCA of the paired decoder "
     "directions (Lan et al. 2024) beside `svcca_shuffled`, the mean over shuffled pairings (the baseline), with its "
-    "p-value. Rows of untrained networks (`random init, ...`) are the baseline for the trained rows.")
+    "p-value. `*_calibrated`: (value - its method's baseline) / (1 - baseline), so the two methods share a scale "
+    "(0 = chance). Which method answers which question: univ.sae.match's docstring. Rows of untrained networks "
+    "(`random init, ...`) are the baseline for the trained rows.")
 
 
 def feature_stage(cfg, entries, data) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
@@ -224,9 +237,11 @@ def feature_stage(cfg, entries, data) -> tuple[dict, pd.DataFrame, pd.DataFrame]
         rows.append({"category": category(a, b), "model_a": a.id, "model_b": b.id,
                      "shared_fraction": corr.summary["shared_fraction"],
                      "shared_fraction_shuffled": corr.summary["baseline_shared_fraction"],
+                     "shared_calibrated": corr.summary["calibrated"],
                      "mean_best_corr": corr.summary["mean_max_correlation"],
                      "mean_best_corr_shuffled": corr.summary["baseline_mean_max_correlation"],
                      "decoder_svcca": sv["svcca"], "svcca_shuffled": sv["svcca_baseline"],
+                     "decoder_svcca_calibrated": sv.get("calibrated", np.nan),
                      "svcca_p_value": sv["svcca_p"], "n_pairs_kept": sv["n_pairs"]})
     return saes, pd.DataFrame(quality), pd.DataFrame(rows)
 
