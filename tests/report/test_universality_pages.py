@@ -27,6 +27,10 @@ def test_report_and_dashboard(open_page, run):
         assert img.size["width"] > 100 and page.js(NON_BLANK, img)
     assert len(b.find_elements(By.CSS_SELECTOR, "img.figure")) == len(list(run.glob("*.png")))
     md = (run / "report.md").read_text()
+    sections = [h.text for h in b.find_elements(By.CSS_SELECTOR, "main h2")]
+    assert sections == [line[3:] for line in md.splitlines() if line.startswith("## ")]  # report.md's order
+    if "## Findings\n" in md:
+        assert sections[0] == "Findings"
     for csv in run.glob("*.csv"):
         name = csv.stem
         if f"## {name}\n" not in md:
