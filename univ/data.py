@@ -164,3 +164,6 @@ def load(name: str, **kwargs) -> Dataset:
     if name not in DATASETS:
         raise unknown_name_error("dataset", name, DATASETS)
     return DATASETS[name](**kwargs)
+
+
+from .groups import group_composition  # noqa: E402, F401 (built in univ/groups.py, which needs Dataset above)
