@@ -137,15 +137,15 @@ def train_group_model(model: nn.Module, data: Dataset, cfg: GroupTrainConfig = G
         opt.step()
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
             acc = evaluate(model, data.x_test, data.y_test, batch_size=len(data.x_test))
-            history.append({"step": step, "loss": float(loss), "test_acc": acc})
+            history.append({"step": step, "loss": loss.item(), "test_acc": acc})
             checkpoints[step] = snapshot()
-            bar.set_postfix(loss=f"{float(loss):.2e}", test_acc=f"{acc:.3f}")
+            bar.set_postfix(loss=f"{loss.item():.2e}", test_acc=f"{acc:.3f}")
             last = [h["test_acc"] for h in history[-cfg.patience - 1:]]
             if len(last) > cfg.patience and acc > 0.99 and max(last) - min(last) < 1e-3:
                 break
     model.eval()
     metrics = {"train_acc": evaluate(model, x, y), "test_acc": evaluate(model, data.x_test, data.y_test),
-               "final_loss": float(loss), "steps": step, "seconds": time.perf_counter() - t0, "history": history}
+               "final_loss": loss.item(), "steps": step, "seconds": time.perf_counter() - t0, "history": history}
     return GroupTrainResult(model, metrics, checkpoints)
 
 
