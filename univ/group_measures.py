@@ -8,7 +8,8 @@ hidden activations and logits are over the full grid of pairs, (|G|^2, d) with r
   :func:`restricted_loss` keeps only the key irreps' components, :func:`excluded_loss` removes one irrep's.
 - :func:`variance_fractions`: the fraction of (centred) variance of embeddings, unembedding, hidden
   activations and logits in each irrep's subspace (definitions in its docstring).
-- :func:`key_irreps` and :func:`learning_order` (from checkpoints along training).
+- :func:`key_irreps` (the irreps holding a given share of the logits) and :func:`learning_order` (from
+  checkpoints along training).
 """
 
 from __future__ import annotations
@@ -150,10 +151,13 @@ def chance_fraction(G: Group, name: str) -> float:
     return irrep_basis(_irrep_map(G, [name])[name]).shape[1] / (len(G) - 1)
 
 
-def key_irreps(fractions: dict[str, float], G: Group, threshold: float = 0.05) -> list[str]:
-    """The irreps (non-trivial) whose embedding fraction is at least ``threshold`` and above twice chance."""
+def key_irreps(fractions: dict[str, float], threshold: float = 0.05, chance: dict[str, float] | None = None
+               ) -> list[str]:
+    """The non-trivial irreps whose fraction is at least ``threshold`` (and, given ``chance``, at least twice
+    their chance fraction). The analysis uses the logit fractions, whose chance level is ~0."""
+    chance = chance or {}
     return sorted(n for n, v in fractions.items()
-                  if n != "trivial" and v >= max(threshold, 2 * chance_fraction(G, n)))
+                  if n != "trivial" and v >= max(threshold, 2 * chance.get(n, 0.0)))
 
 
 def learning_order(fractions_by_step: dict[int, dict[str, float]], key: Sequence[str]) -> dict[str, int]:

@@ -26,7 +26,8 @@ def test_embedding_of_one_irrep_is_all_that_irrep(S4):
     fr = {n: gm.element_fraction(E, G, [n]) for n in ir if n != "trivial"}
     assert fr["standard"] == pytest.approx(1.0)
     assert all(abs(v) < 1e-10 for n, v in fr.items() if n != "standard")
-    assert gm.key_irreps(fr, G) == ["standard"]
+    assert gm.key_irreps(fr) == ["standard"]
+    assert gm.key_irreps({"standard": 0.5, "2d": 0.06}, chance={"2d": 0.04}) == ["standard"]
     # a random embedding spreads over the irreps in proportion to d^2 (chance), and sums to 1
     R = np.random.default_rng(1).standard_normal((24, 4000))
     rf = {n: gm.element_fraction(R, G, [n]) for n in ir if n != "trivial"}
