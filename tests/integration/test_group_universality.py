@@ -58,5 +58,6 @@ def test_group_universality_end_to_end_on_d5(tmp_path, monkeypatch):
     bench = report.tables["measure_benchmark"]
     assert set(bench["measure"]) == {"linear_cka", "svcca", "sae_match_correlation", "sae_shared_fraction"}
     assert ((bench["auc"].between(0, 1)) | bench["auc"].isna()).all()
+    assert ((bench["spearman_jaccard"].between(-1, 1)) | bench["spearman_jaccard"].isna()).all()
     assert (bench["n_same"] + bench["n_different"] == 3).all()
     assert len(report.tables["sae_irrep_alignment"]) == 3
