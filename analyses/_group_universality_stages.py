@@ -139,9 +139,12 @@ def paper_table(summary: pd.DataFrame, group: str) -> pd.DataFrame:
             "logit variance in key irreps": "logit_frac_key", "restricted loss (train)": "restricted_loss",
             "excluded loss (train)": "excluded_loss"}
     mlp = summary[summary["arch"] == "mlp"] if (summary["arch"] == "mlp").any() else summary
+    uses_standard = mlp[mlp["key_irreps"].str.split("+").apply(lambda k: "standard" in k)]
     rows = []
     for label, col in cols.items():
-        v = mlp[col].astype(float)
+        # the paper's trace similarity is that of a network whose key irrep is the standard one: compare like
+        # with like (networks keyed on other irreps have ~0 similarity with the standard irrep by orthogonality)
+        v = (uses_standard if col == "trace_sim_standard" else mlp)[col].astype(float)
         rows.append({"measure": label, "paper_S5_mlp": PAPER[label], "group": group, "ours_median": v.median(),
                      "ours_min": v.min(), "ours_max": v.max(), "n_seeds": int(v.notna().sum())})
     return pd.DataFrame(rows)
@@ -391,7 +394,9 @@ def findings(summary: pd.DataFrame, table: pd.DataFrame, cfg) -> str:
 
 
 PAPER_TEXT = ("The paper's mainline S5 MLP (embedding 256, hidden 128, 40% of pairs, AdamW lr 1e-3, weight decay 1, "
-              "250k full-batch steps) beside our networks (median, min and max over seeds). Our definitions: "
+              "250k full-batch steps; over its seeds: embeddings 99-100% and MLP 86-96% in the key irreps) beside our "
+              "networks (median, min and max over seeds; the trace similarity over the seeds whose key irreps include "
+              "the standard one). Our definitions: "
               "variance fractions are of centred arrays; hidden: the span of rho_ij(a) sigma_kl(b) with rho, sigma "
               "key or trivial; logits: the span of rho_ij(a b c^-1); restricted/excluded loss keep/remove the key "
               "irreps' rho(a b c^-1) components of the logits, on the train pairs.")
