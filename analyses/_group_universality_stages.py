@@ -214,14 +214,11 @@ def sae_alignment(cfg, trained, acts, saes, summary: pd.DataFrame, G: Group) -> 
     for t in trained:
         codes = saes[t.id].encode(acts[t.id].float()).detach().double()
         live = codes.abs().sum(0) > 0
-        best, in_key = [], []
-        for j in torch.nonzero(live).flatten().tolist():
-            fr = {n: gm.pair_fraction(codes[:, j:j + 1], G, [n]) for n in names}
-            n_best = max(fr, key=fr.get)
-            best.append(fr[n_best])
-            in_key.append(n_best in keys[t.id].split("+"))
+        fr = np.nan_to_num(np.stack([gm.pair_fraction(codes[:, live], G, [n], per_column=True) for n in names]))
+        best = fr.max(0) if fr.size else np.array([])
+        in_key = [names[i] in keys[t.id].split("+") for i in fr.argmax(0)] if fr.size else []
         out.append({"model": t.id, "key_irreps": keys[t.id], "live_latents": int(live.sum()),
-                    "mean_best_irrep_frac": float(np.mean(best)) if best else float("nan"),
+                    "mean_best_irrep_frac": float(np.mean(best)) if len(best) else float("nan"),
                     "latents_best_irrep_is_key": float(np.mean(in_key)) if in_key else float("nan")})
     return pd.DataFrame(out)
 

@@ -63,10 +63,11 @@ def element_fraction(W, G: Group, names: Iterable[str]) -> float:
     return float(((Q.T @ Wc) ** 2).sum() / total) if total > 0 else float("nan")
 
 
-def pair_fraction(H, G: Group, names: Iterable[str]) -> float:
+def pair_fraction(H, G: Group, names: Iterable[str], per_column: bool = False):
     """Fraction of the variance of ``H`` (|G|^2, d), a function of the pair (a, b) (hidden activations), in
     the span of the functions rho_ij(a) sigma_kl(b) with rho, sigma in ``names`` or trivial (the constant
-    excluded: H is centred): everything the irreps ``names`` can build from a and b."""
+    excluded: H is centred): everything the irreps ``names`` can build from a and b. ``per_column``: one
+    fraction per column (d,) instead of one for the whole array (NaN for a constant column)."""
     n = len(G)
     H = _as_array(H, "H", n * n).reshape(n, n, -1)
     H = H - H.mean((0, 1))
@@ -74,6 +75,10 @@ def pair_fraction(H, G: Group, names: Iterable[str]) -> float:
     Q = np.concatenate([np.ones((n, 1)) / np.sqrt(n), _basis(G, names)], 1)  # trivial first
     C = np.einsum("ar,abd,bs->rsd", Q, H, Q)
     C[0, 0] = 0.0
+    if per_column:
+        total = (H ** 2).sum((0, 1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, (C ** 2).sum((0, 1)) / total, np.nan)
     total = (H ** 2).sum()
     return float((C ** 2).sum() / total) if total > 0 else float("nan")
 

@@ -44,6 +44,8 @@ def test_hidden_products_and_logit_traces_have_known_answers(S4):
     H = _flat(rho[a] @ rho[b])  # the product rho(a) rho(b) = rho(ab), what the hidden layer must compute
     assert gm.pair_fraction(H, G, ["2d"]) == pytest.approx(1.0)
     assert gm.pair_fraction(H, G, ["standard"]) == pytest.approx(0.0, abs=1e-10)
+    cols = np.concatenate([H[:, :2], _flat(ir["standard"].matrices)[a][:, :1]], 1)  # two 2d columns, one of a only
+    assert np.allclose(gm.pair_fraction(cols, G, ["2d"], per_column=True), [1.0, 1.0, 0.0], atol=1e-10)
     chi = ir["standard"].character
     L = 5.0 * chi[G.table[:, G.inverse][G.table.reshape(-1)]]  # logits = 5 chi(a b c^-1): the paper's algorithm
     sim = gm.trace_similarity(L, G)
