@@ -39,7 +39,7 @@ class Trained(NamedTuple):
 
 def train_stage(cfg, data) -> list[Trained]:
     tcfg = GroupTrainConfig(max_steps=cfg.max_steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            checkpoint_every=cfg.checkpoint_every)
+                            checkpoint_every=cfg.checkpoint_every, patience=cfg.patience)
     out = []
     jobs = [(a, cfg.seed + i) for a in cfg.archs for i in range(cfg.seeds)]
     for arch, seed in tqdm(jobs, desc="train"):

@@ -49,6 +49,9 @@ class Config(AnalysisConfig):
     """AdamW weight decay (the paper: 1)."""
     checkpoint_every: int = 100
     """Steps between the checkpoints the learning order is read from."""
+    patience: int = 5
+    """Stop once the test accuracy (> 0.99) changed by < 0.001 over this many checkpoints; raise it to keep
+    training after the networks generalise (the paper trains far past that point)."""
     key_threshold: float = 0.05
     """An irrep is key when its rho(abc^-1) subspace holds at least this fraction of the logit variance."""
     metrics: tuple[str, ...] = DEFAULT_METRICS
@@ -85,7 +88,8 @@ class Config(AnalysisConfig):
             raise SettingError("group", f"{self.group!r}: n must be >= {low} (and <= 6 for S_n, A_n)")
         check_range(self, "seeds", low=2)
         check_range(self, "train_fraction", low=0, high=1, low_open=True, high_open=True)
-        for name in ("width", "max_steps", "checkpoint_every", "sae_expansion", "sae_k", "sae_steps", "n_bootstrap"):
+        for name in ("width", "max_steps", "checkpoint_every", "patience", "sae_expansion", "sae_k", "sae_steps",
+                     "n_bootstrap"):
             check_range(self, name, low=1)
         check_range(self, "n_rows", low=20)
         check_range(self, "lr", low=0, low_open=True)
