@@ -40,12 +40,17 @@ def test_training_checkpoints_and_cache_round_trip(tmp_path):
         cached_group_model("cnn", data, 0, cfg, root=tmp_path)
 
 
-def test_full_batch_adamw_lowers_the_loss_and_transformer_is_supported(tmp_path):
+def test_full_batch_adamw_lowers_the_loss():
     data = group_composition("C7", train_fraction=0.8, seed=0)
     m = GroupMLP(n_elements=7, d_embed=8, d_hidden=16)
     loss0 = torch.nn.functional.cross_entropy(m(data.x_train), data.y_train).item()
     r = train_group_model(m, data, GroupTrainConfig(max_steps=50, checkpoint_every=25), progress=False)
     assert r.metrics["final_loss"] < loss0 and r.metrics["steps"] == 50
+
+
+def test_the_transformer_is_measured_like_the_mlp(tmp_path):
+    """univ's one-layer TransformerLens transformer on (a, b): its embedding, unembedding and grid arrays."""
+    data = group_composition("C7", train_fraction=0.8, seed=0)
     from analyses._group_universality_stages import embedding, grid_arrays, unembedding
     from univ.groups import cyclic
 
