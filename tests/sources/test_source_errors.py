@@ -51,7 +51,7 @@ CASES = [  # (id, call(tmp_path), exception, message)
     ("py-call", lambda p: load_model("py:math:sqrt", kwargs={"x": 4}), TypeError, r"kwargs: sqrt\(\) does not take"),
     ("py-kwargs", lambda p: load_model("py:torch.nn:ReLU", kwargs=[1]), TypeError, "kwargs: expected a dict"),
     ("py-layers", lambda p: load_model("py:torch.nn:ReLU", layers=["fc9"]), ValueError, "layers\\[0\\]: 'fc9'"),
-    ("zoo-name", lambda p: load_model("zoo:nope"), ValueError, r"zoo:nope is neither a zoo model \(\['cnn'"),
+    ("zoo-name", lambda p: load_model("zoo:nope"), ValueError, r"zoo:nope is neither a zoo model \(\[.*'cnn'.*'mlp'"),
     ("twin-plain", lambda p: untrained_twin(TOY, 0), ValueError, "model: expected a univ.sources.SourceModel"),
     ("twin-seed", lambda p: untrained_twin(load_model("zoo:mlp"), "a"), TypeError, "seed: must be an integer"),
     ("twin-none", lambda p: untrained_twin(load_model("zoo:mlp"), None), ValueError, "seed: expected an integer"),
