@@ -165,5 +165,5 @@ def load(name: str, **kwargs) -> Dataset:
         raise unknown_name_error("dataset", name, DATASETS)
     return DATASETS[name](**kwargs)
 
-from .sae.ground_truth import shared_features  # noqa: E402,F401  (N models with known shared features)
 from .groups import group_composition  # noqa: E402, F401 (built in univ/groups.py, which needs Dataset above)
+from .sae.ground_truth import shared_features  # noqa: E402,F401  (N models with known shared features)
