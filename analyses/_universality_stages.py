@@ -6,6 +6,7 @@ using the sentence functions here, which read the numbers of a table.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from typing import NamedTuple
 
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 import univ
 from univ.adversarial import matched_random, neuron_basis, pca_basis, pgd, project, random_orthonormal
 from univ.cache import ZooEntry, cached_sae
+from univ.jobs import Job, Resources, run_jobs
 from univ.models import predict
 from univ.report import heatmap, panels
 
@@ -64,17 +66,47 @@ def hidden_layers(entry: ZooEntry) -> list[str]:
     return entry.model.layers[:-1]
 
 
-def similarity_stage(cfg, entries, acts) -> pd.DataFrame:
-    """Every layer pair of every compared model pair: compare()'s table with category and model columns."""
-    rows = []
-    for a, b in tqdm(model_pairs(entries), desc="similarity"):
+def _device_jobs(device) -> Resources:
+    return Resources(gpus=1 if torch.device(device).type == "cuda" else 0)
+
+
+def _on(model, device):
+    """``model`` on ``device``: a copy when it must move (an in-process job must not move the caller's model)."""
+    return model if torch.device(device) == univ.models.model_device(model) else copy.deepcopy(model).to(device)
+
+
+def capture_layer(model, x, layer: str, device: str) -> torch.Tensor:
+    """Job: the mean-reduced activations of one layer of one model (on the CPU), computed on ``device``."""
+    return univ.capture(_on(model, device), x, [layer], reduce="mean", device=device)[layer]
+
+
+def capture_stage(entries, x, device) -> dict:
+    """{model id: {layer: (n, d)}}: one job per (model, layer)."""
+    cells = [(e, layer) for e in entries for layer in e.model.layers]
+    jobs = [Job("analyses._universality_stages:capture_layer", {"model": e.model, "x": x, "layer": layer,
+                                                                "device": str(device)},
+                name=f"{e.id} {layer}", resources=_device_jobs(device)) for e, layer in cells]
+    acts: dict = {e.id: {} for e in entries}
+    for (e, layer), a in zip(cells, run_jobs(jobs, desc="capture")):
+        acts[e.id][layer] = a
+    return acts
+
+
+def similarity_stage(cfg, entries, acts, device="cpu") -> pd.DataFrame:
+    """Every layer pair of every compared model pair: compare()'s table with category and model columns (one
+    job per model pair, each a call of univ.similarity.compare)."""
+    rows, jobs, pairs = [], [], model_pairs(entries)
+    for a, b in pairs:
         trained_pair = a.trained and b.trained
-        df = univ.similarity.compare(
-            {k: v for k, v in acts[a.id].items() if k in hidden_layers(a)},
-            {k: v for k, v in acts[b.id].items() if k in hidden_layers(b)},
-            metrics=list(cfg.metrics),
-            baseline="permutation" if trained_pair else None, n_permutations=cfg.n_permutations,
-            ci=0.95 if trained_pair else None, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+        kw = dict(acts_a={k: v for k, v in acts[a.id].items() if k in hidden_layers(a)},
+                  acts_b={k: v for k, v in acts[b.id].items() if k in hidden_layers(b)},
+                  metrics=list(cfg.metrics),
+                  baseline="permutation" if trained_pair else None, n_permutations=cfg.n_permutations,
+                  ci=0.95 if trained_pair else None, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed, progress=False)
+        if torch.device(device).type != "cpu":  # on the CPU the call (and its key) stays as it was
+            kw["device"] = str(device)
+        jobs.append(Job("univ.similarity:compare", kw, name=f"{a.id} vs {b.id}", resources=_device_jobs(device)))
+    for (a, b), df in zip(pairs, run_jobs(jobs, desc="similarity")):
         df.insert(0, "model_b", b.id)
         df.insert(0, "model_a", a.id)
         df.insert(0, "category", category(a, b))
@@ -179,30 +211,47 @@ MATCHING_TEXT = (
     "p-value. Rows of untrained networks (`random init, ...`) are the baseline for the trained rows.")
 
 
-def feature_stage(cfg, entries, data) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """An SAE per model at its last hidden layer (fit on training inputs), cross-model matching on test
-    inputs. Returns (saes, quality table, matching table); saes: {model id: {"sae", "layer", "test" (test
-    activations), "matches" (correlation match tables by partner id)}}."""
-    saes = {}
-    quality = []
-    for e in tqdm(entries, desc="SAEs"):
-        layer = _layer(e)
-        tr = univ.capture(e.model, data.x_train, [layer], reduce="mean", cache=True)[layer]
-        te = univ.capture(e.model, data.x_test, [layer], reduce="mean", cache=True)[layer]
-        d = tr.shape[1]
-        fit_kw = {"fit_progress": False, "fit_seed": cfg.seed, "fit_max_steps": cfg.sae_steps}
-        sae = cached_sae("topk", tr, key={"model": e.id, "layer": layer}, d_sae=cfg.sae_expansion * d,
-                         k=cfg.sae_k, seed=cfg.seed, **fit_kw)
-        m = univ.sae.evaluate(sae, te)
-        if e.model.reduce == "flatten":  # the SAE sees exactly the layer's output: splice it back in
-            spliced = univ.sae.spliced_accuracy(e.model, data.x_test, data.y_test, layer, sae)
-        else:  # an SAE on patch-averaged activations has no per-token reconstruction to splice in
-            spliced = univ.sae.SpliceResult(np.nan, np.nan, np.nan, np.nan)
-        quality.append({"model": e.id, "layer": layer, "d_in": d, "d_sae": sae.d_sae, "k": sae.k,
-                        "l0": m.l0, "fvu": m.fvu, "dead_fraction": m.dead_fraction,
-                        "model_acc": e.metrics["test_acc"], "spliced_acc": spliced.spliced,
-                        "recovered": spliced.recovered})
-        saes[e.id] = {"sae": sae, "layer": layer, "test": te, "matches": {}}
+def fit_sae(model, model_id: str, model_acc: float, x_train, x_test, y_test, expansion: int, k: int, steps: int,
+            seed: int, device: str) -> dict:
+    """Job: the TopK SAE of one model at its last hidden layer (fit on ``device`` from training inputs), its
+    quality row on the test inputs, and the test activations."""
+    layer = model.layers[-2]
+    tr = univ.capture(model, x_train, [layer], reduce="mean", cache=True)[layer]
+    te = univ.capture(model, x_test, [layer], reduce="mean", cache=True)[layer]
+    d = tr.shape[1]
+    fit_kw = {"fit_progress": False, "fit_seed": seed, "fit_max_steps": steps}
+    if torch.device(device).type != "cpu":  # on the CPU the cache key stays as it was
+        fit_kw["fit_device"] = device
+    sae = cached_sae("topk", tr, key={"model": model_id, "layer": layer}, d_sae=expansion * d, k=k, seed=seed,
+                     **fit_kw).cpu()
+    m = univ.sae.evaluate(sae, te)
+    if model.reduce == "flatten":  # the SAE sees exactly the layer's output: splice it back in
+        spliced = univ.sae.spliced_accuracy(model, x_test, y_test, layer, sae)
+    else:  # an SAE on patch-averaged activations has no per-token reconstruction to splice in
+        spliced = univ.sae.SpliceResult(np.nan, np.nan, np.nan, np.nan)
+    quality = {"model": model_id, "layer": layer, "d_in": d, "d_sae": sae.d_sae, "k": sae.k, "l0": m.l0,
+               "fvu": m.fvu, "dead_fraction": m.dead_fraction, "model_acc": model_acc,
+               "spliced_acc": spliced.spliced, "recovered": spliced.recovered}
+    return {"quality": quality, "test": te,
+            "sae": {"kind": sae.kind, "hparams": sae.hparams(), "state": dict(sae.state_dict())}}
+
+
+def feature_stage(cfg, entries, data, device="cpu") -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """An SAE per model at its last hidden layer (fit on training inputs; one job per model), cross-model
+    matching on test inputs. Returns (saes, quality table, matching table); saes: {model id: {"sae", "layer",
+    "test" (test activations), "matches" (correlation match tables by partner id)}}."""
+    jobs = [Job("analyses._universality_stages:fit_sae", {
+        "model": e.model, "model_id": e.id, "model_acc": e.metrics["test_acc"], "x_train": data.x_train,
+        "x_test": data.x_test, "y_test": data.y_test, "expansion": cfg.sae_expansion, "k": cfg.sae_k,
+        "steps": cfg.sae_steps, "seed": cfg.seed, "device": str(device)}, name=f"SAE {e.id}",
+        resources=_device_jobs(device)) for e in entries]
+    saes, quality = {}, []
+    for e, res in zip(entries, run_jobs(jobs, desc="SAEs")):
+        info = res["sae"]
+        sae = univ.sae.SAE_KINDS[info["kind"]](**info["hparams"])
+        sae.load_state_dict(info["state"], strict=True)
+        quality.append(res["quality"])
+        saes[e.id] = {"sae": sae, "layer": res["quality"]["layer"], "test": res["test"], "matches": {}}
     rows = []
     for a, b in tqdm(model_pairs(entries), desc="matching"):
         if a.trained != b.trained:
@@ -279,9 +328,23 @@ def transfer_figure(transfer: pd.DataFrame):
                    ylabel="source")
 
 
-def adversarial_stage(cfg, entries, data, saes: dict | None) -> AdversarialTables:
-    """PGD per trained model, the transfer matrix, and (with SAEs) the projections of the activation change
-    and the sharing of the latents an attack moves most."""
+def attack_model(model, model_id: str, x, y, x_rand, eps: float, steps: int, bounds, seed: int, device: str) -> dict:
+    """Job: L-inf PGD on one model (run on ``device``), which inputs it gets right clean and which the attack
+    fools, and its row of the attacks table (tensors returned on the CPU)."""
+    model = _on(model, device)
+    x, y, x_rand = x.to(device), y.to(device), x_rand.to(device)
+    adv = pgd(model, x, y, eps=eps, norm="inf", steps=steps, bounds=tuple(bounds) if bounds else None, seed=seed)
+    clean_ok = predict(model, x) == y
+    fooled = predict(model, adv) != y
+    row = {"model": model_id, "eps": eps, "steps": steps, "clean_acc": float(clean_ok.float().mean()),
+           "random_sign_acc": float((predict(model, x_rand) == y).float().mean()),
+           "pgd_acc": float((~fooled).float().mean())}
+    return {"adv": adv.cpu(), "clean_ok": clean_ok.cpu(), "fooled": fooled.cpu(), "row": row}
+
+
+def adversarial_stage(cfg, entries, data, saes: dict | None, device="cpu") -> AdversarialTables:
+    """PGD per trained model (one job each), the transfer matrix, and (with SAEs) the projections of the
+    activation change and the sharing of the latents an attack moves most."""
     trained = [e for e in entries if e.trained]
     n = min(cfg.n_attack, len(data.x_test))
     x, y = data.x_test[:n], data.y_test[:n]
@@ -293,14 +356,14 @@ def adversarial_stage(cfg, entries, data, saes: dict | None) -> AdversarialTable
     if data.bounds:
         x_rand = x_rand.clamp(*data.bounds)
     adv, clean_ok, fooled = {}, {}, {}
+    jobs = [Job("analyses._universality_stages:attack_model", {
+        "model": e.model, "model_id": e.id, "x": x, "y": y, "x_rand": x_rand, "eps": eps, "steps": steps,
+        "bounds": data.bounds, "seed": cfg.seed, "device": str(device)}, name=f"PGD {e.id}",
+        resources=_device_jobs(device)) for e in trained]
     rows = []
-    for e in tqdm(trained, desc="PGD"):
-        adv[e.id] = pgd(e.model, x, y, eps=eps, norm="inf", steps=steps, bounds=data.bounds, seed=cfg.seed)
-        clean_ok[e.id] = predict(e.model, x) == y
-        fooled[e.id] = predict(e.model, adv[e.id]) != y
-        rows.append({"model": e.id, "eps": eps, "steps": steps, "clean_acc": float(clean_ok[e.id].float().mean()),
-                     "random_sign_acc": float((predict(e.model, x_rand) == y).float().mean()),
-                     "pgd_acc": float((~fooled[e.id]).float().mean())})
+    for e, res in zip(trained, run_jobs(jobs, desc="PGD")):
+        adv[e.id], clean_ok[e.id], fooled[e.id] = res["adv"], res["clean_ok"], res["fooled"]
+        rows.append(res["row"])
     attacks = pd.DataFrame(rows)
     ids = [e.id for e in trained]
     T = pd.DataFrame(np.nan, index=ids, columns=ids)

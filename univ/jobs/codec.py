@@ -21,7 +21,7 @@ def _encode(obj, tensors: dict):
 
     if isinstance(obj, torch.Tensor):
         name = f"t{len(tensors)}"
-        tensors[name] = obj.detach().cpu().clone()  # a view would share storage: safetensors refuses that
+        tensors[name] = obj.detach().cpu().clone(memory_format=torch.contiguous_format)  # own, packed storage
         return {"__tensor__": name}
     if isinstance(obj, np.ndarray):
         name = f"t{len(tensors)}"
@@ -31,7 +31,8 @@ def _encode(obj, tensors: dict):
         return {"__frame__": {"columns": [str(c) for c in obj.columns],
                               "dtypes": [str(t) for t in obj.dtypes],
                               "index": _encode(obj.index.tolist(), tensors),
-                              "data": [_encode(obj[c].tolist(), tensors) for c in obj.columns]}}
+                              "data": [_encode(obj[c].tolist(), tensors) for c in obj.columns],
+                              "attrs": _encode(dict(obj.attrs), tensors)}}
     if isinstance(obj, dict):
         if all(isinstance(k, str) and not k.startswith("__") for k in obj):
             return {k: _encode(v, tensors) for k, v in obj.items()}
@@ -79,6 +80,7 @@ def _decode(obj, tensors: dict):
         index = _decode(f["index"], tensors)
         if index != list(range(len(frame))):
             frame.index = index
+        frame.attrs.update(_decode(f.get("attrs", {}), tensors))
         return frame
     return {k: _decode(v, tensors) for k, v in obj.items()}
 
