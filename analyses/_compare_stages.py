@@ -310,20 +310,38 @@ COLUMNS = ["model_a", "layer_a", "model_b", "layer_b", "metric", "value", "basel
            "ci_high", "category"]
 
 
+def compare_store_pair(path_a: str, path_b: str, metrics: list, device: str) -> pd.DataFrame:
+    """Job: :func:`univ.similarity.compare_stores` of the two on-disk activation stores at these paths."""
+    from univ.store import ActivationStore
+
+    return univ.similarity.compare_stores(ActivationStore(path_a), ActivationStore(path_b), metrics, device=device)
+
+
 def similarity(cfg, loaded: Loaded, cap: Captured) -> pd.DataFrame:
-    """The tidy table: every layer pair of every compared pair and metric (:data:`COLUMNS`)."""
+    """The tidy table: every layer pair of every compared pair and metric (:data:`COLUMNS`); one job per pair
+    (univ.jobs: in-process, a process pool or Ray, as ``--executor`` says; finished pairs are not recomputed)."""
+    from univ.jobs import Job, Resources, run_jobs
+
     device = univ.utils.resolve_device(cfg.device)
-    frames = []
+    res = Resources(gpus=1 if device.type == "cuda" else 0)
+    jobs = []
     for a, b, category in pairs(loaded):
         if cap.on_disk:
-            df = univ.similarity.compare_stores(cap.acts[a.id], cap.acts[b.id], list(cfg.metrics), device=device)
+            sa, sb = cap.acts[a.id], cap.acts[b.id]
+            jobs.append(Job("analyses._compare_stages:compare_store_pair",
+                            {"path_a": str(sa.path), "path_b": str(sb.path), "metrics": list(cfg.metrics),
+                             "device": str(device)}, name=f"{a.id} vs {b.id}", resources=res,
+                            key={"a": sa.key, "b": sb.key, "metrics": list(cfg.metrics), "device": str(device)}))
         else:
             stats = category in STATS
-            df = univ.similarity.compare(
-                cap.acts[a.id], cap.acts[b.id], list(cfg.metrics),
+            jobs.append(Job("univ.similarity:compare", dict(
+                acts_a=cap.acts[a.id], acts_b=cap.acts[b.id], metrics=list(cfg.metrics),
                 baseline="permutation" if stats and cfg.n_permutations else None,
                 n_permutations=max(cfg.n_permutations, 1), ci=0.95 if stats and cfg.n_bootstrap else None,
-                n_bootstrap=max(cfg.n_bootstrap, 1), seed=cfg.seed, device=device)
+                n_bootstrap=max(cfg.n_bootstrap, 1), seed=cfg.seed, device=str(device)),
+                name=f"{a.id} vs {b.id}", resources=res))
+    frames = []
+    for (a, b, category), df in zip(pairs(loaded), run_jobs(jobs, desc="similarity")):
         df.insert(0, "model_a", a.id)
         df.insert(2, "model_b", b.id)
         df["category"] = category

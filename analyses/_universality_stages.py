@@ -6,7 +6,6 @@ using the sentence functions here, which read the numbers of a table.
 
 from __future__ import annotations
 
-import copy
 import itertools
 from typing import NamedTuple
 
@@ -19,6 +18,7 @@ import univ
 from univ.adversarial import matched_random, neuron_basis, pca_basis, pgd, project, random_orthonormal
 from univ.cache import ZooEntry, cached_sae
 from univ.jobs import Job, Resources, run_jobs
+from univ.jobs.models import portable, rebuild
 from univ.models import predict
 from univ.report import heatmap, panels
 
@@ -70,20 +70,16 @@ def _device_jobs(device) -> Resources:
     return Resources(gpus=1 if torch.device(device).type == "cuda" else 0)
 
 
-def _on(model, device):
-    """``model`` on ``device``: a copy when it must move (an in-process job must not move the caller's model)."""
-    return model if torch.device(device) == univ.models.model_device(model) else copy.deepcopy(model).to(device)
-
-
-def capture_layer(model, x, layer: str, device: str) -> torch.Tensor:
-    """Job: the mean-reduced activations of one layer of one model (on the CPU), computed on ``device``."""
-    return univ.capture(_on(model, device), x, [layer], reduce="mean", device=device)[layer]
+def capture_layer(model: dict, x, layer: str, device: str) -> torch.Tensor:
+    """Job: the mean-reduced activations of one layer of one model (``portable``; on the CPU), computed on
+    ``device``."""
+    return univ.capture(rebuild(model, device), x, [layer], reduce="mean", device=device)[layer]
 
 
 def capture_stage(entries, x, device) -> dict:
     """{model id: {layer: (n, d)}}: one job per (model, layer)."""
     cells = [(e, layer) for e in entries for layer in e.model.layers]
-    jobs = [Job("analyses._universality_stages:capture_layer", {"model": e.model, "x": x, "layer": layer,
+    jobs = [Job("analyses._universality_stages:capture_layer", {"model": portable(e.model), "x": x, "layer": layer,
                                                                 "device": str(device)},
                 name=f"{e.id} {layer}", resources=_device_jobs(device)) for e, layer in cells]
     acts: dict = {e.id: {} for e in entries}
@@ -211,10 +207,11 @@ MATCHING_TEXT = (
     "p-value. Rows of untrained networks (`random init, ...`) are the baseline for the trained rows.")
 
 
-def fit_sae(model, model_id: str, model_acc: float, x_train, x_test, y_test, expansion: int, k: int, steps: int,
+def fit_sae(model: dict, model_id: str, model_acc: float, x_train, x_test, y_test, expansion: int, k: int, steps: int,
             seed: int, device: str) -> dict:
     """Job: the TopK SAE of one model at its last hidden layer (fit on ``device`` from training inputs), its
     quality row on the test inputs, and the test activations."""
+    model = rebuild(model)
     layer = model.layers[-2]
     tr = univ.capture(model, x_train, [layer], reduce="mean", cache=True)[layer]
     te = univ.capture(model, x_test, [layer], reduce="mean", cache=True)[layer]
@@ -241,7 +238,7 @@ def feature_stage(cfg, entries, data, device="cpu") -> tuple[dict, pd.DataFrame,
     matching on test inputs. Returns (saes, quality table, matching table); saes: {model id: {"sae", "layer",
     "test" (test activations), "matches" (correlation match tables by partner id)}}."""
     jobs = [Job("analyses._universality_stages:fit_sae", {
-        "model": e.model, "model_id": e.id, "model_acc": e.metrics["test_acc"], "x_train": data.x_train,
+        "model": portable(e.model), "model_id": e.id, "model_acc": e.metrics["test_acc"], "x_train": data.x_train,
         "x_test": data.x_test, "y_test": data.y_test, "expansion": cfg.sae_expansion, "k": cfg.sae_k,
         "steps": cfg.sae_steps, "seed": cfg.seed, "device": str(device)}, name=f"SAE {e.id}",
         resources=_device_jobs(device)) for e in entries]
@@ -328,10 +325,11 @@ def transfer_figure(transfer: pd.DataFrame):
                    ylabel="source")
 
 
-def attack_model(model, model_id: str, x, y, x_rand, eps: float, steps: int, bounds, seed: int, device: str) -> dict:
+def attack_model(model: dict, model_id: str, x, y, x_rand, eps: float, steps: int, bounds, seed: int,
+                 device: str) -> dict:
     """Job: L-inf PGD on one model (run on ``device``), which inputs it gets right clean and which the attack
     fools, and its row of the attacks table (tensors returned on the CPU)."""
-    model = _on(model, device)
+    model = rebuild(model, device)
     x, y, x_rand = x.to(device), y.to(device), x_rand.to(device)
     adv = pgd(model, x, y, eps=eps, norm="inf", steps=steps, bounds=tuple(bounds) if bounds else None, seed=seed)
     clean_ok = predict(model, x) == y
@@ -357,7 +355,7 @@ def adversarial_stage(cfg, entries, data, saes: dict | None, device="cpu") -> Ad
         x_rand = x_rand.clamp(*data.bounds)
     adv, clean_ok, fooled = {}, {}, {}
     jobs = [Job("analyses._universality_stages:attack_model", {
-        "model": e.model, "model_id": e.id, "x": x, "y": y, "x_rand": x_rand, "eps": eps, "steps": steps,
+        "model": portable(e.model), "model_id": e.id, "x": x, "y": y, "x_rand": x_rand, "eps": eps, "steps": steps,
         "bounds": data.bounds, "seed": cfg.seed, "device": str(device)}, name=f"PGD {e.id}",
         resources=_device_jobs(device)) for e in trained]
     rows = []

@@ -23,18 +23,28 @@ from pathlib import Path
 from ..registry import Registry
 
 
-def execute(fn: str, kwargs: dict, shard: str, meta: dict, threads: int) -> dict:
-    """Run one job on a worker: ``fn(**kwargs)``, its result written atomically as the shard ``shard``."""
+def execute(fn: str, kwargs: dict, shard: str, meta: dict, threads: int, cache: str | None = None) -> dict:
+    """Run one job on a worker: ``fn(**kwargs)``, its result written atomically as the shard ``shard``; with the
+    driver's torch thread count (the same count gives the same floats) and cache folder ($UNIV_CACHE)."""
     import torch
 
     from ..integrity import write_entry
     from .job import resolve_function
 
-    if torch.get_num_threads() != threads:  # the driver's count: the same thread count gives the same floats
+    if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    result = resolve_function(fn)(**kwargs)
-    seconds = time.perf_counter() - t0
+    before = os.environ.get("UNIV_CACHE")
+    if cache is not None:
+        os.environ["UNIV_CACHE"] = cache
+    try:
+        t0 = time.perf_counter()
+        result = resolve_function(fn)(**kwargs)
+        seconds = time.perf_counter() - t0
+    finally:
+        if before is None:
+            os.environ.pop("UNIV_CACHE", None)
+        else:
+            os.environ["UNIV_CACHE"] = before
     write_entry(Path(shard), lambda folder: _fill(folder, result), meta={**meta, "seconds": seconds})
     return {"seconds": seconds, "pid": os.getpid()}
 

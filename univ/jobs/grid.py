@@ -76,7 +76,7 @@ def run_grid(jobs: Sequence[Job], *, executor=None, retries: int = 2, desc: str 
     from tqdm.auto import tqdm
 
     from ..integrity import read_entry
-    from ..utils import stable_hash
+    from ..utils import cache_dir, stable_hash
     from .codec import read_result
     from .executors import Executor, WorkerDied, current_executor
 
@@ -103,7 +103,7 @@ def run_grid(jobs: Sequence[Job], *, executor=None, retries: int = 2, desc: str 
     n_cached, retried = len(results), 0
     _write_manifest(manifest, desc, ex.describe(), unique, state)
     bar = tqdm(total=len(unique), initial=n_cached, desc=desc, disable=not progress)
-    threads = _threads()
+    threads, cache = _threads(), str(cache_dir())
     inflight: dict = {}
     suspects: set = set()
     try:
@@ -117,7 +117,7 @@ def run_grid(jobs: Sequence[Job], *, executor=None, retries: int = 2, desc: str 
                 j = unique[k]
                 state[k]["attempts"] += 1
                 call = {"fn": j.fn, "kwargs": j.kwargs, "shard": str(shard_path(j, k)),
-                        "meta": {"job": j.label, "fn": j.fn, "key": k}, "threads": threads}
+                        "meta": {"job": j.label, "fn": j.fn, "key": k}, "threads": threads, "cache": cache}
                 inflight[ex.submit(call, j.resources)] = k
                 if k in suspects:
                     break
