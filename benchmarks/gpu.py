@@ -115,7 +115,8 @@ def throughput(dev) -> list[dict]:
     x = torch.rand(20000, 1, 8, 8, generator=g)
     A, B = torch.randn(8192, 512, generator=g), torch.randn(8192, 512, generator=g)
     acts = torch.randn(4096 * 4, 512, generator=g)
-    return [row for where in ("cpu", dev) for row in _speeds(where, model, x, A, B, acts)]
+    return [{**row, "side": side} for side, where in (("cpu", "cpu"), ("device", dev))
+            for row in _speeds(where, model, x, A, B, acts)]
 
 
 def _speeds(where, model, x, A, B, acts) -> list[dict]:
@@ -158,8 +159,8 @@ def main() -> int:
     ok = pd.DataFrame(checks(dev))
     print(ok.to_string(index=False))
     speed = pd.DataFrame(throughput(dev))
-    table = speed.pivot(index="stage", columns="device", values="per_s")
-    table["speedup"] = table[str(dev)] / table["cpu"]
+    table = speed.pivot(index="stage", columns="side", values="per_s")  # per second; "device": the --device side
+    table["speedup"] = table["device"] / table["cpu"]
     print(table.round(2).to_string())
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "gpu.json").write_text(json.dumps({

@@ -92,6 +92,7 @@ def test_killing_a_ray_driver_and_rerunning_finishes_only_the_missing_jobs(tmp_p
         time.sleep(0.05)
     os.killpg(proc.pid, 9)  # the driver and the local cluster it started
     proc.wait()
+    time.sleep(5)  # Ray's workers outlive their driver by a moment: the jobs they were running may still finish
     finished = len(list(shards.glob("record-*")))
     assert 3 <= finished < 8
     log.unlink()
