@@ -21,6 +21,7 @@ import typing
 from importlib.metadata import entry_points
 
 from .config import SettingError, type_name
+from .jobs import JobError
 from .registry import unknown_name_error
 
 GROUP = "univ.analyses"
@@ -318,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingError as e:
         print(f"univ: error: {e.for_cli()}", file=sys.stderr)
         return 2
+    except JobError as e:  # jobs that kept failing: their shards and the manifest stay, a rerun runs only them
+        print(f"univ: error: {e}", file=sys.stderr)
+        return 1
     except SystemExit as e:  # argparse's --help (0) and usage errors (2): main returns, it does not exit
         return e.code if isinstance(e.code, int) else 0
     except ValueError as e:

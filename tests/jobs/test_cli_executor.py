@@ -57,3 +57,17 @@ def test_a_missing_gpu_exits_2_at_once_naming_the_devices_here(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
     print(f"exit 2 after {seconds:.2f} s")  # the issue asks for under 2 s; a timing assert would be flaky here
+
+
+def test_jobs_that_keep_failing_end_the_command_with_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    import analyses.universality as U
+    from univ.jobs import JobError
+
+    def fail(cfg):
+        raise JobError("1 of 4 jobs of 'zoo' failed after 3 attempts (cnn-s0: RuntimeError: out of memory)")
+
+    monkeypatch.setattr(U, "run", fail)
+    assert main(["run", "universality", "--quick", "--out", str(tmp_path / "runs")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "univ: error: 1 of 4 jobs of 'zoo' failed after 3 attempts (cnn-s0: RuntimeError: out of memory)"
+    assert not (tmp_path / "runs").exists()

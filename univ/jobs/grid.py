@@ -136,7 +136,7 @@ def run_grid(jobs: Sequence[Job], *, executor=None, retries: int = 2, desc: str 
                         outcome = RuntimeError(f"the worker reported success but its shard "
                                                f"{shard_path(unique[k], k)} is missing or corrupt")
                 if isinstance(outcome, BaseException):
-                    error = f"{type(outcome).__name__}: {outcome}"
+                    error = " ".join(f"{type(outcome).__name__}: {outcome}".split())  # one line
                     state[k]["error"] = error
                     if state[k]["attempts"] <= retries:
                         retried += 1
