@@ -54,3 +54,11 @@ def busy(seconds: float, tag: int = 0) -> int:
     while time.perf_counter() < end:
         pass
     return tag
+
+
+def spin(iterations: int, tag: int = 0) -> int:
+    """A fixed amount of CPU work (``iterations`` additions in Python), whatever the machine's load; ``tag``."""
+    total = 0
+    for i in range(iterations):
+        total += i
+    return tag
