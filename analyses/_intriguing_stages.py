@@ -19,6 +19,8 @@ from univ.repro import lipschitz as B
 from univ.repro.szegedy import SZEGEDY_TABLE1, rms_distortion
 from univ.train import TrainConfig
 
+from ._intriguing_ladder import directions_stage, ladder_stage
+
 if TYPE_CHECKING:
     from .intriguing import Config
 
@@ -306,6 +308,8 @@ def run(cfg: Config) -> Report:
         "The paper's tables are MNIST (28x28); see each table for the mapping."))
     adv = attack_stage(models, metrics, data, cfg, report)
     lipschitz_stage(models, adv, data, cfg, report)
+    ladder_stage(models, data, cfg, report)
+    directions_stage(models, data, cfg, report)
     inspection_stage({k: m for k, m in models.items() if len(m.layers) > 1}, data, cfg, report)
     report.summary = "table1_min_distortion"
     return report

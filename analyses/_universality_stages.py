@@ -7,6 +7,7 @@ using the sentence functions here, which read the numbers of a table.
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -19,6 +20,7 @@ from univ.adversarial import matched_random, neuron_basis, pca_basis, pgd, proje
 from univ.cache import ZooEntry, cached_sae
 from univ.jobs import Job, Resources, run_jobs
 from univ.jobs.models import portable, rebuild
+from univ.jobs.similarity import compare_grid_jobs
 from univ.models import predict
 from univ.report import heatmap, panels
 
@@ -88,26 +90,34 @@ def capture_stage(entries, x, device) -> dict:
     return acts
 
 
-def similarity_stage(cfg, entries, acts, device="cpu") -> pd.DataFrame:
-    """Every layer pair of every compared model pair: compare()'s table with category and model columns (one
-    job per model pair, each a call of univ.similarity.compare)."""
-    rows, jobs, pairs = [], [], model_pairs(entries)
-    for a, b in pairs:
-        trained_pair = a.trained and b.trained
-        kw = dict(acts_a={k: v for k, v in acts[a.id].items() if k in hidden_layers(a)},
-                  acts_b={k: v for k, v in acts[b.id].items() if k in hidden_layers(b)},
-                  metrics=list(cfg.metrics),
-                  baseline="permutation" if trained_pair else None, n_permutations=cfg.n_permutations,
-                  ci=0.95 if trained_pair else None, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed, progress=False)
-        if torch.device(device).type != "cpu":  # on the CPU the call (and its key) stays as it was
-            kw["device"] = str(device)
-        jobs.append(Job("univ.similarity:compare", kw, name=f"{a.id} vs {b.id}", resources=_device_jobs(device)))
-    for (a, b), df in zip(pairs, run_jobs(jobs, desc="similarity")):
-        df.insert(0, "model_b", b.id)
-        df.insert(0, "model_a", a.id)
-        df.insert(0, "category", category(a, b))
-        rows.append(df)
-    return pd.concat(rows, ignore_index=True)
+def similarity_stage(cfg, entries, acts, warnings_seen: list | None = None, device="cpu") -> pd.DataFrame:
+    """Every layer pair of every compared model pair: compare()'s table with category and model columns.
+    Warnings the measures raise (e.g. SVCCA on more kept directions than samples allow) are collected, one
+    line per distinct message, into ``warnings_seen`` for the report, and shown once each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = _similarity_rows(cfg, entries, acts, device)
+    seen = list(dict.fromkeys(str(w.message).splitlines()[0] for w in caught))
+    for msg in seen:
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    if warnings_seen is not None:
+        warnings_seen.extend(seen)
+    return df
+
+
+def _similarity_rows(cfg, entries, acts, device) -> pd.DataFrame:
+    pairs = model_pairs(entries)
+    by_id = {e.id: e for e in entries}
+    ids = list(dict.fromkeys(m for a, b in pairs for m in (a.id, b.id)))
+    on = {} if torch.device(device).type == "cpu" else {"device": str(device)}
+    # compare_grid in chunks of model pairs, one job each (univ.jobs: the same table, q-values over all of it)
+    out = compare_grid_jobs(
+        {i: acts[i] for i in ids}, [(a.id, b.id) for a, b in pairs], list(cfg.metrics),
+        statistics=[(a.id, b.id) for a, b in pairs if a.trained and b.trained],
+        layers={i: hidden_layers(by_id[i]) for i in ids}, n_permutations=cfg.n_permutations,
+        n_bootstrap=cfg.n_bootstrap, seed=cfg.seed, resources=_device_jobs(device), **on)
+    out.insert(0, "category", [category(by_id[a], by_id[b]) for a, b in zip(out.model_a, out.model_b)])
+    return out  # q_value: Benjamini-Hochberg over every p-value of the table
 
 
 def _last_hidden(df: pd.DataFrame, entries) -> pd.DataFrame:
@@ -204,7 +214,9 @@ MATCHING_TEXT = (
     f"best activation correlation with a latent of B is >= {SHARED_CORR} (Bricken et al. 2023), beside "
     "`shared_fraction_shuffled`, the same with B's inputs shuffled; `decoder_svcca`: SVCCA of the paired decoder "
     "directions (Lan et al. 2024) beside `svcca_shuffled`, the mean over shuffled pairings (the baseline), with its "
-    "p-value. Rows of untrained networks (`random init, ...`) are the baseline for the trained rows.")
+    "p-value. `*_calibrated`: (value - its method's baseline) / (1 - baseline), so the two methods share a scale "
+    "(0 = chance). Which method answers which question: univ.sae.match's docstring. Rows of untrained networks "
+    "(`random init, ...`) are the baseline for the trained rows.")
 
 
 def fit_sae(model: dict, model_id: str, model_acc: float, x_train, x_test, y_test, expansion: int, k: int, steps: int,
@@ -267,9 +279,11 @@ def feature_stage(cfg, entries, data, device="cpu") -> tuple[dict, pd.DataFrame,
         rows.append({"category": category(a, b), "model_a": a.id, "model_b": b.id,
                      "shared_fraction": corr.summary["shared_fraction"],
                      "shared_fraction_shuffled": corr.summary["baseline_shared_fraction"],
+                     "shared_calibrated": corr.summary["calibrated"],
                      "mean_best_corr": corr.summary["mean_max_correlation"],
                      "mean_best_corr_shuffled": corr.summary["baseline_mean_max_correlation"],
                      "decoder_svcca": sv["svcca"], "svcca_shuffled": sv["svcca_baseline"],
+                     "decoder_svcca_calibrated": sv.get("calibrated", np.nan),
                      "svcca_p_value": sv["svcca_p"], "n_pairs_kept": sv["n_pairs"]})
     return saes, pd.DataFrame(quality), pd.DataFrame(rows)
 

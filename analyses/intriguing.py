@@ -14,6 +14,10 @@ A CPU-scale rerun of "Intriguing properties of neural networks" (arXiv:1312.6199
 (d) Section 4.3 / Table 5: per-layer Lipschitz bounds (spectral norms; conv layers through the FFT),
     their product, the tighter ReLU-splitting bound and its IBP-localised version (univ.bounds), and
     the empirical local estimates (Jacobian norms, random-direction ratios) they must exceed.
+(e) The certified-gap ladder (univ.lipschitz): product, split, ECLipsE-Fast, ECLipsE, LipSDP-Layer,
+    LipSDP-Neuron, the exact constant of small nets and a certified lower bound, for FC nets of several
+    widths and depths and a pool-free CNN; and the gain of random, adversarial and worst-case
+    directions per layer, against the Frobenius estimate an uncorrelatedness assumption gives.
 
 Differences from the paper, by design: ReLU rather than sigmoid hidden units (univ's MLP); Adam with
 ``weight_decay=lambda`` (the gradient of an L2 penalty lambda/2 ||theta||^2, biases included, on the
@@ -34,7 +38,8 @@ class Config(AnalysisConfig):
     """Settings of the Szegedy et al. rerun (every field is a command-line flag: --field value)."""
 
     QUICK: ClassVar[dict] = {"epochs": 20, "n_attack": 60, "search_steps": 8, "maxiter": 60, "n_random": 50,
-                             "n_points": 8, "n_sweep": 3}
+                             "n_points": 8, "n_sweep": 3, "ladder_widths": ("6-6", "32-32"), "sdp_max_dim": 200,
+                             "lower_starts": 32, "lower_steps": 100}
 
     lambdas: tuple[float, ...] = (1e-4, 1e-2, 1.0)
     """Weight decays of the FC10(lambda) softmax regressions."""
@@ -64,6 +69,21 @@ class Config(AnalysisConfig):
     """L2 radius of the random perturbations of the sampled local ratios."""
     n_sweep: int = 10
     """Test points of the radius sweep of the local bounds (at most n_points)."""
+    ladder_widths: tuple[str, ...] = ("6-6", "32-32", "50-50-50")
+    """Hidden widths ("w1-w2-...") of extra FC nets for the Lipschitz ladder, beside the FCw-w-10 nets."""
+    ladder_cnn: bool = True
+    """Add a small pool-free CNN (strided convs) to the ladder (univ's CNN has a max-pool, which the SDP
+    bounds do not cover)."""
+    sdp_max_dim: int = 500
+    """The SDP rungs (ECLipsE, LipSDP) run on nets with at most this many inputs + ReLUs."""
+    exact_max_relus: int = 12
+    """The exact rung (enumerating activation regions) runs on nets with at most this many ReLUs."""
+    lower_starts: int = 64
+    """Random starts of the certified lower-bound search (beside n_points test inputs)."""
+    lower_steps: int = 200
+    """Ascent steps of the lower-bound search."""
+    direction_eps: float = 0.3
+    """L2 radius of the PGD perturbations whose direction gains are measured."""
     seed: int = 0
 
     def validate(self):
@@ -80,6 +100,15 @@ class Config(AnalysisConfig):
         check_range(self, "mlp_weight_decay", low=0)
         check_range(self, "local_radius", low=0, low_open=True)
         check_range(self, "sample_radius", low=0, low_open=True)
+        for spec in self.ladder_widths:
+            parts = str(spec).split("-")
+            if not all(p.isdigit() and int(p) >= 1 for p in parts):
+                raise SettingError("ladder_widths", f"each entry is hidden widths joined by '-' (e.g. '32-32'), got "
+                                   f"{spec!r}")
+        for f in ("sdp_max_dim", "lower_starts", "lower_steps"):
+            check_range(self, f, low=1)
+        check_range(self, "exact_max_relus", low=0)
+        check_range(self, "direction_eps", low=0, low_open=True)
 
 
 def run(cfg: Config):

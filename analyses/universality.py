@@ -35,7 +35,7 @@ def last_hidden_width(data: str, arch: str) -> int:
 class Config(AnalysisConfig):
     """Settings of the universality run (every field is a command-line flag: --field value)."""
 
-    QUICK: ClassVar[dict] = {"seeds": 2, "epochs": 6, "n_permutations": 3, "n_bootstrap": 3, "n_attack": 100,
+    QUICK: ClassVar[dict] = {"seeds": 2, "epochs": 6, "n_permutations": 200, "n_bootstrap": 200, "n_attack": 100,
                              "sae_steps": 400, "n_test": 300, "pgd_steps": 10, "match_permutations": 20}
     data: Literal["digits", "mnist1d"] = "digits"
     """Embedded dataset: sklearn digits (8x8 images) or MNIST-1D (generated locally)."""
@@ -49,10 +49,11 @@ class Config(AnalysisConfig):
     """Test inputs used for every comparison and attack (None: the whole test split)."""
     metrics: tuple[str, ...] = ("linear_cka", "linear_cka_debiased", "svcca", "pwcca")
     """Similarity metrics (names of univ.similarity.METRICS)."""
-    n_permutations: int = 10
-    """Row-shuffled permutations per similarity value (the permutation baseline)."""
-    n_bootstrap: int = 10
-    """Bootstrap resamples per similarity value (the confidence interval)."""
+    n_permutations: int = 1000
+    """Row-shuffled permutations per similarity value (the permutation baseline; at most: draws stop once 20
+    exceed the value). The smallest reachable p-value is 1 / (1 + n_permutations)."""
+    n_bootstrap: int = 1000
+    """Bootstrap resamples per similarity value (the 95% interval: BCa for CKA, basic for SVCCA/PWCCA)."""
     sae: bool = True
     """Stage 2: train an SAE per model and match features across models."""
     sae_expansion: int = 4
@@ -122,7 +123,8 @@ def run(cfg: Config):
                             "params": univ.models.n_params(e.model), "layers": ", ".join(S.hidden_layers(e)),
                             "train_acc": e.metrics["train_acc"], "test_acc": e.metrics["test_acc"]} for e in entries])
     acts = S.capture_stage(entries, data.x_test, device)
-    sim = S.similarity_stage(cfg, entries, acts, device)
+    warnings_seen: list[str] = []
+    sim = S.similarity_stage(cfg, entries, acts, warnings_seen, device)
     summary = S.similarity_summary(sim, entries)
 
     report = Report("universality", summary="similarity_summary")
@@ -134,8 +136,13 @@ def run(cfg: Config):
     report.add_table("similarity_summary", summary, S.summary_sentence(summary))
     report.add_table("similarity", sim, "Every layer pair of every compared model pair (hidden layers; logits "
                      "excluded). `baseline_mean`/`p_value`: the same metric with the rows of one side shuffled "
-                     f"({cfg.n_permutations} permutations); `ci_low`/`ci_high`: 95% bootstrap interval over "
-                     f"test inputs ({cfg.n_bootstrap} resamples). Computed for trained pairs.", inline=False)
+                     f"(up to {cfg.n_permutations} permutations, stopping after 20 exceed the value; smallest "
+                     f"reachable p = 1/{cfg.n_permutations + 1} = {1 / (cfg.n_permutations + 1):.2g}, `p_min`); "
+                     "`q_value`: Benjamini-Hochberg over every p-value of this table; `calibrated`: (value - "
+                     "baseline_mean) / (1 - baseline_mean); `ci_low`/`ci_high`: 95% bootstrap interval over test "
+                     f"inputs ({cfg.n_bootstrap} resamples; BCa for CKA, the basic interval for SVCCA/PWCCA, "
+                     "whose sample values are biased upwards), widened to contain the value where flagged "
+                     "`ci_widened`. Computed for trained pairs.", inline=False)
     for metric in cfg.metrics:
         report.add_figure(f"heatmap_{metric}", S.similarity_figure(sim, entries, metric),
                           f"Layer x layer {metric} between the first seed of each architecture (and two seeds of "
@@ -159,4 +166,11 @@ def run(cfg: Config):
         if adv.projection is not None:
             report.add_table("projection", adv.projection, S.projection_sentence(adv.projection))
             report.add_table("adversarial_shared_latents", adv.shared, S.shared_sentence(adv.shared))
+    from ._universality_findings import findings
+
+    text, table = findings(sim, {e.id: S.hidden_layers(e)[-1] for e in entries},
+                           matching if cfg.sae else None,
+                           adv.projection if cfg.adversarial else None, adv.shared if cfg.adversarial else None,
+                           warnings_seen, seed=cfg.seed)
+    report.add_findings(text, table)
     return report

@@ -6,6 +6,8 @@ Peers run in their own venv (benchmarks/.venv-sim, created here on first use, ne
 with the same local CPU torch wheel: a peer whose install would change torch is skipped.
 
     .venv/bin/python benchmarks/similarity.py [--threads 1] [--n 10000] [--d 512] [--no-peers]
+    .venv/bin/python benchmarks/similarity.py --grid [--threads 1] [--rounds 3]   (the main job's grid with the
+        default statistics against a naive per-cell loop: benchmarks/similarity_grid.py)
 
 Prints a table (metric, implementation, value, |diff| to univ, seconds, speed ratio) and writes it
 to benchmarks/results/similarity.csv.
@@ -16,6 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
+if __name__ == "__main__" and "--grid" in sys.argv:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from similarity_grid import main as _grid
+
+    _grid([a for a in sys.argv[1:] if a != "--grid"])
+    sys.exit(0)
 
 _p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 _p.add_argument("--threads", type=int, default=1)

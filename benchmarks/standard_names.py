@@ -11,8 +11,9 @@ ahwillia/netrep in the environment):
         seaborn rsatoolbox repsim einops loguru pot torchmetrics fastprogress numba torchtyping
     python benchmarks/standard_names.py --setup SRC      # installs SRC --no-deps, registry imports made optional
 The registry modules whose dependencies cannot be installed (GitHub-only packages, torchaudio for torch 2.13)
-are skipped and listed. Parametric names use sigma=10, dim=10, topk=10, alpha=0.5.
-    python benchmarks/standard_names.py > benchmarks/standard_names.md
+are skipped and listed. Parametric names use sigma=10, dim=10, topk=10, alpha=0.5, folds=5, ridge=1.
+    SIMREPO_COMMIT=035b3be NETREP_COMMIT=0186b8a python benchmarks/standard_names.py > benchmarks/standard_names.md
+(the two commits are only printed in the table's header, to say which sources the peers came from).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-simrepo" / "bin" / "python"
-PARAMS = {"sigma": 10.0, "dim": 10, "topk": 10, "alpha": 0.5}
+PARAMS = {"sigma": 10.0, "dim": 10, "topk": 10, "alpha": 0.5, "folds": 5, "ridge": 1.0}
+VERSIONED = ("similarity-repository", "netrep", "rsatoolbox", "POT", "scikit-learn", "scipy", "numpy", "torch")
 
 
 def inputs():
@@ -75,7 +77,15 @@ def peer_values(names: list[str]) -> dict:
 
     X, Y = inputs()
     wanted = set(names)
-    out = {"skipped": reg.SKIPPED, "values": {}}
+    from importlib.metadata import PackageNotFoundError, version
+
+    def _version(pkg):
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "absent"
+
+    out = {"skipped": reg.SKIPPED, "values": {}, "versions": {p: _version(p) for p in VERSIONED}}
 
     def timeout(*_):
         raise TimeoutError
@@ -126,9 +136,15 @@ def main() -> None:
           "counted.\n")
     print("Skipped registry modules (dependency not installable here): "
           + ", ".join(f"{k} ({v.split('(')[0]})" for k, v in peers["skipped"].items()) + "\n")
+    repos = sorted({r for got in peers["values"].values() for r in got})
+    print(f"Peers: {len(repos)} wrapped repositories answered at least one supported name ({', '.join(repos)}). "
+          "Versions in the peer venv: " + ", ".join(f"{k} {v}" for k, v in peers["versions"].items())
+          + (f"; similarity-repository source commit {os.environ['SIMREPO_COMMIT']}" if os.environ.get("SIMREPO_COMMIT")
+             else "") + (f"; netrep source commit {os.environ['NETREP_COMMIT']}" if os.environ.get("NETREP_COMMIT")
+                         else "") + ".\n")
     print("| name | univ | peers (repo: value) | majority (n of m) | agree |")
     print("|---|---|---|---|---|")
-    n_agree = n_checked = 0
+    n_agree = n_checked = n_documented = 0
     for name in supported:
         m = measure(name)
         u = m(X, Y, **{k: PARAMS[k] for k in m.needs})
@@ -142,10 +158,17 @@ def main() -> None:
             n_checked += 1
             ok = abs(u - maj) <= 1e-6 * max(1.0, abs(maj))
             n_agree += ok
-            verdict, mj = ("yes" if ok else "NO"), f"{maj:.10g} ({count} of {len(nums)})"
+            documented = not ok and "Convention:" in (m.__doc__ or "")
+            n_documented += documented
+            others = [v for v in nums.values() if abs(v - maj) > 1e-6 * max(1.0, abs(maj))]
+            tie = _majority(others)[1] == count  # another value has as many peers: no majority
+            verdict = "yes" if ok else "NO: convention in docstring" if documented else "NO"
+            mj = f"{maj:.10g} ({count} of {len(nums)}{', tie' if tie else ''})"
         print(f"| `{name}` | {u:.10g} | {cells or '-'} | {mj} | {verdict} |")
-    print(f"\n{n_agree} of {n_checked} names with a peer agree with the majority; "
-          f"{len(supported) - n_checked} names have no installable peer.")
+    print(f"\n{n_agree} of {n_checked} names with a peer agree with the majority; the other "
+          f"{n_checked - n_agree} ({n_documented} of them with the convention univ follows, and why, in "
+          f"``measure(name).__doc__``) are listed as NO; {len(supported) - n_checked} names have no installable "
+          "peer.")
 
 
 if __name__ == "__main__":

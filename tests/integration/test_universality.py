@@ -55,3 +55,20 @@ def test_feature_and_adversarial_tables(run_folder):
     assert proj["frac_top5"].between(0, 1 + 1e-6).all()
     attacks = pd.read_csv(run_folder / "attacks.csv")
     assert (attacks["pgd_acc"] <= attacks["clean_acc"] + 1e-9).all()
+
+
+def test_report_opens_with_findings_and_every_estimate_in_its_interval(run_folder):
+    report = (run_folder / "report.md").read_text()
+    sections = [line for line in report.splitlines() if line.startswith("## ")]
+    assert sections[:2] == ["## Findings", "## findings"]
+    findings = report.split("## findings")[0]
+    for question in ("more similar than chance", "share features", "concentrated", "predict transfer"):
+        assert question in findings
+    assert "95% CI" in findings and "q = " in findings and "smallest reachable p" in findings
+    sim = pd.read_csv(run_folder / "similarity.csv")
+    tested = sim[sim.p_value.notna()]
+    assert (tested.p_min == 1 / 201).all()  # --quick: 200 permutations
+    ok = sim[sim.ci_low.notna()]
+    assert ((ok.ci_low <= ok.value + 1e-12) & (ok.value <= ok.ci_high + 1e-12)).all()
+    table = pd.read_csv(run_folder / "findings.csv")
+    assert {"effect", "ci_low", "ci_high", "p_value", "q_value", "p_min", "verdict"} <= set(table.columns)

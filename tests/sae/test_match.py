@@ -56,6 +56,18 @@ def test_svcca_two_seeds_significant(saes):
     assert s["svcca_p"] == pytest.approx(1 / 21) and s["rsa_p"] == pytest.approx(1 / 21)
 
 
+@pytest.mark.parametrize("method", ["correlation", "hungarian", "svcca"])
+def test_every_method_reports_comparable_null_and_calibrated_score(saes, method):
+    a, b, c, x, noise = saes
+    same = S.match(a, x, b, x, method=method, n_permutations=10).summary
+    assert {"score", "baseline", "calibrated", "p_value"} <= set(same)
+    assert same["calibrated"] == pytest.approx((same["score"] - same["baseline"]) / (1 - same["baseline"]))
+    assert same["calibrated"] > 0.3 and same["p_value"] == pytest.approx(1 / 11)  # two seeds: far above chance
+    if method != "svcca":  # unrelated SAEs: calibrated near 0 (svcca: too few correlated pairs to run)
+        other = S.match(a, x, c, noise, method=method, n_permutations=10).summary
+        assert abs(other["calibrated"]) < 0.1
+
+
 def test_bad_inputs(saes):
     a, b, _, x, _ = saes
     with pytest.raises(ValueError, match="same number of samples"):

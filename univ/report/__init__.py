@@ -52,6 +52,19 @@ class Report:
         """A section of prose."""
         self.sections.append((title, text))
 
+    def add_findings(self, text: str, table: pd.DataFrame | None = None) -> None:
+        """The "Findings" section, placed first in the report whenever it is added (an analysis writes it last,
+        from its other tables); ``table`` (the tests behind it) becomes the table "findings" right after it."""
+        if any(title == "Findings" for title, _ in self.sections):
+            raise ValueError("the report already has a Findings section")
+        self.sections.insert(0, ("Findings", text))
+        if table is not None:
+            if "findings" in self.tables:
+                raise ValueError("name: the report already has a table 'findings'")
+            self.tables["findings"] = table
+            self.sections.insert(1, ("findings", "The tests behind the Findings (one BH family): `effect` with its "
+                                                 "95% bootstrap interval, permutation `p_value`, `q_value`."))
+
 
 __all__ = ["Report", "write", "run_dir", "check_parent_writable", "format_table", "library_versions", "heatmap",
            "grid_figure", "panels"]

@@ -32,6 +32,9 @@ for every pair of points in that box. Max-pool layers are forced breaks (their J
 input per window, norm <= 1), except where IBP proves every window's winner, which makes the pool a
 fixed selection matrix merged into its segment. As the box shrinks to a point, every unit and window is
 fixed and the local bound becomes the Jacobian norm there, the exact local Lipschitz constant.
+
+The rest of the ladder (LipSDP, ECLipsE, exact constants of small nets, certified lower bounds and the
+direction gains) lives in :mod:`univ.lipschitz`, which builds on :func:`chain` and :func:`dense_matrix`.
 """
 
 from __future__ import annotations

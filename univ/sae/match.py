@@ -15,6 +15,27 @@ baseline so a fraction is never read without its chance level:
   with correlation <= 0.1, then compare the paired decoder matrices (rows: features) with SVCCA and RSA
   (``univ.similarity``), against ``n_permutations`` (100) random pairings of the same rows; p-value =
   (1 + #{shuffled >= observed}) / (1 + n_permutations).
+
+Comparable nulls: every method's summary also carries the same four keys, ``score`` (its headline number:
+the shared fraction, or the decoder SVCCA), ``baseline`` (the mean of that number under the method's own
+null), ``calibrated`` = (score - baseline) / (1 - baseline) (0 at chance, 1 at the maximum) and ``p_value``
+(1 + #{null >= score}) / (1 + draws), so the three can be set side by side on one scale.
+
+Which to use when (the three answer different questions and can disagree on the same pair; e.g. on two
+untrained networks of univ's zoo correlation found 53% of latents "shared", Hungarian 0% and decoder SVCCA
+p = 0.99):
+
+- Across architectures or widths, or whenever the claim is "the same feature fires on the same inputs":
+  ``correlation``. Read it beside (1) its shuffled-input baseline, (2) the same number for untrained copies
+  of the two networks (frequently active, input-driven latents correlate in any network) and (3) the
+  seed-to-seed ceiling: the same method on two seeds of one architecture (Paulo & Belrose 2025 find only
+  ~30% of latents recur across SAE seeds), since a cross-model fraction cannot exceed it.
+- Seeds of one model, or one layer of fine-tuned variants (the same input space): ``hungarian``; it
+  compares directions, not behaviour, and its random-rotation null is near 0, so compare it with the
+  seed-to-seed value rather than with the null alone.
+- ``svcca`` asks whether the geometry of the paired decoder directions agrees. It keeps only correlated
+  pairs and SVCCA of few rows is inflated; in univ's main job it was no higher for trained than for
+  untrained networks. Do not use it alone as evidence of shared features.
 """
 
 from __future__ import annotations
@@ -121,7 +142,19 @@ def match_correlation(sae_a, acts_a, sae_b, acts_b, *, threshold: float, n_permu
     }
     for t in (0.5, 0.9):
         summary[f"fraction_above_{t}"] = float((live["correlation"] >= t).mean())
+    summary.update(_comparable(summary["shared_fraction"], shuffled_shared))
     return MatchResult("correlation", table, summary)
+
+
+def _comparable(score: float, null) -> dict:
+    """The keys every method's summary shares (see the module docstring)."""
+    z = np.asarray(null, dtype=float)
+    if not len(z):
+        return {"score": score, "baseline": float("nan"), "calibrated": float("nan"), "p_value": float("nan")}
+    base = float(z.mean())
+    cal = (score - base) / (1 - base) if base < 1 else float("nan")
+    return {"score": score, "baseline": base, "calibrated": float(cal),
+            "p_value": (1 + int((z >= score - 1e-12).sum())) / (1 + len(z))}
 
 
 def _unit_rows(W: Tensor) -> Tensor:
@@ -170,6 +203,7 @@ def match_hungarian(sae_a, acts_a, sae_b, acts_b, *, threshold: float, n_permuta
         "mean_cos_encoder": float(np.nanmean(ce)), "mean_cos_decoder": float(np.nanmean(cd)),
         "baseline_shared_fraction": float(np.mean(base)) if base else float("nan"),
     }
+    summary.update(_comparable(summary["shared_fraction"], [float(b) for b in base]))
     return MatchResult("hungarian", table, summary)
 
 
@@ -204,6 +238,7 @@ def match_svcca(sae_a, acts_a, sae_b, acts_b, *, min_correlation: float, n_permu
         rows.append({"metric": k, "value": v, "baseline_mean": mean, "baseline_std": std, "p_value": p,
                      "n_pairs": n_pairs})
         summary.update({k: v, f"{k}_baseline": mean, f"{k}_p": p})
+    summary.update(_comparable(observed["svcca"], null["svcca"]))
     return MatchResult("svcca", pd.DataFrame(rows), summary)
 
 

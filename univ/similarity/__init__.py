@@ -19,7 +19,7 @@ from .cca import (
     svcca,
 )
 from .cka import center_gram, gram_cka, linear_cka, minibatch_cka, rbf_cka, rbf_gram
-from .compare import METRICS, compare, get_metric, grid, register_metric
+from .compare import METRICS, compare, compare_grid, get_metric, grid, register_metric
 from .geometry import knn_indices, mutual_knn, procrustes, procrustes_distance, rsa
 from .moments import LayerMoments, layer_moments, moment_measures
 from .streaming import STREAMABLE, ScatterMoments, StreamingLinearCKA, StreamingSimilarity, compare_stores
@@ -30,7 +30,8 @@ __all__ = [
     "PWCCASide",
     "StreamingSimilarity", "ScatterMoments", "STREAMABLE", "compare_stores",
     "procrustes", "procrustes_distance", "rsa", "mutual_knn", "knn_indices",
-    "layer_moments", "moment_measures", "LayerMoments", "compare", "grid", "METRICS", "get_metric", "register_metric",
+    "layer_moments", "moment_measures", "LayerMoments", "compare", "compare_grid",
+    "grid", "METRICS", "get_metric", "register_metric",
 ]
 from .names import StandardMeasure, measure, names  # noqa: E402  (standard names; kept apart from the list above)
 

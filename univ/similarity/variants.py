@@ -110,6 +110,29 @@ def svcca_dim(X, Y, dim: int, squared: bool = False, device=None) -> float:
     return float((rho * rho).mean() if squared else rho.mean())
 
 
+def kernel_norm(X, sigma: float, device=None) -> float:
+    """sqrt(tr(H K H)) of the RBF kernel K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2)) of X: (n, d) (absolute
+    bandwidth, H the centring matrix): the norm of the feature map the kernel CKA compares, which the
+    similarity-repository's Euclidean forms of RBF-kernel CKA use in place of ||Xc||."""
+    sigma = check_real(sigma, "sigma")
+    X = matrix(X, "X", min_rows=2, device=device)
+    K = _rbf(X, sigma)
+    return math.sqrt(max(0.0, float(torch.diagonal(K).sum() - K.sum() / K.shape[0])))
+
+
+def pca_norm(X, var: float | None = None, dim: int | None = None, device=None) -> float:
+    """Frobenius norm of the PCA scores of X: (n, d) that SVCCA keeps -> float: the top ``dim`` components,
+    or the fewest whose cumulative variance reaches ``var`` (SVCCA's rule, capped at the numerical rank).
+    The similarity-repository's Euclidean forms of SVCCA measure these reduced data (PCA, then CCA)."""
+    X = matrix(X, "X", min_rows=2, device=device)
+    lam = torch.linalg.svdvals(center(X)).square()
+    if dim is None:
+        frac = torch.cumsum(lam, 0) / lam.sum()
+        rank = int((lam > lam[0] * max(X.shape) * torch.finfo(lam.dtype).eps).sum())
+        dim = max(1, min(int((frac < var - 1e-12).sum()) + 1, rank))
+    return math.sqrt(float(lam[:dim].sum()))
+
+
 def partial_whiten(Xc: torch.Tensor, alpha: float, eigval_tol: float = 1e-7) -> torch.Tensor:
     """netrep's partial whitening of centred Xc: (n, d) -> (n, d): Xc V diag(s d_i) V^T with
     Xc^T Xc = V diag(lam) V^T, d_i = alpha + (1 - alpha) lam_i^(-1/2) and s rescaling to the original total

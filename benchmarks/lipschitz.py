@@ -1,0 +1,104 @@
+"""Tightness and speed of the Lipschitz ladder (univ.lipschitz) on the digits FC100-100-10 net of
+``univ run intriguing`` and on small nets whose exact constant is computed.
+
+Run: OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/lipschitz.py [--small-only] > out.json
+Prints one JSON object; benchmarks/lipschitz.md records a run. Wall and CPU seconds are both reported
+(the CPU time of this process is the fairer cost measure on a shared machine); threads pinned to 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import torch
+
+import univ
+from univ.cache import cached_model
+from univ.lipschitz import eclipse, eclipse_fast, exact_lipschitz, lipsdp, lower_bound
+from univ.repro import lipschitz as classic
+from univ.train import TrainConfig
+
+
+def timed(f):
+    t, c = time.perf_counter(), time.process_time()
+    v = f()
+    return v, time.perf_counter() - t, time.process_time() - c
+
+
+def net_rungs(model, shape, x_starts, sdp=True, exact=False):
+    out = {}
+    for name, f in [("product", lambda: classic.product_bound(classic.layer_bounds(model, shape)["exact"])),
+                    ("split", lambda: classic.split_bound(model, shape)),
+                    ("ECLipsE-Fast", lambda: eclipse_fast(model, shape).value),
+                    *([("ECLipsE", lambda: eclipse(model, shape).value),
+                       ("LipSDP-Layer", lambda: lipsdp(model, "layer", input_shape=shape).value),
+                       ("LipSDP-Neuron", lambda: lipsdp(model, "neuron", input_shape=shape).value)] if sdp else []),
+                    *([("exact", lambda: exact_lipschitz(model, "2", input_shape=shape).value)] if exact else []),
+                    ("lower bound", lambda: max(lower_bound(model, "2", input_shape=shape, seed=0).value,
+                                                lower_bound(model, "2", starts=x_starts, input_shape=shape).value))]:
+        v, wall, cpu = timed(f)
+        out[name] = {"value": v, "wall_s": wall, "cpu_s": cpu}
+        print(name, out[name], flush=True, file=__import__("sys").stderr)
+    return out
+
+
+def random_small_nets(n: int = 16, seed: int = 0) -> dict:
+    """Tightest upper bound / exact constant on random nets with 2 inputs and 1-3 hidden layers of 2-6
+    ReLUs (the soundness test's family), globally and on a box, L2 and L-inf."""
+    import numpy as np
+    from torch import nn
+
+    rng = np.random.default_rng(seed)
+    ratios = {"2 global": [], "2 box": [], "inf global": [], "inf box": []}
+    for i in range(n):
+        widths = [int(w) for w in rng.integers(2, 7, size=rng.integers(1, 4))]
+        torch.manual_seed(100 + i)
+        sizes = [2, *widths, 2]
+        layers = []
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        with torch.no_grad():
+            for m in layers[::2]:
+                m.bias.mul_(3.0)
+        model = nn.Sequential(*layers[:-1]).double()
+        c = rng.uniform(-1, 1)
+        for norm in ("2", "inf"):
+            for dom, (lo, hi) in (("global", (None, None)), ("box", (c - 0.3, c + 0.3))):
+                ex = exact_lipschitz(model, norm, lo, hi).value
+                up = lipsdp(model, "neuron", norm, lo, hi).value
+                ratios[f"{norm} {dom}"].append(up / ex if ex > 0 else 1.0)
+    return {k: {"max": max(v), "median": float(np.median(v)), "n": len(v)} for k, v in ratios.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--small-only", action="store_true")
+    ap.add_argument("--random-only", action="store_true", help="only the random small nets (exact vs tightest)")
+    args = ap.parse_args()
+    if args.random_only:
+        print(json.dumps(random_small_nets(), indent=1))
+        return
+    torch.set_num_threads(1)
+    data = univ.data.digits(seed=0)
+    tc = TrainConfig(epochs=60, batch_size=64, lr=3e-3, weight_decay=1e-5, seed=0)  # intriguing's full config
+    res = {"threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+           "python": platform.python_version(), "torch": torch.__version__, "nets": {}}
+    import cvxpy
+    import scs
+
+    res["cvxpy"], res["scs"] = cvxpy.__version__, scs.__version__
+    specs = [("FC6-6-10", [6, 6], True, True), ("FC8-10", [8], True, True)]
+    if not args.small_only:
+        specs.insert(0, ("FC100-100-10", [100, 100], True, False))
+    for name, widths, sdp, exact in specs:
+        model = cached_model("mlp", data, seed=0, train_cfg=tc, model_cfg={"widths": widths}, progress=False)[0].eval()
+        res["nets"][name] = net_rungs(model, data.input_shape, data.x_test[:64], sdp, exact)
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
