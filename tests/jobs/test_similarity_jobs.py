@@ -17,7 +17,7 @@ def acts_of(seed: int, n: int = 60) -> dict:
     return {"l0": base @ torch.randn(6, 8, generator=g), "l1": torch.tanh(base @ torch.randn(6, 5, generator=g))}
 
 
-@pytest.mark.parametrize("chunks", [1, 2, 5])
+@pytest.mark.parametrize("chunks", [None, 1, 2, 5])  # None: the executor's workers (in-process: 1)
 def test_chunks_give_the_whole_grid(chunks):
     acts = {m: acts_of(i) for i, m in enumerate("abcd")}
     pairs = [("a", "b"), ("a", "c"), ("b", "c"), ("c", "d"), ("a", "d")]

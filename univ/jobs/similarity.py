@@ -25,15 +25,23 @@ def compare_chunk(acts: dict, model_pairs: list, metrics: list, statistics, laye
 
 
 def compare_grid_jobs(acts: dict, model_pairs, metrics, *, statistics=None, layers: dict | None = None,
-                      chunks: int = 8, desc: str = "similarity", resources=None, **options):
+                      chunks: int | None = None, desc: str = "similarity", resources=None, **options):
     """:func:`univ.similarity.compare_grid` (same arguments, same table) run as at most ``chunks`` jobs on the
-    current executor (:func:`univ.jobs.use_executor`); ``resources``: each job's :class:`univ.jobs.Resources`."""
+    current executor (:func:`univ.jobs.use_executor`); ``resources``: each job's :class:`univ.jobs.Resources`.
+
+    chunks: default, the executor's workers (in-process: one job, the single compare_grid call). Fewer chunks
+    compute less in all: compare_grid computes each layer's resampled statistics once per call, so a model in
+    two chunks has them computed twice."""
     import pandas as pd
 
     from ..similarity.statistics import bh_qvalues
     from .grid import run_jobs
     from .job import Job, Resources
 
+    from .executors import current_executor
+
+    if chunks is None:
+        chunks = current_executor().workers
     if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
         raise ValueError(f"chunks: expected an int >= 1, got {chunks!r}")
     pairs = [tuple(p) for p in model_pairs]
