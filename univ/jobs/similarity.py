@@ -35,10 +35,9 @@ def compare_grid_jobs(acts: dict, model_pairs, metrics, *, statistics=None, laye
     import pandas as pd
 
     from ..similarity.statistics import bh_qvalues
+    from .executors import current_executor
     from .grid import run_jobs
     from .job import Job, Resources
-
-    from .executors import current_executor
 
     if chunks is None:
         chunks = current_executor().workers
