@@ -16,7 +16,6 @@ from univ.jobs import Job, JobWarning, make_executor, run_grid
 ray = pytest.importorskip("ray")
 T = "univ.jobs.testing"
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow  # a local Ray cluster takes 10-60 s to start on a busy 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +55,7 @@ def test_a_killed_worker_job_is_rerun_on_ray(cluster, tmp_path):
         assert run_grid(jobs, executor=make_executor("ray"), progress=False).results == [0, -1]
 
 
+@pytest.mark.slow  # two quick runs of the main job: 5-12 minutes on the shared 2-core machine
 def test_universality_on_ray_gives_the_in_process_tables(cluster, tmp_path, monkeypatch):
     from univ.cli import main
 
@@ -80,6 +80,7 @@ print(run_jobs(jobs, executor=make_executor("ray", workers=2), progress=False))
 """
 
 
+@pytest.mark.slow  # two drivers, each starting a local cluster: 40-60 s
 def test_killing_a_ray_driver_and_rerunning_finishes_only_the_missing_jobs(tmp_path):
     log, cache = tmp_path / "log", tmp_path / "cache"
     code = DRIVER.format(log=str(log))
