@@ -14,7 +14,7 @@ from univ import adversarial as adv
 from univ.adversarial import aligned
 from univ.cache import cached_model, cached_sae
 from univ.models import predict
-from univ.report import Report, heatmap
+from univ.report import Report, dashboard, heatmap
 from univ.repro.szegedy import minimal_distortion_table
 from univ.train import TrainConfig
 
@@ -207,6 +207,14 @@ def _analyse_subject(name, model, arch, data, x, y, cfg, report_rows):
     return sae, acts_tr, hits, assoc
 
 
+def _dashboard_view(sae, acts_tr, data, hits):
+    tags = [""] * sae.d_sae
+    for latent, direction in zip(hits["latent"], hits["direction"]):
+        tags[int(latent)] = f"{direction} by PGD"
+    return dashboard.features(sae, acts_tr, images=data.x_train.numpy(), tags=tags,
+                              labels=[str(int(v)) for v in data.y_train])
+
+
 def _sae_aligned_examples(model, layer, sae, assoc, x, y, eps, seed, bounds):
     """For each input, raise the most selective latent of a random other class (an SAE-aligned attack)."""
     g = torch.Generator().manual_seed(seed)
@@ -223,13 +231,14 @@ def run(cfg: Config) -> Report:
     models = _models(cfg, data)
     x, y = data.x_test[:cfg.n_attack], data.y_test[:cfg.n_attack]
     rr = {"concentration": [], "excess": [], "hits": [], "features": [], "steering": [], "sae": []}
-    adversarial, figures = {}, {}
+    adversarial, figures, views = {}, {}, {}
     subjects = [n for n, (_, arch, _) in models.items() if arch in cfg.archs and n != "mlp-seed2"
                 and (n == arch or n == f"{arch}-adv")]
     for name in subjects:
         model, arch, _ = models[name]
         sae, acts_tr, hits, assoc = _analyse_subject(name, model, arch, data, x, y, cfg, rr)
         figures[name] = _top_inputs_figure(sae, acts_tr, data.x_train, hits)
+        views[name] = _dashboard_view(sae, acts_tr, data, hits)
         x_pgd = adv.pgd(model, x, y, eps=cfg.eps, steps=cfg.attack_steps, seed=cfg.seed, bounds=data.bounds)
         adversarial[name, "pgd"] = x_pgd
         adversarial[name, "sae-aligned"] = _sae_aligned_examples(model, LAYERS[arch], sae, assoc, x, y, cfg.eps,
@@ -263,6 +272,10 @@ def run(cfg: Config) -> Report:
                      "Latents most raised / lowered on average by PGD; top_class = the class holding most of the "
                      "latent's activation mass on training data; frac_adv_class = how often that class is the "
                      "adversarial prediction among samples where the latent moved this way.")
+    report.add_dashboard("feature_dashboard", dashboard.build(views),
+                         "Every latent of every subject's SAE on the training digits (the latent numbers in "
+                         "most_hit_latents open their cards; tag: raised / lowered by PGD for those), with its "
+                         "best-correlated latents in the other subjects' SAEs.")
     for name, fig in figures.items():
         report.add_figure(f"top_inputs_{name}", fig, f"{name}: the most-hit latents' top-activating digits.")
     report.add_table("feature_attacks", pd.DataFrame(rr["features"]),

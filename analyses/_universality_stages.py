@@ -160,7 +160,7 @@ def similarity_figure(sim: pd.DataFrame, entries, metric: str):
         firsts.setdefault(e.arch, e)
     reps = list(firsts.values())
     pairs = [(a, b) for a, b in itertools.combinations_with_replacement(reps, 2)]
-    fig, axes = panels(len(pairs), 3, (4.2, 3.6))
+    fig, axes = panels(len(pairs), 3, (4.8, 4.0))
     for ax, (a, b) in zip(axes, pairs):
         if a.id == b.id:  # a model against another seed of the same architecture
             b = next((e for e in trained if e.arch == a.arch and e.id != a.id), None)
@@ -171,13 +171,16 @@ def similarity_figure(sim: pd.DataFrame, entries, metric: str):
         if sub.empty:
             sub = sim[(sim.model_a == b.id) & (sim.model_b == a.id) & (sim.metric == metric)]
             a, b = b, a
-        grid = sub.pivot(index="layer_a", columns="layer_b", values="value")
-        grid = grid.loc[[l for l in hidden_layers(a) if l in grid.index], [l for l in hidden_layers(b)
-                                                                              if l in grid.columns]]
-        heatmap(grid, title=f"{a.id} vs {b.id}", ax=ax)
+        def layer_grid(col, a=a, b=b, sub=sub):
+            g = sub.pivot(index="layer_a", columns="layer_b", values=col)
+            return g.loc[[l for l in hidden_layers(a) if l in g.index], [l for l in hidden_layers(b) if l in g.columns]]
+
+        baseline = sub["baseline_mean"].mean() if "baseline_mean" in sub else None
+        p = layer_grid("p_value") if "p_value" in sub and sub["p_value"].notna().any() else None
+        heatmap(layer_grid("value"), title=f"{a.id} vs {b.id}", ax=ax, cbar_label=metric, baseline=baseline,
+                not_significant=None if p is None else p.to_numpy() >= 0.05)
         ax.set_xlabel(b.id)
         ax.set_ylabel(a.id)
-        ax.tick_params(labelsize=6)
     fig.suptitle(f"{metric}: layer x layer (hidden layers)", fontsize=10)
     fig.tight_layout()
     return fig
@@ -288,6 +291,31 @@ def feature_stage(cfg, entries, data, device="cpu") -> tuple[dict, pd.DataFrame,
     return saes, pd.DataFrame(quality), pd.DataFrame(rows)
 
 
+DASHBOARD_TEXT = (
+    "Every latent of every trained model's SAE: search and filter the index (tag: universal = matched at correlation "
+    f">= {SHARED_CORR} in every other trained model, partly shared, exclusive, dead = never fires on the test "
+    "inputs), and open a latent's card for its "
+    "top-activating test inputs, its activation histogram and its best-correlated latents in the other models beside "
+    "their own top inputs.")
+
+
+def feature_dashboard(saes: dict, entries, data):
+    """The feature dashboard of the trained models' SAEs (univ.report.dashboard), matched by the correlation
+    tables of the feature stage (pairs it did not compare: by the correlation of codes on the same test inputs)."""
+    from univ.report import dashboard
+
+    trained = [e.id for e in entries if e.trained and e.id in saes]
+    x = data.x_test.numpy()
+    view_of = {"images": x} if x.ndim == 4 else {"signals": x.reshape(len(x), -1)}
+    labels = [str(int(v)) for v in data.y_test]
+    models, matches = {}, {}
+    for name in trained:  # tags (dead / exclusive / partly shared / universal) come from the matches
+        info = saes[name]
+        matches.update({(name, o): t for o, t in info["matches"].items() if o in trained})
+        models[name] = dashboard.features(info["sae"], info["test"], labels=labels, **view_of)
+    return dashboard.build(models, matches, threshold=SHARED_CORR)
+
+
 def matching_summary(match_df: pd.DataFrame) -> pd.DataFrame:
     """Mean of the matching table per pair category."""
     cols = ["shared_fraction", "shared_fraction_shuffled", "mean_best_corr", "mean_best_corr_shuffled",
@@ -336,7 +364,7 @@ def transfer_figure(transfer: pd.DataFrame):
     T = transfer.pivot(index="source", columns="target", values="transfer_rate")
     ids = list(dict.fromkeys(transfer["source"]))
     return heatmap(T.loc[ids, ids], title="PGD transfer rate (row: source, col: target)", xlabel="target",
-                   ylabel="source")
+                   ylabel="source", cbar_label="transfer rate")
 
 
 def attack_model(model: dict, model_id: str, x, y, x_rand, eps: float, steps: int, bounds, seed: int,

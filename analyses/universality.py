@@ -154,6 +154,7 @@ def run(cfg: Config):
         report.add_table("feature_matching", matching, S.MATCHING_TEXT)
         match_summary = S.matching_summary(matching)
         report.add_table("feature_matching_summary", match_summary, S.matching_sentence(match_summary))
+        report.add_dashboard("feature_dashboard", S.feature_dashboard(saes, entries, data), S.DASHBOARD_TEXT)
     if cfg.adversarial:
         adv = S.adversarial_stage(cfg, entries, data, saes, device)
         report.add_table("attacks", adv.attacks, S.attacks_text(adv.eps, cfg.pgd_steps, adv.n))

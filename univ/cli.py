@@ -1,6 +1,6 @@
 """Command line: ``univ run NAME [--quick] [--out DIR] [--threads N] [--executor inprocess|process|ray]
-[--address ADDR] [--FIELD value ...]``, ``univ list``,
-``univ config NAME``, ``univ sae train|match ...`` (see :mod:`univ.sae_commands`).
+[--address ADDR] [--workers N] [--FIELD value ...]``, ``univ list``, ``univ config NAME``,
+``univ sae train|match|view ...`` (see :mod:`univ.sae_commands`), ``univ view RUN_DIR``.
 
 Analyses are found through the ``univ.analyses`` entry-point group (univ's own are declared in its
 pyproject; any installed package can add more the same way): each entry names a module with a frozen
@@ -195,7 +195,7 @@ def _cmd_run(name: str, argv: list[str]) -> int:
                                                         "executor": executor})
     if report.summary and report.summary in report.tables:
         print(f"\n{report.summary}:\n{format_table(report.tables[report.summary])}")
-    print(f"\n{name} finished in {elapsed:.1f} s; report: {folder / 'report.md'}")
+    print(f"\n{name} finished in {elapsed:.1f} s; report: {folder / 'report.md'} (or univ view {folder})")
     return 0
 
 
@@ -269,7 +269,8 @@ def _cmd_sae(action: str | None, argv: list[str]) -> int:
 
     if action not in COMMANDS:
         raise ValueError(f"sae: choose one of {list(COMMANDS)}: univ sae train MODEL --layer L [...], "
-                         "univ sae match SAE_A SAE_B [...] (add --help for the flags)")
+                         "univ sae match SAE_A SAE_B [...], univ sae view SAE [--others SAE,...] [...] (add --help "
+                         "for the flags)")
     cls, run = COMMANDS[action]
     ns = settings_parser(f"univ sae {action}", cls).parse_args(argv)
     try:
@@ -285,6 +286,68 @@ def _cmd_sae(action: str | None, argv: list[str]) -> int:
     return 0
 
 
+def _cmd_view(argv: list[str]) -> int:
+    """``univ view RUN_DIR [--serve] [--port N] [--no-open]``: open a run's report.html in the browser, or serve
+    the run folder on localhost (for a machine you reach over ssh: forward the port)."""
+    p = _Parser(prog="univ view", description="Open a run folder's report.html (its dashboards are linked from it).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder univ run, univ compare or univ sae match|view wrote")
+    p.add_argument("--serve", action="store_true", help="serve the folder at http://127.0.0.1:PORT/ until Ctrl-C "
+                   "instead of opening the file")
+    p.add_argument("--port", type=int, default=8000, help="the port --serve listens on (0: any free one); "
+                   "default 8000")
+    p.add_argument("--no-open", action="store_true", help="print the page's address without starting a browser")
+    ns = p.parse_args(argv)
+    from .report.html import run_page
+
+    page = run_page(ns.run_dir)
+    if not 0 <= ns.port <= 65535:
+        raise SettingError("port", f"must be in 0..65535, got {ns.port}")
+    if not ns.serve:
+        url = page.resolve().as_uri()
+        opened = not ns.no_open and _open_browser(url)
+        print(f"report: {url}" + ("" if opened or ns.no_open else " (no browser found here: open it in yours, or "
+                                  "univ view --serve and forward the port)"))
+        return 0
+    server = serve(page.parent, ns.port)
+    url = f"http://127.0.0.1:{server.server_address[1]}/report.html"
+    print(f"serving {page.parent} at {url} (Ctrl-C stops)", flush=True)
+    if not ns.no_open:
+        _open_browser(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _open_browser(url: str) -> bool:
+    import webbrowser
+
+    try:
+        return webbrowser.open(url)
+    except webbrowser.Error:
+        return False
+
+
+def serve(folder, port: int = 8000):
+    """An HTTP server (not started) for ``folder`` on 127.0.0.1:``port`` (0: a free port); ValueError naming
+    ``port`` when it cannot listen there."""
+    import functools
+    import http.server
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # one line per request would bury the address printed above
+            pass
+
+    try:
+        return http.server.ThreadingHTTPServer(("127.0.0.1", port),
+                                               functools.partial(Quiet, directory=str(folder)))
+    except OSError as e:
+        raise ValueError(f"port: cannot listen on 127.0.0.1:{port} ({e.strerror or e})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _Parser(prog="univ", description=__doc__.splitlines()[0])
@@ -297,8 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
     p_show = sub.add_parser("config", help="print an analysis's settings, defaults and quick sizes")
     p_show.add_argument("name")
-    sub.add_parser("sae", help="train an SAE on a model's layer or match two SAEs (univ sae train|match --help)",
-                   add_help=False).add_argument("action", nargs="?")
+    sub.add_parser("sae", help="train an SAE on a model's layer, match two SAEs or see an SAE's feature dashboard "
+                   "(univ sae train|match|view --help)", add_help=False).add_argument("action", nargs="?")
+    sub.add_parser("view", help="open a run folder's report.html: univ view RUN_DIR [--serve]", add_help=False)
     try:
         args, rest = parser.parse_known_args(argv)
         if args.command == "run":
@@ -309,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_compare(rest)
         if args.command == "sae":
             return _cmd_sae(args.action, rest)
+        if args.command == "view":
+            return _cmd_view(rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "list":

@@ -164,3 +164,5 @@ def load(name: str, **kwargs) -> Dataset:
     if name not in DATASETS:
         raise unknown_name_error("dataset", name, DATASETS)
     return DATASETS[name](**kwargs)
+
+from .sae.ground_truth import shared_features  # noqa: E402,F401  (N models with known shared features)

@@ -1,8 +1,10 @@
-"""``univ sae train`` and ``univ sae match``: SAEs on your own language models from the command line.
+"""``univ sae train``, ``univ sae match`` and ``univ sae view``: SAEs on your own language models from the
+command line.
 
     univ sae train hf:EleutherAI/pythia-70m --layer 3 --kind topk --k 32 --expansion 8 --n-tokens 200000
     univ sae train tl:gpt2 --layer blocks.6.hook_resid_post --data text:notes/ --out saes/gpt2-l6
     univ sae match saes/gpt2-l6 saes/pythia-l3 --method correlation
+    univ sae view saes/gpt2-l6 --with saes/pythia-l3 --data text:notes/    # then: univ view <the folder printed>
 
 train: load the model by spec, cut the data (default: the embedded corpus) into contexts with the model's
 tokenizer, capture the layer's output at every real token into the activation store (:mod:`univ.store`, cached
@@ -11,7 +13,11 @@ loss and KL with the SAE spliced in: :func:`univ.sae.spliced_lm_metrics`), and s
 (``cfg.json`` metadata: ``hook_name`` the layer, a TransformerLens hook name for ``tl:`` models;
 ``model_name`` the spec; ``context_size``; ``prepend_bos``) with ``metrics.json`` and ``metrics.csv`` beside,
 all written atomically. match: load two saved SAEs, capture each one's model at its hook on the same contexts,
-run :func:`univ.sae.match`, print the summary and write the table as a run folder.
+run :func:`univ.sae.match`, print the summary and write the table as a run folder. view: capture the SAE's
+model (and those of the SAEs given with ``--with``) at its hook on the data and write a run folder whose
+report.html links the feature dashboard (:mod:`univ.report.dashboard`): each latent's top token contexts, its
+activation histogram, the logits its decoder direction promotes and suppresses, and its best-correlated latents
+in the other SAEs.
 
 The settings are frozen dataclasses (:class:`TrainConfig`, :class:`MatchConfig`); the CLI derives its flags
 from them. They are checked before any work (this module imports no torch): a bad one ends the command with
@@ -129,6 +135,45 @@ class MatchConfig(AnalysisConfig):
         check_range(self, "threshold", low=-1, high=1)
         if self.n_permutations is not None:
             check_range(self, "n_permutations", low=0)
+        check_device(self)
+
+
+@dataclass(frozen=True)
+class ViewConfig(AnalysisConfig):
+    """Feature dashboards of saved SAEs on their models and your data (univ sae view)."""
+
+    POSITIONAL: ClassVar[tuple[str, ...]] = ("sae",)
+    sae: str
+    """The SAE's folder (univ.sae.save's or SAELens's; its cfg.json metadata names the model and hook)."""
+    others: tuple[str, ...] = ()
+    """More SAE folders (--others A,B): their latents appear beside the first SAE's, matched by correlation on the
+    same tokens (their models must share the first one's tokenizer)."""
+    model: str | None = None
+    """The model spec, when the SAE's metadata has no model_name or names one you keep elsewhere."""
+    data: str = "corpus"
+    """Data spec: corpus or text:<file, folder or glob>."""
+    n_tokens: int = 20_000
+    """Tokens the latents are shown on (about: whole contexts)."""
+    top_k: int = 8
+    """Top-activating examples per latent."""
+    capture_batch: int = 32
+    """Contexts per forward pass."""
+    device: str = "cpu"
+    """Where the models run."""
+    threads: int = 1
+    """Torch threads."""
+    out: str = "runs"
+    """Parent folder of the run folder (sae-view-<hash of the settings>)."""
+
+    def validate(self):
+        for field, path in [("sae", self.sae)] + [("others", p) for p in self.others]:
+            if not Path(path, "cfg.json").is_file():
+                raise SettingError(field, f"{path!r} is not an SAE folder (no cfg.json)")
+        if self.model is not None:
+            _check_spec(self, "model")
+        _check_data(self)
+        for field, low in (("n_tokens", 2), ("top_k", 1), ("capture_batch", 1), ("threads", 1)):
+            check_range(self, field, low=low)
         check_device(self)
 
 
@@ -356,5 +401,81 @@ def match(cfg: MatchConfig, progress: bool = True) -> Path:
     return folder
 
 
-COMMANDS = {"train": (TrainConfig, train), "match": (MatchConfig, match)}
+def unembedding(model):
+    """(d_model, vocab): the model's unembedding (its output embedding; a final norm before it is left out), or
+    None when it has none that univ can find."""
+    net = model.net
+    get = getattr(net, "get_output_embeddings", None)
+    out = get() if callable(get) else None
+    if out is not None and getattr(out, "weight", None) is not None:
+        return out.weight.detach().T
+    w = getattr(net, "W_U", None)
+    return None if w is None else w.detach()
+
+
+def view(cfg: ViewConfig, progress: bool = True) -> Path:
+    """Run ``univ sae view`` (see the module docstring); returns the run folder written."""
+    import pandas as pd
+
+    from . import sae as S
+    from .activations import capture
+    from .report import Report, check_parent_writable, run_dir, write
+    from .report import dashboard as dash
+    from .sources import check_same_tokenizer
+
+    folder = check_parent_writable(run_dir(cfg.out, "sae-view", asdict(cfg)))
+    t0 = time.perf_counter()
+    views, rows, models, data = {}, [], {}, None
+    for i, path in enumerate((cfg.sae, *cfg.others)):
+        field = "sae" if i == 0 else "others"
+        try:
+            sae = S.load(path, device=cfg.device)
+        except ValueError as e:
+            raise SettingError(field, str(e)) from None
+        spec = (cfg.model if i == 0 else None) or sae.metadata.get("model_name")
+        if not spec or not sae.metadata.get("hook_name"):
+            raise SettingError(field, f"{path!r}: its cfg.json metadata needs model_name (or give --model) and "
+                               "hook_name; save it with univ.sae.save(..., model_name=..., hook_name=...)")
+        if spec not in models:
+            models[spec] = load_lm(spec, cfg.device, field if i or cfg.model is None else "model")
+        model = models[spec]
+        if data is None:
+            context = sae.metadata.get("context_size") or 128
+            bos = sae.metadata.get("prepend_bos")
+            data = contexts(cfg.data, model.tokenizer, context, True if bos is None else bos,
+                            math.ceil(cfg.n_tokens / context))
+            first = model
+        elif model is not first:
+            check_same_tokenizer({"sae": first.tokenizer, "others": model.tokenizer})
+        try:
+            hook = resolve_layer(model, sae.metadata["hook_name"])
+        except SettingError as e:
+            raise SettingError(field, f"{path!r}: its hook_name: {e.message}") from None
+        acts = capture(model, data.inputs, hook, batch_size=cfg.capture_batch, reduce="tokens",
+                       progress=progress)[hook]
+        if acts.shape[1] != sae.d_in:
+            raise SettingError(field, f"{path!r} reads {sae.d_in} features but {spec} at {hook} has {acts.shape[1]}")
+        ids, mask = data.input_ids, data.attention_mask.bool()
+        tokens = [[model.tokenizer.decode([int(t)]) for t in row[m]] for row, m in zip(ids, mask)]
+        u = unembedding(model)
+        name = Path(path).name if Path(path).name not in views else f"{Path(path).name}-{i}"
+        views[name] = dash.features(sae.cpu(), acts, unembed=None if u is None else u.cpu(),
+                                    vocab=lambda t, tok=model.tokenizer: tok.decode([t]), tokens=tokens)
+        codes = views[name].codes
+        rows.append({"sae": name, "folder": path, "model": spec, "hook_name": hook, "d_sae": sae.d_sae,
+                     "tokens": len(codes), "dead_fraction": float((codes.max(0) <= 0).mean()),
+                     "mean_l0": float((codes > 0).sum(1).mean()), "logits": u is not None})
+    board = dash.build(views, top_k=cfg.top_k)
+    report = Report("sae-view", summary="saes")
+    report.add_table("saes", pd.DataFrame(rows), f"The SAEs shown, on {len(data)} contexts of {data.name}.")
+    report.add_dashboard("features", board, "Every latent of every SAE: search the index, open a latent's card "
+                         "for its top token contexts (highlighted by activation), its activation histogram, the "
+                         "logits its decoder direction promotes and suppresses, and its best-correlated latents in "
+                         "the other SAEs.")
+    folder = write(report, folder, asdict(cfg), time.perf_counter() - t0, extra={"threads": cfg.threads})
+    print(f"dashboard: {folder / 'features.html'}\nopen it with: univ view {folder}")
+    return folder
+
+
+COMMANDS = {"train": (TrainConfig, train), "match": (MatchConfig, match), "view": (ViewConfig, view)}
 """``univ sae <name>`` -> (its settings, the function that runs it)."""

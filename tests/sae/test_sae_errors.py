@@ -293,6 +293,29 @@ PARAMETERS = [  # (id, call, exception, message fragment)
 ]
 CASES += PARAMETERS
 
+# --- multi-model dictionaries: a bad matrix in one model's activations is named by its model index ----------
+X1 = X[:, :4]
+CC = S.Crosscoder([D_IN, 4], D_SAE, kind="topk", k=3)
+MULTI = {  # name -> call with model 1's bad matrix, and the argument name the message starts with
+    "Crosscoder": (lambda A: CC.encode([X, A]), "xs[1] (model 1)"),
+    "TopKCrosscoder": (lambda A: S.TopKCrosscoder([D_IN, 4], D_SAE, k=3).fit([X, A], **FIT), "xs[1] (model 1)"),
+    "BatchTopKCrosscoder": (lambda A: S.BatchTopKCrosscoder([D_IN, 4], D_SAE, k=3)([X, A]), "xs[1] (model 1)"),
+    "L1Crosscoder": (lambda A: S.L1Crosscoder([D_IN, 4], D_SAE).reconstruct([X, A]), "xs[1] (model 1)"),
+    "UniversalSAE": (lambda A: S.UniversalSAE([D_IN, 4], D_SAE, k=3).encode(A, model=1), "x (model 1)"),
+    "latent_tags": (lambda A: S.latent_tags(CC, [X, A]), "xs[1] (model 1)"),
+    "shuffle_pairing": (lambda A: S.shuffle_pairing([X, A]), "xs[1] (model 1)"),
+}
+for fname, (fn, arg) in MULTI.items():
+    for bid, make, exc, frag in BAD_MATRICES:
+        CASES.append((f"{fname}-{bid}", lambda fn=fn, make=make: fn(make(X1)), exc, f"{re.escape(arg)}: {frag}"))
+CASES += [
+    ("Crosscoder-k", lambda: S.Crosscoder([D_IN, 4], D_SAE, k=D_SAE + 1), ValueError, r"k: must satisfy .*\(d_sae\)"),
+    ("Crosscoder-n-models", lambda: CC.encode([X]), ValueError, r"xs: expected 2 arrays .* got 1"),
+    ("Crosscoder-rows", lambda: CC.encode([X, X1[:5]]), ValueError, r"xs\[1\] \(model 1\): has 5 rows"),
+    ("seed_stability-models", lambda: S.seed_stability(CC, S.Crosscoder([D_IN, 5], D_SAE, k=3)), ValueError,
+     r"model_b: expected dictionaries over the same models"),
+]
+
 LM = nn.Sequential(nn.Embedding(10, D_IN), nn.Linear(D_IN, 10)).eval()  # ids (b, T) -> logits (b, T, 10)
 IDS = torch.randint(0, 10, (4, 5), generator=torch.Generator().manual_seed(0))
 
@@ -325,7 +348,8 @@ def test_bad_input_raises_named_error(call, exc, fragment):
     assert_named_error(call, exc, fragment)
 
 
-RESULT_TYPES = {"SAEOutput", "StepOutput", "MatchResult", "SAEMetrics", "SpliceResult", "LMSpliceResult"}
+RESULT_TYPES = {"SAEOutput", "StepOutput", "MatchResult", "SAEMetrics", "SpliceResult", "LMSpliceResult",
+                "LatentTags"}
 
 
 def test_every_public_function_is_in_the_table():

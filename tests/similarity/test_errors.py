@@ -85,6 +85,8 @@ TWO_MATRICES = {  # public functions of two sample matrices: name -> (call, firs
     "StreamingLinearCKA": (lambda A, B: sim.StreamingLinearCKA().update(A, B).value(), "xb", "yb"),
     "StreamingSimilarity": (lambda A, B: sim.StreamingSimilarity().update(A, B).procrustes(), "xb", "yb"),
     "compare": (lambda A, B: sim.compare({"a": A}, {"b": B}), "acts_a['a']", "acts_b['b']"),
+    "compare_grid": (lambda A, B: sim.compare_grid({"m": {"a": A}, "k": {"b": B}}, [("m", "k")], baseline=None,
+                                                   ci=None), "acts['m']['a']", "acts['k']['b']"),
 }
 ONE_MATRIX = {"rbf_gram": (sim.rbf_gram, "X"), "knn_indices": (lambda A: sim.knn_indices(A, 3), "X"),
               "pwcca_side": (sim.pwcca_side, "X"), "span_basis": (sim.span_basis, "X"),
@@ -109,8 +111,8 @@ for fname, (fn, a, b) in {**TWO_MATRICES, **GRAMS}.items():
     for bid, make, exc, frag in BAD_MATRICES:
         if "constant" in bid and fname in CONSTANT_OK:
             continue
-        names = (a, b) if fname != "compare" or "constant" not in bid else (  # a metric's X, Y in compare
-            "acts_a['a'] (X) and acts_b['b'] (Y): X", "acts_a['a'] (X) and acts_b['b'] (Y): Y")
+        names = (a, b) if fname not in ("compare", "compare_grid") or "constant" not in bid else (
+            f"{a} (X) and {b} (Y): X", f"{a} (X) and {b} (Y): Y")  # a metric's X, Y in compare
         CASES.append((f"{fname}-{a}-{bid}", lambda fn=fn, make=make, base=base, other=other: fn(make(base), other),
                       exc, f"{re.escape(names[0])}: {frag}"))
         if b is not None and bid != "ndim3" and not (fname == "minibatch_cka" and bid == "none"):  # Y=None: batches

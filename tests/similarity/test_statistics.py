@@ -10,7 +10,7 @@ import torch
 
 from univ import similarity as sim
 from univ.similarity.compare import _BUILTIN
-from univ.similarity.resampling import plans_for
+from univ.similarity.resampling import boot_cell, plans_for
 from univ.similarity.statistics import (
     basic_interval,
     bca_interval,
@@ -56,10 +56,7 @@ def test_cheap_bootstrap_equals_naive(metric):
     counts = torch.cat([counts, jack])
     (plan,) = plans_for({metric: _BUILTIN[metric]}, _BUILTIN)
     sx, sy = plan.prepare(X), plan.prepare(Y)
-    if hasattr(plan, "boot_batch"):
-        cheap = plan.boot_batch(sx, sy, counts)[metric]
-    else:
-        cheap = [plan.boot(plan.resample(sx, X, c), plan.resample(sy, Y, c))[metric] for c in counts]
+    cheap = boot_cell(plan, sx, sy, X, Y, counts)[metric]
     idx = [torch.repeat_interleave(torch.arange(40), c) for c in counts]
     naive = [_BUILTIN[metric](X[i], Y[i]) for i in idx]
     np.testing.assert_allclose(cheap, naive, rtol=0, atol=1e-8)

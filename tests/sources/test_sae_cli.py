@@ -137,7 +137,7 @@ def test_bad_spec_and_folders(tmp_path, capsys):
     (tmp_path / "mine" / "notes.txt").unlink()
     (tmp_path / "mine").rmdir()
     assert main(["sae", "fit"]) == 2
-    assert "sae: choose one of ['train', 'match']" in capsys.readouterr().err
+    assert "sae: choose one of ['train', 'match', 'view']" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 

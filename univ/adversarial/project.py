@@ -59,7 +59,8 @@ def random_dictionary(m: int, d: int, seed: int = 0) -> torch.Tensor:
 def pca_basis(acts) -> torch.Tensor:
     """Principal directions (d, d) of ``acts`` (n, d), by decreasing variance (rows)."""
     X = as_matrix(acts, "acts")
-    _, _, vt = torch.linalg.svd(X - X.mean(0), full_matrices=True)
+    # the full SVD is only needed to complete the basis when n < d; with n >= d it would build an n x n U for nothing
+    _, _, vt = torch.linalg.svd(X - X.mean(0), full_matrices=X.shape[0] < X.shape[1])
     return vt
 
 

@@ -6,6 +6,7 @@ of the few places that touch the file system (with the caches and the CLI).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -23,6 +24,8 @@ class Report:
     sections: the report.md body in reading order: (title, text) pairs; a section whose title equals a
         table's name gets that table rendered below its text, and a figure's name its image.
     summary: the table printed to the terminal at the end of ``univ run`` (a key of ``tables``).
+    dashboards: name -> :class:`univ.report.dashboard.Dashboard` (written as ``name``.html, linked from the
+        report).
     """
 
     name: str
@@ -31,6 +34,7 @@ class Report:
     sections: list[tuple[str, str]] = field(default_factory=list)
     summary: str | None = None
     meta: dict = field(default_factory=dict)
+    dashboards: dict = field(default_factory=dict)
 
     def add_table(self, name: str, df: pd.DataFrame, text: str = "", inline: bool = True) -> None:
         """Add a table; ``inline=False`` keeps a long table out of report.md (CSV + Markdown files only)."""
@@ -46,6 +50,16 @@ class Report:
         if name in self.figures:
             raise ValueError(f"name: the report already has a figure {name!r}")
         self.figures[name] = fig
+        self.sections.append((name, text))
+
+    def add_dashboard(self, name: str, dashboard, text: str = "") -> None:
+        """Add a feature dashboard (:func:`univ.report.dashboard.build`'s), written as ``name``.html."""
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name == "report":
+            raise ValueError(f"name: a dashboard's name is its file name: letters, digits, _ . - (not 'report'), "
+                             f"got {name!r}")
+        if name in self.dashboards:
+            raise ValueError(f"name: the report already has a dashboard {name!r}")
+        self.dashboards[name] = dashboard
         self.sections.append((name, text))
 
     def add_text(self, title: str, text: str) -> None:

@@ -28,29 +28,63 @@ def panels(n: int, ncols: int, size: tuple[float, float]):
 
 
 def heatmap(matrix: pd.DataFrame | np.ndarray, title: str = "", ax=None, vmin=0.0, vmax=1.0,
-            cmap: str = "magma", annot: bool | None = None, xlabel: str = "", ylabel: str = ""):
-    """A labelled heatmap of a (rows x cols) matrix; returns the Figure."""
+            cmap: str = "magma", annot: bool | None = None, xlabel: str = "", ylabel: str = "",
+            cbar_label: str = "value", baseline: float | None = None, not_significant=None):
+    """A labelled heatmap of a (rows x cols) matrix; returns the Figure.
+
+    cbar_label: what the colours mean (the colorbar's label). baseline: the value a reader compares with (e.g. the
+    mean of a permutation null), drawn as a line across the colorbar. not_significant: a (rows x cols) boolean
+    matrix; those cells are hatched (and the legend says so).
+    """
     import seaborn as sns
 
     plt = _plt()
+    n_r, n_c = np.shape(matrix)
     if ax is None:
-        n_r, n_c = np.shape(matrix)
-        fig, ax = plt.subplots(figsize=(1.2 + 0.55 * n_c, 1.0 + 0.45 * n_r))
+        fig, ax = plt.subplots(figsize=(2.0 + 0.6 * n_c, 1.4 + 0.5 * n_r))
     else:
         fig = ax.figure
     if annot is None:
-        annot = max(np.shape(matrix)) <= 12
+        annot = max(n_r, n_c) <= 12
     sns.heatmap(matrix, ax=ax, vmin=vmin, vmax=vmax, cmap=cmap, annot=annot, fmt=".2f", square=False,
-                cbar_kws={"shrink": 0.8}, annot_kws={"size": 7})
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+                cbar_kws={"shrink": 0.85, "label": cbar_label}, annot_kws={"size": 8})
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    ax.tick_params(labelsize=8)
+    if labels and max(map(len, labels)) > 4:  # long layer names would run into each other
+        ax.set_xticklabels(labels, rotation=40, ha="right", rotation_mode="anchor")
+    cbar = ax.collections[0].colorbar
+    cbar.ax.tick_params(labelsize=8)
+    cbar.ax.yaxis.label.set_size(9)
+    if baseline is not None and np.isfinite(baseline):
+        cbar.ax.axhline(baseline, color="#2c7fb8", lw=2.5)
+        cbar.set_label(f"{cbar_label} (blue line: baseline {baseline:.2g})", size=9)
+    if not_significant is not None:
+        ns = np.asarray(not_significant, dtype=bool)
+        if ns.shape != (n_r, n_c):
+            raise ValueError(f"not_significant: expected shape {(n_r, n_c)} like the matrix, got {ns.shape}")
+        for i, j in zip(*np.nonzero(ns)):
+            ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, hatch="///", edgecolor="#bbbbbb", lw=0))
+        if ns.any():
+            title = f"{title}\n(hatched: not significant)" if title else "hatched: not significant"
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
     return fig
 
 
-def grid_figure(df: pd.DataFrame, metric: str, title: str | None = None, **heatmap_kwargs):
+def grid_figure(df: pd.DataFrame, metric: str, title: str | None = None, alpha: float = 0.05, **heatmap_kwargs):
     """A heatmap Figure of a tidy comparison table (``univ.similarity.compare``'s) for one metric: rows are
-    layers of A, columns layers of B (see :func:`univ.similarity.grid`)."""
+    layers of A, columns layers of B (see :func:`univ.similarity.grid`). The colorbar names the metric and marks
+    the mean baseline (``baseline_mean``) when the table has one; cells whose q-value (else p-value) is at least
+    ``alpha`` are hatched."""
     from ..similarity import grid
 
-    return heatmap(grid(df, metric), title=title or metric, xlabel="layer_b", ylabel="layer_a", **heatmap_kwargs)
+    values = grid(df, metric)
+    sub = df[df["metric"] == metric]
+    kw = {"cbar_label": metric}
+    if "baseline_mean" in sub.columns and sub["baseline_mean"].notna().any():
+        kw["baseline"] = float(sub["baseline_mean"].mean())
+    p = next((c for c in ("q_value", "p_value") if c in sub.columns and sub[c].notna().any()), None)
+    if p is not None:
+        kw["not_significant"] = grid(df, metric, value=p).to_numpy() >= alpha
+    return heatmap(values, title=title or metric, xlabel="layer_b", ylabel="layer_a", **(kw | heatmap_kwargs))

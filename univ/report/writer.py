@@ -1,4 +1,5 @@
-"""The run folder: config.json, tables (CSV + Markdown), figures (PNG) and report.md, written atomically.
+"""The run folder: config.json, tables (CSV + Markdown), figures (PNG), report.md and report.html (with a
+dashboard page per feature dashboard), written atomically.
 
 A run folder is ``<out>/<analysis>-<hash of the config>``. Everything is first written to a hidden temporary
 folder beside it and renamed into place at the end, so a run killed while writing leaves no half-written
@@ -75,6 +76,8 @@ def _render(report, config) -> str:
             lines += [format_table(report.tables[title]), ""]
         if title in report.figures:
             lines += [f"![{title}]({title}.png)", ""]
+        if title in report.dashboards:
+            lines += [f"Feature dashboard: [{title}.html]({title}.html)", ""]
     return "\n".join(lines)
 
 
@@ -90,6 +93,12 @@ def _write_into(report, folder: Path, config, elapsed_s, extra: dict) -> None:
     for name, fig in report.figures.items():
         fig.savefig(folder / f"{name}.png", dpi=120, bbox_inches="tight")
     (folder / "report.md").write_text(_render(report, config))
+    from . import dashboard, html
+
+    for name, dash in report.dashboards.items():
+        (folder / f"{name}.html").write_text(dashboard.render(dash, title=f"{report.name}: {name}"))
+    images = {name: (folder / f"{name}.png").read_bytes() for name in report.figures}
+    (folder / "report.html").write_text(html.render(report, to_jsonable(config), images))
     meta = {"analysis": report.name, "config": to_jsonable(config), **(extra or {}), "versions": library_versions(),
             "written": time.strftime("%Y-%m-%d %H:%M:%S"), "elapsed_s": elapsed_s,
             **{k: v for k, v in report.meta.items() if k != "not_inline"}}

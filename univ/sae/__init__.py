@@ -10,10 +10,16 @@ models.
     univ.sae.spliced_accuracy(model, x, y, layer, sae)   # -> SpliceResult(clean, spliced, zero_ablated, recovered)
     univ.sae.spliced_lm_metrics(lm, data.inputs, layer, sae)   # -> LMSpliceResult(CE losses, loss_recovered, KL)
 
+Across N models at once (on the same inputs): ``univ.sae.Crosscoder(d_ins, d_sae, kind="batchtopk")``,
+``univ.sae.UniversalSAE(d_ins, d_sae, k)``, ``univ.sae.latent_tags(cc, xs)`` (which subset of models each
+latent lives in, with Latent Scaling, seed stability and bootstrap intervals); save/load as above.
+
 A new kind is one SAE subclass and one registry line (``@univ.sae.SAE_KINDS.register("name")``); a new
 matching method is one function and one line (``@univ.sae.MATCH_METHODS.register("name")``).
 """
 
+from . import tags
+from .crosscoder import CROSSCODER_KINDS, BatchTopKCrosscoder, Crosscoder, L1Crosscoder, TopKCrosscoder
 from .io import load, save
 from .kinds import BatchTopKSAE, GatedSAE, JumpReluSAE, ReluSAE, TopKSAE
 from .match import MATCH_METHODS, MatchResult, match
@@ -33,11 +39,15 @@ from .metrics import (
     spliced_lm_metrics,
 )
 from .model import SAE, SAE_KINDS, SAEOutput, StepOutput
+from .tags import LatentTags, latent_tags, seed_stability, shuffle_pairing
 from .train import fit, geometric_median
+from .universal import UniversalSAE
 
 __all__ = [
     "SAE", "SAE_KINDS", "SAEOutput", "StepOutput", "ReluSAE", "TopKSAE", "BatchTopKSAE", "JumpReluSAE", "GatedSAE",
     "fit", "geometric_median", "save", "load", "match", "MatchResult", "MATCH_METHODS", "evaluate", "SAEMetrics",
     "l0", "mse", "fvu", "explained_variance", "dead_fraction", "dense_fraction", "dictionary_recovery",
     "spliced_accuracy", "SpliceResult", "spliced_lm_metrics", "LMSpliceResult",
+    "Crosscoder", "CROSSCODER_KINDS", "BatchTopKCrosscoder", "TopKCrosscoder", "L1Crosscoder", "UniversalSAE",
+    "latent_tags", "LatentTags", "seed_stability", "shuffle_pairing", "tags",
 ]

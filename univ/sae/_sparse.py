@@ -72,3 +72,70 @@ class SparseEncode(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             g_b = torch.zeros(m, dtype=g.dtype, device=g.device).index_add_(0, idx.reshape(-1), g.reshape(-1))
         return g_x, g_W, g_b, None, None
+
+
+# ---- ragged selections: a different number of active latents per row (BatchTopK over a batch) ----
+# A selection is given by its entries in row-major order: rows, cols: (nnz,) and crow: (n + 1,), the CSR
+# row pointers of the same entries.
+
+def ragged_selection(flat_idx: Tensor, n: int, n_cols: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(order, rows, cols, crow) of the entries ``flat_idx`` (indices into a flattened (n, n_cols) matrix),
+    sorted row-major; ``order`` sorts values given in flat_idx's order."""
+    flat_sorted, order = flat_idx.sort()
+    rows, cols = flat_sorted // n_cols, flat_sorted % n_cols
+    crow = torch.zeros(n + 1, dtype=torch.long, device=flat_idx.device)
+    crow[1:] = torch.bincount(rows, minlength=n).cumsum(0)
+    return order, rows, cols, crow
+
+
+def _ragged_csr(vals: Tensor, crow: Tensor, cols: Tensor, n_cols: int) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.sparse_csr_tensor(crow, cols, vals, (len(crow) - 1, n_cols))
+
+
+def _ragged_t_mm(vals: Tensor, rows: Tensor, cols: Tensor, n: int, n_cols: int, dense: Tensor) -> Tensor:
+    st = torch.sparse_coo_tensor(torch.stack([cols, rows]), vals, (n_cols, n))
+    return torch.sparse.mm(st, dense)
+
+
+class RaggedDecode(torch.autograd.Function):
+    """x_hat = S @ W for the sparse S with ``vals`` (nnz,) at (rows, cols); W: (m, d) -> (n, d)."""
+
+    @staticmethod
+    def forward(ctx, vals: Tensor, rows: Tensor, cols: Tensor, crow: Tensor, W: Tensor) -> Tensor:
+        ctx.save_for_backward(vals, rows, cols, crow, W)
+        return _ragged_csr(vals, crow, cols, W.shape[0]) @ W
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        vals, rows, cols, crow, W = ctx.saved_tensors
+        g_vals = g_W = None
+        if ctx.needs_input_grad[0]:
+            pattern = _ragged_csr(torch.zeros_like(vals), crow, cols, W.shape[0])
+            g_vals = torch.sparse.sampled_addmm(pattern, grad, W.T, beta=0.0).values()
+        if ctx.needs_input_grad[4]:
+            g_W = _ragged_t_mm(vals, rows, cols, len(crow) - 1, W.shape[0], grad)
+        return g_vals, None, None, None, g_W
+
+
+class RaggedEncode(torch.autograd.Function):
+    """The selected pre-activations (x_c @ W_enc + b_enc)[rows, cols] -> (nnz,), given their values
+    ``selected``; the backward only touches the selected entries."""
+
+    @staticmethod
+    def forward(ctx, x_c: Tensor, W_enc: Tensor, b_enc: Tensor, rows: Tensor, cols: Tensor, crow: Tensor,
+                selected: Tensor) -> Tensor:
+        ctx.save_for_backward(x_c, W_enc, rows, cols, crow)
+        return selected.clone()
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x_c, W_enc, rows, cols, crow = ctx.saved_tensors
+        m = W_enc.shape[1]
+        g_x = _ragged_csr(g, crow, cols, m) @ W_enc.T.contiguous() if ctx.needs_input_grad[0] else None
+        g_W = _ragged_t_mm(g, rows, cols, len(x_c), m, x_c).T if ctx.needs_input_grad[1] else None
+        g_b = None
+        if ctx.needs_input_grad[2]:
+            g_b = torch.zeros(m, dtype=g.dtype, device=g.device).index_add_(0, cols, g)
+        return g_x, g_W, g_b, None, None, None, None

@@ -64,6 +64,10 @@ def save(sae: SAE, path: str | os.PathLike, *, hook_name: str | None = None, mod
     """
     from safetensors.torch import save_file
 
+    if getattr(sae, "is_multi_model", False):  # a crosscoder or universal SAE: its own layout (univ.sae.multi)
+        from .multi import save_multi
+
+        return save_multi(sae, path)
     if not isinstance(sae, SAE):
         raise ValueError(f"sae: expected a univ.sae.SAE, got {type(sae).__name__}")
     folder = check_path(path)
@@ -189,6 +193,10 @@ def load(path: str | os.PathLike, kind: str | None = None, d_in: int | None = No
             raise TypeError(f"kind: expected an SAE kind name, got {type(kind).__name__} {kind!r}")
         SAE_KINDS[kind]  # an unknown kind raises here, listing the known ones
     device = check_device(device)
+    from .multi import MULTI_WEIGHTS, is_multi_folder, load_multi
+
+    if (folder / MULTI_WEIGHTS).is_file() and is_multi_folder(folder):
+        return load_multi(folder, device)
     if not (folder / CFG).is_file() or not (folder / WEIGHTS).is_file():
         raise ValueError(f"path: {str(folder)!r} does not hold {CFG} and {WEIGHTS}")
     cfg = _read_cfg(folder)

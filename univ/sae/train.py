@@ -272,8 +272,13 @@ def _restore(ckpt: Path, identity: dict, sae: nn.Module, opt, data: Batches, dev
 @torch.no_grad()
 def _init_from_data(sae: nn.Module, x: Tensor, b_dec_init: str, normalize: bool) -> None:
     x = x.to(sae.device, torch.float64)
-    scale = math.sqrt(sae.d_in) / float(x.norm(dim=1).mean().clamp_min(1e-12)) if normalize else 1.0
-    sae.norm_scale.fill_(scale)
+    per_feature = getattr(sae, "input_scale", None)  # a crosscoder scales each model's block on its own
+    if per_feature is not None:
+        scale = per_feature(x) if normalize else torch.ones(x.shape[1], dtype=torch.float64, device=x.device)
+        sae.norm_scale.copy_(scale)
+    else:
+        scale = math.sqrt(sae.d_in) / float(x.norm(dim=1).mean().clamp_min(1e-12)) if normalize else 1.0
+        sae.norm_scale.fill_(scale)
     xn = x * scale
     if b_dec_init == "geometric_median":
         sae.b_dec.copy_(geometric_median(xn).to(sae.dtype))

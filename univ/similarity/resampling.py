@@ -25,6 +25,7 @@ Other registered metrics use :class:`NaivePlan` (the metric recomputed per draw)
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ._core import center, debiased_hsic, matrix, sym_fro2
@@ -139,21 +140,81 @@ class LinearCkaPlan(Plan):
         return out
 
 
-class MomentPlan(Plan):
-    """procrustes, cca, cca_r2, svcca (svcca: variance kept 0.99)."""
+class SvccaPlan(Plan):
+    """svcca (variance kept 0.99): the null from the principal bases prepared once; the bootstrap in chunks
+    of resamples at once (:meth:`boot_prepare` per layer, :meth:`boot_pair` per cell). A resample with counts
+    c is the weighted data: weighted mean, scatter Xc^T diag(c) Xc (its eigendecomposition: the resample's
+    principal directions, the same variance and rank cuts as :func:`univ.similarity.svcca` on N = sum(c)
+    rows) and whitened weighted scores Z = diag(sqrt(c)) Xc W, so that Z_x^T Z_y is the resample's whitened
+    cross-covariance and its singular values its canonical correlations."""
 
-    metrics = ("procrustes", "cca", "cca_r2", "svcca")
+    metrics = ("svcca",)
+    variance_kept = 0.99
 
     def prepare(self, X):
-        from .cca import principal_basis, span_basis
+        from .cca import principal_basis
+
+        X64 = matrix(X, "X", rescale=True)
+        return {"n": X.shape[0], "device": X64.device, "P": principal_basis(X), "X": X64}
+
+    def null(self, sx, sy, perms):
+        rho = torch.linalg.svdvals(torch.matmul(sx["P"].T, sy["P"][perms])).clamp(0, 1)
+        return {"svcca": _np(rho.mean(-1))}
+
+    def boot_prepare(self, state, X, counts):
+        X = state["X"]
+        n, d = X.shape
+        c = counts.to(X.dtype)  # (b, n)
+        N = c.sum(1)
+        if d > n:  # the resample's PCA through its (N, N) Gram: per resample (rare for layer activations)
+            return self._boot_prepare_slow(X, counts)
+        mu = (c @ X) / N[:, None]
+        Xc = X[None] - mu[:, None]  # (b, n, d)
+        sw = c.sqrt()[:, :, None]
+        C = (Xc * sw).transpose(1, 2) @ (Xc * sw)  # (b, d, d) weighted scatter
+        lam, V = torch.linalg.eigh(C)
+        lam, V = lam.flip(-1).clamp_min(0.0), V.flip(-1)
+        rank = (lam > lam[:, :1] * torch.clamp(N, min=d)[:, None] * torch.finfo(lam.dtype).eps).sum(1)
+        frac = torch.cumsum(lam, -1) / lam.sum(-1, keepdim=True)
+        k = torch.minimum((frac < self.variance_kept - 1e-12).sum(-1) + 1, rank).clamp_min(1)
+        keep = torch.arange(d, device=X.device)[None] < k[:, None]  # (b, d)
+        W = torch.where(keep[:, None, :], V / lam.clamp_min(1e-300).sqrt()[:, None, :], torch.zeros_like(V))
+        kmax = int(k.max())
+        return {"Z": (Xc * sw) @ W[:, :, :kmax], "k": k}
+
+    def _boot_prepare_slow(self, X, counts):
+        from .cca import principal_basis
+
+        zs, ks = [], []
+        for c in counts:
+            idx = torch.repeat_interleave(torch.arange(len(c), device=X.device), c)
+            P = principal_basis(X[idx])  # (N, k): rows of copies are equal; back to the n inputs, weighted
+            first = torch.zeros(len(c), dtype=torch.long, device=X.device)
+            first[idx.flip(0)] = torch.arange(len(idx) - 1, -1, -1, device=X.device)
+            zs.append(P[first] * c.to(P.dtype).sqrt()[:, None])
+            ks.append(P.shape[1])
+        kmax = max(ks)
+        Z = torch.stack([torch.nn.functional.pad(z, (0, kmax - z.shape[1])) for z in zs])
+        return {"Z": Z, "k": torch.tensor(ks, device=X.device)}
+
+    def boot_pair(self, bx, by):
+        rho = torch.linalg.svdvals(bx["Z"].transpose(1, 2) @ by["Z"]).clamp(0, 1)
+        return {"svcca": _np(rho.sum(-1) / torch.minimum(bx["k"], by["k"]).to(rho.dtype))}
+
+
+class MomentPlan(Plan):
+    """procrustes, cca, cca_r2."""
+
+    metrics = ("procrustes", "cca", "cca_r2")
+
+    def prepare(self, X):
+        from .cca import span_basis
 
         Xc = center(matrix(X, "X", rescale=True))
         s = {"n": X.shape[0], "device": Xc.device, "F": _svd_basis(Xc), "tot": (Xc * Xc).sum()}
         # the bases from X in its own dtype: their rank cut uses the precision the data were computed in
         if {"cca", "cca_r2"} & set(self.names):
             s["Q"] = span_basis(X)
-        if "svcca" in self.names:
-            s["P"] = principal_basis(X)
         return s
 
     def null(self, sx, sy, perms):
@@ -162,13 +223,12 @@ class MomentPlan(Plan):
             C = torch.matmul(sx["F"].T, sy["F"][perms])
             nuc = torch.linalg.svdvals(C).sum(-1)
             out["procrustes"] = (nuc / (sx["tot"] * sy["tot"]).sqrt()).clamp(0.0, 1.0)
-        for key, basis in (("cca", "Q"), ("svcca", "P")):
-            if key in names or (key == "cca" and "cca_r2" in names):
-                rho = torch.linalg.svdvals(torch.matmul(sx[basis].T, sy[basis][perms])).clamp(0, 1)
-                if key in names:
-                    out[key] = rho.mean(-1)
-                if key == "cca" and "cca_r2" in names:
-                    out["cca_r2"] = (rho * rho).mean(-1)
+        if names & {"cca", "cca_r2"}:
+            rho = torch.linalg.svdvals(torch.matmul(sx["Q"].T, sy["Q"][perms])).clamp(0, 1)
+            if "cca" in names:
+                out["cca"] = rho.mean(-1)
+            if "cca_r2" in names:
+                out["cca_r2"] = (rho * rho).mean(-1)
         return {k: _np(v) for k, v in out.items() if k in names}
 
 
@@ -287,6 +347,79 @@ class PwccaPlan(Plan):
         return {"pwcca": vals}
 
 
+    # the bootstrap: chunks of resamples as weighted data (see PwccaPlan.boot_prepare)
+    epsilon = 1e-10
+
+    def boot_prepare(self, state, X, counts):
+        """One layer's PWCCA side for each resample of ``counts``: (b, n) as weighted data: mean, scatter
+        Z^T Z with Z = diag(sqrt(c)) (X - mean), google's small-variance cut (None when it differs between the
+        chunk's resamples: the per-resample path then serves the chunk) and the regularised inverse square root,
+        all as google's computation on the N = sum(c) duplicated rows."""
+        from ..utils import one_blas_thread
+
+        Xn = state["side"].raw.numpy()
+        c = counts.cpu().numpy().astype(np.float64)
+        N = c.sum(1)
+        with one_blas_thread():
+            m = (c @ Xn) / N[:, None]
+            Z = (Xn[None] - m[:, None]) * np.sqrt(c)[:, :, None]
+            C = np.swapaxes(Z, 1, 2) @ Z
+            scale = np.abs(C).max((1, 2)) / (N - 1)
+            if (scale <= 0).any():
+                return {"slow": True, "X": state["side"].raw, "counts": counts}
+            keep = np.diagonal(C, axis1=1, axis2=2) / (N - 1)[:, None] / scale[:, None] >= self.epsilon
+            if not (keep == keep[:1]).all():
+                return {"slow": True, "X": state["side"].raw, "counts": counts}
+            kp = keep[0]
+            if not kp.all():
+                C, Z, m = C[:, kp][:, :, kp], Z[:, :, kp], m[:, kp]
+            S = C / (N - 1)[:, None, None] / scale[:, None, None] + self.epsilon * np.eye(C.shape[1])
+            w, V = np.linalg.eigh(S)
+            cutoff = 1e-15 * np.abs(w).max(-1, keepdims=True)
+            inv = np.where(w > cutoff, 1.0 / np.sqrt(np.maximum(w, cutoff)), 0.0)
+            inv_sqrt = (V * inv[:, None, :]) @ np.swapaxes(V, 1, 2) / np.sqrt(scale)[:, None, None]
+        return {"slow": False, "Z": Z, "m": m, "C": C, "inv": inv_sqrt, "N": N, "k": int(kp.sum()),
+                "X": state["side"].raw, "counts": counts}
+
+    def boot_pair(self, bx, by):
+        from ..utils import one_blas_thread
+
+        if bx["slow"] or by["slow"]:
+            return {"pwcca": self._slow(bx, by, range(len(bx["counts"])))}
+        a, b = (bx, by) if bx["k"] <= by["k"] else (by, bx)
+        N = a["N"]
+        out = np.empty(len(N))
+        with one_blas_thread():
+            arr = a["inv"] @ ((np.swapaxes(a["Z"], 1, 2) @ b["Z"]) / (N - 1)[:, None, None]) @ b["inv"]
+            u, rho, _ = np.linalg.svd(arr)
+            rho = np.abs(rho)
+            ut = np.swapaxes(u, 1, 2)
+            nmm = N[:, None, None] * a["m"][:, :, None] * a["m"][:, None, :]
+            try:
+                L = np.linalg.cholesky(ut @ a["C"] @ u + nmm)
+                proj = np.linalg.solve(L, ut @ a["C"] + nmm)
+            except np.linalg.LinAlgError:  # google's explicit QR: one resample at a time
+                return {"pwcca": self._slow(bx, by, range(len(N)))}
+            wts = np.abs(proj).sum(2)
+            wts = wts / wts.sum(1, keepdims=True)
+            out[:] = np.clip((wts[:, :rho.shape[1]] * rho).sum(1), 0.0, 1.0)
+        return {"pwcca": out}
+
+    @staticmethod
+    def _slow(bx, by, which):
+        from .cca import pwcca
+
+        vals = []
+        for i in which:
+            c = bx["counts"][i]
+            idx = torch.repeat_interleave(torch.arange(len(c)), c.cpu())
+            try:
+                vals.append(pwcca(bx["X"][idx], by["X"][idx]))
+            except ValueError:
+                vals.append(float("nan"))
+        return np.array(vals)
+
+
 def _pwcca_null(Ac, mA, Caa, inv_a, Bc, inv_b, perms, permute_a: bool):
     """PWCCA of A against B with one side's rows permuted, for every permutation at once (stacked LAPACK
     calls; see :func:`univ.similarity.cca._pwcca`, which this follows step by step). A permutation leaves A's
@@ -334,8 +467,20 @@ class NaivePlan(Plan):
         return {self.names[0]: torch.tensor(vals, dtype=torch.float64).numpy()}
 
 
-PLANS: dict[str, type[Plan]] = {m: cls for cls in (LinearCkaPlan, MomentPlan, GramPlan, KnnPlan, PwccaPlan)
-                                for m in cls.metrics}
+PLANS: dict[str, type[Plan]] = {m: cls for cls in (LinearCkaPlan, SvccaPlan, MomentPlan, GramPlan, KnnPlan,
+                                                   PwccaPlan) for m in cls.metrics}
+
+
+def boot_cell(plan: Plan, sx, sy, X, Y, counts: torch.Tensor) -> dict:
+    """{metric: (B,)} the plan's measures on every resample ``counts``: (B, n) of one cell (X, Y prepared as
+    sx, sy), by whichever path the plan has (closed form, chunked batch, or one resample at a time)."""
+    if hasattr(plan, "boot_batch"):
+        return plan.boot_batch(sx, sy, counts)
+    if hasattr(plan, "boot_prepare"):
+        out = [plan.boot_pair(plan.boot_prepare(sx, X, c), plan.boot_prepare(sy, Y, c)) for c in counts.split(32)]
+        return {m: np.concatenate([o[m] for o in out]) for m in plan.names}
+    res = [plan.boot(plan.resample(sx, X, c), plan.resample(sy, Y, c)) for c in counts]
+    return {m: np.array([r[m] for r in res]) for m in plan.names}
 """metric name -> the plan class serving its built-in definition."""
 
 

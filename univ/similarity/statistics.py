@@ -265,6 +265,10 @@ def _null(plan, sx, sy, cell, theta, perms, stop_after, min_draws) -> dict:
     return res
 
 
+BOOT_CHUNK = 32
+"""Resamples prepared at once by a plan with a batched bootstrap (memory: chunk x n x width per layer)."""
+
+
 def _bootstrap(plan, A, B, sa, sb, cells, counts, bar) -> dict:
     if hasattr(plan, "boot_batch"):  # closed form in the counts: all resamples at once
         out = {}
@@ -274,6 +278,17 @@ def _bootstrap(plan, A, B, sa, sb, cells, counts, bar) -> dict:
         bar.update(len(counts))
         return out
     vals = {(a, b, m): np.full(len(counts), np.nan) for a, b in cells for m in plan.names}
+    if hasattr(plan, "boot_prepare"):  # chunks of resamples at once, each layer prepared once per chunk
+        start = 0
+        for chunk in counts.split(BOOT_CHUNK):
+            ra = {k: plan.boot_prepare(s, A[k], chunk) for k, s in sa.items()}
+            rb = {k: ra[k] if B is A and k in ra else plan.boot_prepare(s, B[k], chunk) for k, s in sb.items()}
+            for a, b in cells:
+                for m, v in plan.boot_pair(ra[a], rb[b]).items():
+                    vals[a, b, m][start:start + len(chunk)] = v
+            start += len(chunk)
+            bar.update(len(chunk))
+        return vals
     for i, c in enumerate(counts):
         ra = {k: _try(plan.resample, s, A[k], c) for k, s in sa.items()}
         rb = {k: ra[k] if B is A and k in ra else _try(plan.resample, s, B[k], c) for k, s in sb.items()}

@@ -141,8 +141,7 @@ def untrained_twin(model: nn.Module, seed: int = 0) -> nn.Module:
         return twin
     if isinstance(model, ZooModel):
         config = dict(model.config)
-        if "seed" in config:
-            config["seed"] = seed
+        config.pop("seed", None)  # build_model passes ``seed`` on to the models that take one
         return build_model(model.name, seed=seed, **config)
     raise ValueError(f"model: expected a univ.sources.SourceModel or a zoo model, got {type(model).__name__}; "
                      "load it with univ.sources.load_model")
