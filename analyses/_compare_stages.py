@@ -310,26 +310,46 @@ COLUMNS = ["model_a", "layer_a", "model_b", "layer_b", "metric", "value", "basel
            "ci_high", "category"]
 
 
+def compare_store_pair(path_a: str, path_b: str, metrics: list, device: str) -> pd.DataFrame:
+    """Job: :func:`univ.similarity.compare_stores` of the two on-disk activation stores at these paths."""
+    from univ.store import ActivationStore
+
+    return univ.similarity.compare_stores(ActivationStore(path_a), ActivationStore(path_b), metrics, device=device)
+
+
 def similarity(cfg, loaded: Loaded, cap: Captured) -> pd.DataFrame:
-    """The tidy table: every layer pair of every compared pair and metric (:data:`COLUMNS`)."""
+    """The tidy table: every layer pair of every compared pair and metric (:data:`COLUMNS`); one job per pair
+    (univ.jobs: in-process, a process pool or Ray, as ``--executor`` says; finished pairs are not recomputed)."""
+    from univ.jobs import Job, Resources, run_jobs
+    from univ.jobs.similarity import compare_grid_jobs
+
     device = univ.utils.resolve_device(cfg.device)
+    res = Resources(gpus=1 if device.type == "cuda" else 0)
     ps = pairs(loaded)
     if cap.on_disk:
+        jobs = []
+        for a, b, _ in ps:
+            sa, sb = cap.acts[a.id], cap.acts[b.id]
+            jobs.append(Job("analyses._compare_stages:compare_store_pair",
+                            {"path_a": str(sa.path), "path_b": str(sb.path), "metrics": list(cfg.metrics),
+                             "device": str(device)}, name=f"{a.id} vs {b.id}", resources=res,
+                            key={"a": sa.key, "b": sb.key, "metrics": list(cfg.metrics), "device": str(device)}))
         frames = []
-        for a, b, category in ps:
-            df = univ.similarity.compare_stores(cap.acts[a.id], cap.acts[b.id], list(cfg.metrics), device=device)
+        for (a, b, category), df in zip(ps, run_jobs(jobs, desc="similarity")):
             df.insert(0, "model_a", a.id)
             df.insert(2, "model_b", b.id)
             df["category"] = category
             frames.append(df[COLUMNS])
         return pd.concat(frames, ignore_index=True)
-    # in memory: the one grid code of univ.similarity (each layer's resampled statistics once per draw)
+    # in memory: the one grid code of univ.similarity (each layer's resampled statistics once per draw), in chunks
+    # of model pairs, one job each (the same table; q-values over all of it)
     ids = list(dict.fromkeys(m for a, b, _ in ps for m in (a.id, b.id)))
-    df = univ.similarity.compare_grid(
+    df = compare_grid_jobs(
         {i: cap.acts[i] for i in ids}, [(a.id, b.id) for a, b, _ in ps], list(cfg.metrics),
         statistics=[(a.id, b.id) for a, b, c in ps if c in STATS],
         baseline="permutation" if cfg.n_permutations else None, n_permutations=max(cfg.n_permutations, 1),
-        ci=0.95 if cfg.n_bootstrap else None, n_bootstrap=max(cfg.n_bootstrap, 1), seed=cfg.seed, device=device)
+        ci=0.95 if cfg.n_bootstrap else None, n_bootstrap=max(cfg.n_bootstrap, 1), seed=cfg.seed,
+        device=str(device), resources=res)
     cat = {(a.id, b.id): c for a, b, c in ps}
     df["category"] = [cat[a, b] for a, b in zip(df.model_a, df.model_b)]
     return df[COLUMNS]

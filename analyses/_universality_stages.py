@@ -18,6 +18,9 @@ from tqdm.auto import tqdm
 import univ
 from univ.adversarial import matched_random, neuron_basis, pca_basis, pgd, project, random_orthonormal
 from univ.cache import ZooEntry, cached_sae
+from univ.jobs import Job, Resources, run_jobs
+from univ.jobs.models import portable, rebuild
+from univ.jobs.similarity import compare_grid_jobs
 from univ.models import predict
 from univ.report import heatmap, panels
 
@@ -65,13 +68,35 @@ def hidden_layers(entry: ZooEntry) -> list[str]:
     return entry.model.layers[:-1]
 
 
-def similarity_stage(cfg, entries, acts, warnings_seen: list | None = None) -> pd.DataFrame:
+def _device_jobs(device) -> Resources:
+    return Resources(gpus=1 if torch.device(device).type == "cuda" else 0)
+
+
+def capture_layer(model: dict, x, layer: str, device: str) -> torch.Tensor:
+    """Job: the mean-reduced activations of one layer of one model (``portable``; on the CPU), computed on
+    ``device``."""
+    return univ.capture(rebuild(model, device), x, [layer], reduce="mean", device=device)[layer]
+
+
+def capture_stage(entries, x, device) -> dict:
+    """{model id: {layer: (n, d)}}: one job per (model, layer)."""
+    cells = [(e, layer) for e in entries for layer in e.model.layers]
+    jobs = [Job("analyses._universality_stages:capture_layer", {"model": portable(e.model), "x": x, "layer": layer,
+                                                                "device": str(device)},
+                name=f"{e.id} {layer}", resources=_device_jobs(device)) for e, layer in cells]
+    acts: dict = {e.id: {} for e in entries}
+    for (e, layer), a in zip(cells, run_jobs(jobs, desc="capture")):
+        acts[e.id][layer] = a
+    return acts
+
+
+def similarity_stage(cfg, entries, acts, warnings_seen: list | None = None, device="cpu") -> pd.DataFrame:
     """Every layer pair of every compared model pair: compare()'s table with category and model columns.
     Warnings the measures raise (e.g. SVCCA on more kept directions than samples allow) are collected, one
     line per distinct message, into ``warnings_seen`` for the report, and shown once each."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        df = _similarity_rows(cfg, entries, acts)
+        df = _similarity_rows(cfg, entries, acts, device)
     seen = list(dict.fromkeys(str(w.message).splitlines()[0] for w in caught))
     for msg in seen:
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
@@ -80,15 +105,17 @@ def similarity_stage(cfg, entries, acts, warnings_seen: list | None = None) -> p
     return df
 
 
-def _similarity_rows(cfg, entries, acts) -> pd.DataFrame:
+def _similarity_rows(cfg, entries, acts, device) -> pd.DataFrame:
     pairs = model_pairs(entries)
     by_id = {e.id: e for e in entries}
     ids = list(dict.fromkeys(m for a, b in pairs for m in (a.id, b.id)))
-    out = univ.similarity.compare_grid(
+    on = {} if torch.device(device).type == "cpu" else {"device": str(device)}
+    # compare_grid in chunks of model pairs, one job each (univ.jobs: the same table, q-values over all of it)
+    out = compare_grid_jobs(
         {i: acts[i] for i in ids}, [(a.id, b.id) for a, b in pairs], list(cfg.metrics),
         statistics=[(a.id, b.id) for a, b in pairs if a.trained and b.trained],
         layers={i: hidden_layers(by_id[i]) for i in ids}, n_permutations=cfg.n_permutations,
-        n_bootstrap=cfg.n_bootstrap, seed=cfg.seed, progress=True)
+        n_bootstrap=cfg.n_bootstrap, seed=cfg.seed, resources=_device_jobs(device), **on)
     out.insert(0, "category", [category(by_id[a], by_id[b]) for a, b in zip(out.model_a, out.model_b)])
     return out  # q_value: Benjamini-Hochberg over every p-value of the table
 
@@ -195,30 +222,48 @@ MATCHING_TEXT = (
     "(`random init, ...`) are the baseline for the trained rows.")
 
 
-def feature_stage(cfg, entries, data) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """An SAE per model at its last hidden layer (fit on training inputs), cross-model matching on test
-    inputs. Returns (saes, quality table, matching table); saes: {model id: {"sae", "layer", "test" (test
-    activations), "matches" (correlation match tables by partner id)}}."""
-    saes = {}
-    quality = []
-    for e in tqdm(entries, desc="SAEs"):
-        layer = _layer(e)
-        tr = univ.capture(e.model, data.x_train, [layer], reduce="mean", cache=True)[layer]
-        te = univ.capture(e.model, data.x_test, [layer], reduce="mean", cache=True)[layer]
-        d = tr.shape[1]
-        fit_kw = {"fit_progress": False, "fit_seed": cfg.seed, "fit_max_steps": cfg.sae_steps}
-        sae = cached_sae("topk", tr, key={"model": e.id, "layer": layer}, d_sae=cfg.sae_expansion * d,
-                         k=cfg.sae_k, seed=cfg.seed, **fit_kw)
-        m = univ.sae.evaluate(sae, te)
-        if e.model.reduce == "flatten":  # the SAE sees exactly the layer's output: splice it back in
-            spliced = univ.sae.spliced_accuracy(e.model, data.x_test, data.y_test, layer, sae)
-        else:  # an SAE on patch-averaged activations has no per-token reconstruction to splice in
-            spliced = univ.sae.SpliceResult(np.nan, np.nan, np.nan, np.nan)
-        quality.append({"model": e.id, "layer": layer, "d_in": d, "d_sae": sae.d_sae, "k": sae.k,
-                        "l0": m.l0, "fvu": m.fvu, "dead_fraction": m.dead_fraction,
-                        "model_acc": e.metrics["test_acc"], "spliced_acc": spliced.spliced,
-                        "recovered": spliced.recovered})
-        saes[e.id] = {"sae": sae, "layer": layer, "test": te, "matches": {}}
+def fit_sae(model: dict, model_id: str, model_acc: float, x_train, x_test, y_test, expansion: int, k: int, steps: int,
+            seed: int, device: str) -> dict:
+    """Job: the TopK SAE of one model at its last hidden layer (fit on ``device`` from training inputs), its
+    quality row on the test inputs, and the test activations."""
+    model = rebuild(model)
+    layer = model.layers[-2]
+    tr = univ.capture(model, x_train, [layer], reduce="mean", cache=True)[layer]
+    te = univ.capture(model, x_test, [layer], reduce="mean", cache=True)[layer]
+    d = tr.shape[1]
+    fit_kw = {"fit_progress": False, "fit_seed": seed, "fit_max_steps": steps}
+    if torch.device(device).type != "cpu":  # on the CPU the cache key stays as it was
+        fit_kw["fit_device"] = device
+    sae = cached_sae("topk", tr, key={"model": model_id, "layer": layer}, d_sae=expansion * d, k=k, seed=seed,
+                     **fit_kw).cpu()
+    m = univ.sae.evaluate(sae, te)
+    if model.reduce == "flatten":  # the SAE sees exactly the layer's output: splice it back in
+        spliced = univ.sae.spliced_accuracy(model, x_test, y_test, layer, sae)
+    else:  # an SAE on patch-averaged activations has no per-token reconstruction to splice in
+        spliced = univ.sae.SpliceResult(np.nan, np.nan, np.nan, np.nan)
+    quality = {"model": model_id, "layer": layer, "d_in": d, "d_sae": sae.d_sae, "k": sae.k, "l0": m.l0,
+               "fvu": m.fvu, "dead_fraction": m.dead_fraction, "model_acc": model_acc,
+               "spliced_acc": spliced.spliced, "recovered": spliced.recovered}
+    return {"quality": quality, "test": te,
+            "sae": {"kind": sae.kind, "hparams": sae.hparams(), "state": dict(sae.state_dict())}}
+
+
+def feature_stage(cfg, entries, data, device="cpu") -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """An SAE per model at its last hidden layer (fit on training inputs; one job per model), cross-model
+    matching on test inputs. Returns (saes, quality table, matching table); saes: {model id: {"sae", "layer",
+    "test" (test activations), "matches" (correlation match tables by partner id)}}."""
+    jobs = [Job("analyses._universality_stages:fit_sae", {
+        "model": portable(e.model), "model_id": e.id, "model_acc": e.metrics["test_acc"], "x_train": data.x_train,
+        "x_test": data.x_test, "y_test": data.y_test, "expansion": cfg.sae_expansion, "k": cfg.sae_k,
+        "steps": cfg.sae_steps, "seed": cfg.seed, "device": str(device)}, name=f"SAE {e.id}",
+        resources=_device_jobs(device)) for e in entries]
+    saes, quality = {}, []
+    for e, res in zip(entries, run_jobs(jobs, desc="SAEs")):
+        info = res["sae"]
+        sae = univ.sae.SAE_KINDS[info["kind"]](**info["hparams"])
+        sae.load_state_dict(info["state"], strict=True)
+        quality.append(res["quality"])
+        saes[e.id] = {"sae": sae, "layer": res["quality"]["layer"], "test": res["test"], "matches": {}}
     rows = []
     for a, b in tqdm(model_pairs(entries), desc="matching"):
         if a.trained != b.trained:
@@ -322,9 +367,24 @@ def transfer_figure(transfer: pd.DataFrame):
                    ylabel="source", cbar_label="transfer rate")
 
 
-def adversarial_stage(cfg, entries, data, saes: dict | None) -> AdversarialTables:
-    """PGD per trained model, the transfer matrix, and (with SAEs) the projections of the activation change
-    and the sharing of the latents an attack moves most."""
+def attack_model(model: dict, model_id: str, x, y, x_rand, eps: float, steps: int, bounds, seed: int,
+                 device: str) -> dict:
+    """Job: L-inf PGD on one model (run on ``device``), which inputs it gets right clean and which the attack
+    fools, and its row of the attacks table (tensors returned on the CPU)."""
+    model = rebuild(model, device)
+    x, y, x_rand = x.to(device), y.to(device), x_rand.to(device)
+    adv = pgd(model, x, y, eps=eps, norm="inf", steps=steps, bounds=tuple(bounds) if bounds else None, seed=seed)
+    clean_ok = predict(model, x) == y
+    fooled = predict(model, adv) != y
+    row = {"model": model_id, "eps": eps, "steps": steps, "clean_acc": float(clean_ok.float().mean()),
+           "random_sign_acc": float((predict(model, x_rand) == y).float().mean()),
+           "pgd_acc": float((~fooled).float().mean())}
+    return {"adv": adv.cpu(), "clean_ok": clean_ok.cpu(), "fooled": fooled.cpu(), "row": row}
+
+
+def adversarial_stage(cfg, entries, data, saes: dict | None, device="cpu") -> AdversarialTables:
+    """PGD per trained model (one job each), the transfer matrix, and (with SAEs) the projections of the
+    activation change and the sharing of the latents an attack moves most."""
     trained = [e for e in entries if e.trained]
     n = min(cfg.n_attack, len(data.x_test))
     x, y = data.x_test[:n], data.y_test[:n]
@@ -336,14 +396,14 @@ def adversarial_stage(cfg, entries, data, saes: dict | None) -> AdversarialTable
     if data.bounds:
         x_rand = x_rand.clamp(*data.bounds)
     adv, clean_ok, fooled = {}, {}, {}
+    jobs = [Job("analyses._universality_stages:attack_model", {
+        "model": portable(e.model), "model_id": e.id, "x": x, "y": y, "x_rand": x_rand, "eps": eps, "steps": steps,
+        "bounds": data.bounds, "seed": cfg.seed, "device": str(device)}, name=f"PGD {e.id}",
+        resources=_device_jobs(device)) for e in trained]
     rows = []
-    for e in tqdm(trained, desc="PGD"):
-        adv[e.id] = pgd(e.model, x, y, eps=eps, norm="inf", steps=steps, bounds=data.bounds, seed=cfg.seed)
-        clean_ok[e.id] = predict(e.model, x) == y
-        fooled[e.id] = predict(e.model, adv[e.id]) != y
-        rows.append({"model": e.id, "eps": eps, "steps": steps, "clean_acc": float(clean_ok[e.id].float().mean()),
-                     "random_sign_acc": float((predict(e.model, x_rand) == y).float().mean()),
-                     "pgd_acc": float((~fooled[e.id]).float().mean())})
+    for e, res in zip(trained, run_jobs(jobs, desc="PGD")):
+        adv[e.id], clean_ok[e.id], fooled[e.id] = res["adv"], res["clean_ok"], res["fooled"]
+        rows.append(res["row"])
     attacks = pd.DataFrame(rows)
     ids = [e.id for e in trained]
     T = pd.DataFrame(np.nan, index=ids, columns=ids)

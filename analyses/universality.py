@@ -73,7 +73,8 @@ class Config(AnalysisConfig):
     n_attack: int = 300
     """Test inputs attacked per model."""
     device: str = "cpu"
-    """Where the zoo trains: "cpu", "cuda" or "auto" (the analysis itself runs on the CPU: its tensors are small)."""
+    """Where every stage runs: zoo training, capture, SAE training, attacks and the similarity grid ("cpu", "cuda",
+    "cuda:N", "mps" or "auto"); results equal the CPU's within the tolerances benchmarks/gpu.py checks."""
     seed: int = 0
     """Offset of the model seeds (seeds used: seed, seed+1, ...)."""
 
@@ -102,7 +103,6 @@ class Config(AnalysisConfig):
 
 def run(cfg: Config):
     import pandas as pd
-    from tqdm.auto import tqdm
 
     import univ
     from univ.cache import zoo
@@ -122,10 +122,9 @@ def run(cfg: Config):
     models = pd.DataFrame([{"model": e.id, "arch": e.arch, "seed": e.seed, "trained": e.trained,
                             "params": univ.models.n_params(e.model), "layers": ", ".join(S.hidden_layers(e)),
                             "train_acc": e.metrics["train_acc"], "test_acc": e.metrics["test_acc"]} for e in entries])
-    acts = {e.id: univ.capture(e.model, data.x_test, e.model.layers, reduce="mean", cache=True) for e in
-            tqdm(entries, desc="capture")}
+    acts = S.capture_stage(entries, data.x_test, device)
     warnings_seen: list[str] = []
-    sim = S.similarity_stage(cfg, entries, acts, warnings_seen)
+    sim = S.similarity_stage(cfg, entries, acts, warnings_seen, device)
     summary = S.similarity_summary(sim, entries)
 
     report = Report("universality", summary="similarity_summary")
@@ -150,14 +149,14 @@ def run(cfg: Config):
                           "the same architecture on the diagonal panels).")
     saes = None
     if cfg.sae:
-        saes, quality, matching = S.feature_stage(cfg, entries, data)
+        saes, quality, matching = S.feature_stage(cfg, entries, data, device)
         report.add_table("sae_quality", quality, S.QUALITY_TEXT)
         report.add_table("feature_matching", matching, S.MATCHING_TEXT)
         match_summary = S.matching_summary(matching)
         report.add_table("feature_matching_summary", match_summary, S.matching_sentence(match_summary))
         report.add_dashboard("feature_dashboard", S.feature_dashboard(saes, entries, data), S.DASHBOARD_TEXT)
     if cfg.adversarial:
-        adv = S.adversarial_stage(cfg, entries, data, saes)
+        adv = S.adversarial_stage(cfg, entries, data, saes, device)
         report.add_table("attacks", adv.attacks, S.attacks_text(adv.eps, cfg.pgd_steps, adv.n))
         report.add_table("transfer", adv.transfer, "Transfer rate: among test inputs that the source's PGD example "
                          "fools and that both models classify correctly when clean, the fraction that also fools the "

@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "data", "models", "train", "activations", "registry", "similarity", "sae", "adversarial", "report", "utils",
-    "cache", "repro", "store", "sources",
+    "cache", "repro", "store", "sources", "jobs",
 }
 
 

@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from tqdm.auto import tqdm
-
 from ._checks import unknown_name_error
 from .data import Dataset
 from .integrity import read_entry, write_entry
@@ -125,14 +123,40 @@ def zoo(
     for a in archs:
         if a not in MODELS:
             raise unknown_name_error("architecture", a, MODELS)
+    from .jobs import Job, Resources, run_jobs
+
+    members = [(a, s, t) for a in archs for s in seeds for t in ((True, False) if random_init else (True,))]
+    dev = None if device is None else str(device)
+    jobs = []
+    for arch, seed, trained in members:
+        cfg = dict((model_cfgs or {}).get(arch) or {})
+        kw = {"arch": arch, "seed": seed, "data": data, "train_cfg": train_cfg if trained else None,
+              "model_cfg": cfg, "device": dev}
+        full_cfg = {"input_shape": list(data.input_shape), "n_classes": data.n_classes, **cfg}
+        jobs.append(Job("univ.cache:train_zoo_member", kw, name=f"{arch}-s{seed}" + ("" if trained else "-init"),
+                        key=model_key(arch, full_cfg, seed, data, kw["train_cfg"]),
+                        resources=Resources(gpus=1 if dev and dev.startswith("cuda") else 0)))
     out = []
-    jobs = [(a, s, t) for a in archs for s in seeds for t in ((True, False) if random_init else (True,))]
-    for arch, seed, trained in tqdm(jobs, desc="zoo", disable=not progress):
-        model, metrics = cached_model(arch, data, seed=seed, train_cfg=train_cfg if trained else None,
-                                      model_cfg=(model_cfgs or {}).get(arch), progress=False, device=device)
-        out.append(ZooEntry(f"{arch}-s{seed}" + ("" if trained else "-init"), arch, seed, trained, model,
-                            metrics))
+    for (arch, seed, trained), job, res in zip(members, jobs, run_jobs(jobs, desc="zoo", progress=progress)):
+        model = build_model(res["spec"]["name"], **res["spec"]["config"])
+        model.load_state_dict(res["state"], strict=True)
+        model.eval()
+        if device is not None:
+            model.to(device)
+        out.append(ZooEntry(job.name, arch, seed, trained, model, res["metrics"]))
     return out
+
+
+def train_zoo_member(arch: str, seed: int, data: Dataset, train_cfg: TrainConfig | None, model_cfg: dict,
+                     device: str | None) -> dict:
+    """One job of :func:`zoo`: :func:`cached_model` (trained, or loaded from the cache), returned as its
+    spec, weights (on the CPU) and metrics, so that the driver rebuilds the very same model."""
+    from .models import model_spec
+
+    model, metrics = cached_model(arch, data, seed=seed, train_cfg=train_cfg, model_cfg=model_cfg, progress=False,
+                                  device=device)
+    return {"spec": model_spec(model), "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "metrics": metrics}
 
 
 def cached_sae(kind: str, acts, key: dict | None = None, root: str | Path | None = None, **kwargs):

@@ -1,5 +1,6 @@
-"""Command line: ``univ run NAME [--quick] [--out DIR] [--threads N] [--FIELD value ...]``, ``univ list``,
-``univ config NAME``, ``univ sae train|match|view ...`` (see :mod:`univ.sae_commands`), ``univ view RUN_DIR``.
+"""Command line: ``univ run NAME [--quick] [--out DIR] [--threads N] [--executor inprocess|process|ray]
+[--address ADDR] [--workers N] [--FIELD value ...]``, ``univ list``, ``univ config NAME``,
+``univ sae train|match|view ...`` (see :mod:`univ.sae_commands`), ``univ view RUN_DIR``.
 
 Analyses are found through the ``univ.analyses`` entry-point group (univ's own are declared in its
 pyproject; any installed package can add more the same way): each entry names a module with a frozen
@@ -20,6 +21,7 @@ import typing
 from importlib.metadata import entry_points
 
 from .config import SettingError, type_name
+from .jobs import JobError
 from .registry import unknown_name_error
 
 GROUP = "univ.analyses"
@@ -116,6 +118,15 @@ def analysis_parser(name: str, cls) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: univ's models and matrices are small, and one thread is usually "
                    "fastest, far faster on a busy machine)")
+    p.add_argument("--executor", default="inprocess",
+                   help="where the grid's jobs run: inprocess (default), process (a local pool of --workers processes) "
+                   "or ray (the cluster at --address, or a local one of --workers CPUs started for the run); every "
+                   "job's result is kept as a shard, so a rerun runs only the jobs that are missing")
+    p.add_argument("--address", default=None,
+                   help="the Ray cluster to use with --executor ray (e.g. auto, ray://HEAD:10001); default: start a "
+                   "local one for the run")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (process) or CPUs of the local Ray cluster (ray); default: the cores here")
     hints = typing.get_type_hints(cls)
     docs = cls.field_docs()
     group = p.add_argument_group(f"settings of {name} (univ config {name} lists them too)")
@@ -137,7 +148,30 @@ def build_config(mod, argv: list[str]):
     explicit = {k: v for k, v in vars(ns).items() if k in fields and v is not None}
     if ns.threads < 1:
         raise SettingError("threads", f"must be >= 1, got {ns.threads}")
+    check_executor(ns.executor, ns.address, ns.workers)
     return cls.resolve(quick=ns.quick, **explicit), ns
+
+
+def check_executor(executor: str, address: str | None, workers: int | None) -> None:
+    """--executor names an executor that can run here, --address goes with ray, --workers >= 1 (no torch, no Ray
+    imported: a bad one stops the command at once)."""
+    import importlib.util
+
+    from .jobs import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise SettingError("executor", f"unknown executor {executor!r}; choose one of {list(EXECUTORS)}")
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise SettingError("executor", "ray needs Ray, which is not installed here (pip install 'univ[ray]')")
+    if address is not None:
+        if executor != "ray":
+            raise SettingError("address", f"only --executor ray connects to a cluster, got --executor {executor}")
+        if not address.strip():
+            raise SettingError("address", "expected a Ray address such as auto or ray://HEAD:10001, got ''")
+    if workers is not None and workers < 1:
+        raise SettingError("workers", f"must be >= 1, got {workers}")
+    if workers is not None and executor == "inprocess":
+        raise SettingError("workers", "needs --executor process or ray (inprocess runs one job at a time)")
 
 
 def _cmd_run(name: str, argv: list[str]) -> int:
@@ -149,17 +183,23 @@ def _cmd_run(name: str, argv: list[str]) -> int:
     check_parent_writable(folder)  # fail before any work; nothing is created until the report is written
     import torch
 
+    from .jobs import make_executor, use_executor
+
     torch.set_num_threads(ns.threads)
     t0 = time.perf_counter()
-    report = mod.run(cfg)
+    with use_executor(make_executor(ns.executor, workers=ns.workers, address=ns.address)) as ex:
+        report = mod.run(cfg)
+        executor = ex.describe()
     elapsed = time.perf_counter() - t0
-    folder = write(report, folder, cfg, elapsed, extra={"quick": ns.quick, "threads": ns.threads})
+    folder = write(report, folder, cfg, elapsed, extra={"quick": ns.quick, "threads": ns.threads,
+                                                        "executor": executor})
     if report.summary and report.summary in report.tables:
         print(f"\n{report.summary}:\n{format_table(report.tables[report.summary])}")
     print(f"\n{name} finished in {elapsed:.1f} s; report: {folder / 'report.md'} (or univ view {folder})")
     return 0
 
 
+_COMMON_VALUED = ("--out", "--threads", "--executor", "--address", "--workers")
 _BOOL_WORDS = ("1", "0", "true", "false", "yes", "no", "on", "off")
 
 
@@ -172,7 +212,7 @@ def _cmd_compare(argv: list[str]) -> int:
     specs, rest, i = [], [], 0
     while i < len(argv):
         arg = argv[i]
-        takes_value = arg in ("--out", "--threads") or (arg in fields and arg not in bools)
+        takes_value = arg in _COMMON_VALUED or (arg in fields and arg not in bools)
         if takes_value or (arg in bools and i + 1 < len(argv) and argv[i + 1].lower() in _BOOL_WORDS):
             rest += argv[i:i + 2]
             i += 2
@@ -345,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingError as e:
         print(f"univ: error: {e.for_cli()}", file=sys.stderr)
         return 2
+    except JobError as e:  # jobs that kept failing: their shards and the manifest stay, a rerun runs only them
+        print(f"univ: error: {e}", file=sys.stderr)
+        return 1
     except SystemExit as e:  # argparse's --help (0) and usage errors (2): main returns, it does not exit
         return e.code if isinstance(e.code, int) else 0
     except ValueError as e:
