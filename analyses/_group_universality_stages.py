@@ -13,8 +13,9 @@ from tqdm.auto import tqdm
 
 import univ
 from univ import group_measures as gm
+from univ.data import group_composition
 from univ.group_models import GroupTrainConfig, cached_group_model
-from univ.groups import Group, group_composition, irreps, parse_group
+from univ.groups import Group, irreps, parse_group
 from univ.report import Report, panels
 
 PAPER = {  # Chughtai, Chan & Nanda 2023, the mainline S5 MLP (and its spread over seeds)

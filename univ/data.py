@@ -60,7 +60,7 @@ class Dataset:
         }
 
 
-def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
     n_test = int(round(n * test_fraction))
     return perm[n_test:], perm[:n_test]
@@ -76,7 +76,7 @@ def digits(seed: int = 0, test_fraction: float = 0.25) -> Dataset:
     d = load_digits()
     x = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(d.target, dtype=torch.long)
-    tr, te = _split(len(x), test_fraction, seed)
+    tr, te = split_indices(len(x), test_fraction, seed)
     return Dataset("digits", x[tr], y[tr], x[te], y[te], (1, 8, 8), 10, (0.0, 1.0))
 
 
@@ -151,12 +151,36 @@ def modular_addition(p: int = 113, train_fraction: float = 0.3, seed: int = 0) -
     a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
     x = torch.stack([a.flatten(), b.flatten(), torch.full((p * p,), p)], dim=1)
     y = (x[:, 0] + x[:, 1]) % p
-    tr, te = _split(p * p, 1 - train_fraction, seed)
+    tr, te = split_indices(p * p, 1 - train_fraction, seed)
     return Dataset("modular_addition", x[tr], y[tr], x[te], y[te], (3,), p, None, extra={"p": p})
 
 
 DATASETS = {"digits": digits, "mnist1d": mnist1d, "sparse_coding": sparse_coding,
             "modular_addition": modular_addition}
+
+
+def group_composition(group="S5", train_fraction: float = 0.4, seed: int = 0):
+    """All pairs (a, b) of ``group`` (a :class:`univ.groups.Group` or a name such as "S5", "D6", "C7", "A5")
+    labelled by the id of a * b, split once (seeded) into train and test.
+
+    x: (n, 2) int64 element ids; y: (n,) int64. ``extra`` holds the group (``"group"``) and the full grid in
+    row-major order (``"x_all"``, ``"y_all"``: row a * |G| + b) that the representation measures use.
+    """
+    from .groups import Group, parse_group
+
+    G = group if isinstance(group, Group) else parse_group(group)
+    if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)) \
+            or not 0 < train_fraction < 1:
+        raise ValueError(f"train_fraction: must be a number in (0, 1), got {train_fraction!r}")
+    n = len(G)
+    a, b = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    x = torch.tensor(np.stack([a.ravel(), b.ravel()], 1))
+    y = torch.tensor(G.table.ravel())
+    tr, te = split_indices(n * n, 1 - train_fraction, seed)
+    if len(tr) == 0 or len(te) == 0:
+        raise ValueError(f"train_fraction: {train_fraction} leaves an empty split of the {n * n} pairs of {G.name}")
+    return Dataset(f"group_composition_{G.name}", x[tr], y[tr], x[te], y[te], (2,), n, None,
+                   extra={"group": G, "x_all": x, "y_all": y, "train_index": torch.tensor(tr)})
 
 
 def load(name: str, **kwargs) -> Dataset:
@@ -165,5 +189,4 @@ def load(name: str, **kwargs) -> Dataset:
         raise unknown_name_error("dataset", name, DATASETS)
     return DATASETS[name](**kwargs)
 
-from .groups import group_composition  # noqa: E402, F401 (built in univ/groups.py, which needs Dataset above)
 from .sae.ground_truth import shared_features  # noqa: E402,F401  (N models with known shared features)

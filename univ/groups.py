@@ -333,33 +333,3 @@ def irrep_basis(irrep: Irrep) -> np.ndarray:
     F = irrep.matrices.reshape(len(irrep.matrices), -1)
     U, s, _ = np.linalg.svd(F, full_matrices=False)
     return U[:, s > 1e-8 * s.max()]
-
-
-# --------------------------------------------------------------------------------------------------
-# the composition task
-
-
-def group_composition(group: str | Group = "S5", train_fraction: float = 0.4, seed: int = 0):
-    """All pairs (a, b) of ``group`` labelled by the id of a * b, split once (seeded) into train and test.
-
-    x: (n, 2) int64 element ids; y: (n,) int64. ``extra`` holds the group (``"group"``) and the full grid in
-    row-major order (``"x_all"``, ``"y_all"``: row a * |G| + b) that the representation measures use.
-    """
-    import torch
-
-    from .data import Dataset, _split
-
-    G = group if isinstance(group, Group) else parse_group(group)
-    if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)) \
-            or not 0 < train_fraction < 1:
-        raise ValueError(f"train_fraction: must be a number in (0, 1), got {train_fraction!r}")
-    n = len(G)
-    a, b = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    x = torch.tensor(np.stack([a.ravel(), b.ravel()], 1))
-    y = torch.tensor(G.table.ravel())
-    tr, te = _split(n * n, 1 - train_fraction, seed)
-    if len(tr) == 0 or len(te) == 0:
-        raise ValueError(f"train_fraction: {train_fraction} leaves an empty split of the {n * n} pairs of {G.name}")
-    return Dataset(f"group_composition_{G.name}", x[tr], y[tr], x[te], y[te], (2,), n, None,
-                   extra={"group": G, "x_all": x, "y_all": y, "train_index": torch.tensor(tr)})
-

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from univ.data import group_composition
 from univ.group_models import GroupMLP, GroupTrainConfig, cached_group_model, train_group_model
-from univ.groups import group_composition
 
 
 def test_group_mlp_forward_and_errors():

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ._core import center, debiased_hsic, matrix, sym_fro2
-from .cca import pwcca_side
+from .cca import pwcca_from_sides, pwcca_side
 from .cka import center_gram, rbf_gram
 from .geometry import knn_indices, rdm_upper
 
@@ -342,8 +342,13 @@ class PwccaPlan(Plan):
         if not a_is_x:
             a, b = b, a
         with one_blas_thread():
+            def one(q):  # a draw the stacked path cannot take: the public computation on Y's permuted rows
+                ys = sy["side"]
+                return pwcca_from_sides(sx["side"], ys._replace(raw=ys.raw[q], centered=ys.centered[q]))
+
             vals = _pwcca_null(*(t.numpy() for t in (a.centered, a.mean, a.scatter, a.inv_sqrt, b.centered,
-                                                     b.inv_sqrt)), perms.cpu().numpy(), permute_a=not a_is_x)
+                                                     b.inv_sqrt)), perms.cpu().numpy(), permute_a=not a_is_x,
+                               one=one)
         return {"pwcca": vals}
 
 
@@ -420,7 +425,7 @@ class PwccaPlan(Plan):
         return np.array(vals)
 
 
-def _pwcca_null(Ac, mA, Caa, inv_a, Bc, inv_b, perms, permute_a: bool):
+def _pwcca_null(Ac, mA, Caa, inv_a, Bc, inv_b, perms, permute_a: bool, one):
     """PWCCA of A against B with one side's rows permuted, for every permutation at once (stacked LAPACK
     calls; see :func:`univ.similarity.cca._pwcca`, which this follows step by step). A permutation leaves A's
     mean and scatter unchanged, so only the cross term and what follows it are per draw."""
@@ -439,12 +444,9 @@ def _pwcca_null(Ac, mA, Caa, inv_a, Bc, inv_b, perms, permute_a: bool):
         try:
             L = np.linalg.cholesky(ut @ Caa @ u + nmm)
             proj = np.linalg.solve(L, ut @ Caa + nmm)
-        except np.linalg.LinAlgError:  # a rank-deficient draw: google's explicit QR for this chunk
-            from ..similarity.cca import _pwcca
+        except np.linalg.LinAlgError:  # a rank-deficient draw: google's explicit QR, draw by draw
             for i, q in enumerate(p):
-                args = (Ac[q] + mA, Ac[q], mA, Caa, np.ones(len(mA), bool), inv_a, Bc, inv_b) if permute_a \
-                    else (Ac + mA, Ac, mA, Caa, np.ones(len(mA), bool), inv_a, Bc[q], inv_b)
-                out[start + i] = _pwcca(*args)
+                out[start + i] = one(torch.from_numpy(q))
             continue
         w = np.abs(proj).sum(2)
         w = w / w.sum(1, keepdims=True)
