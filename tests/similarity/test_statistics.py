@@ -239,3 +239,23 @@ def test_difference_test_null_uniform_and_interval_covers():
     assert cover / 300 >= 0.88  # percentile bootstrap of a mean difference at n = 12 per group
     strong = difference_test(rng.normal(3, 1, 9), rng.normal(0, 1, 9))
     assert strong.p_value < 0.001 and strong.ci_low > 1.5
+
+
+def test_pwcca_bootstrap_groups_resamples_whose_neuron_cut_differs():
+    """A neuron active on one input is constant (cut by google's small-variance rule) in some resamples: those
+    resamples form their own group, and every value still equals PWCCA on the duplicated rows."""
+    from univ.similarity.resampling import PwccaPlan, boot_cell
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(60, 7, generator=g, dtype=torch.float64)
+    X[:, 3] = 0.0
+    X[0, 3] = 1.0  # active on one input: constant in the ~36% of resamples that miss it
+    Y = torch.cat([X[:, :3] + 0.3 * torch.randn(60, 3, generator=g, dtype=torch.float64),
+                   torch.randn(60, 5, generator=g, dtype=torch.float64)], 1)
+    plan = PwccaPlan(["pwcca"])
+    _, counts, _ = draws(1, 60, n_bootstrap=60)
+    sx, sy = plan.prepare(X), plan.prepare(Y)
+    assert len(plan.boot_prepare(sx, X, counts)["groups"]) == 2
+    cheap = boot_cell(plan, sx, sy, X, Y, counts)["pwcca"]
+    naive = [sim.pwcca(X[i], Y[i]) for i in (torch.repeat_interleave(torch.arange(60), c) for c in counts)]
+    np.testing.assert_allclose(cheap, naive, rtol=0, atol=1e-10)

@@ -357,43 +357,55 @@ class PwccaPlan(Plan):
 
     def boot_prepare(self, state, X, counts):
         """One layer's PWCCA side for each resample of ``counts``: (b, n) as weighted data: mean, scatter
-        Z^T Z with Z = diag(sqrt(c)) (X - mean), google's small-variance cut (None when it differs between the
-        chunk's resamples: the per-resample path then serves the chunk) and the regularised inverse square root,
-        all as google's computation on the N = sum(c) duplicated rows."""
+        Z^T Z with Z = diag(sqrt(c)) (X - mean), google's small-variance cut and the regularised inverse square
+        root, all as google's computation on the N = sum(c) duplicated rows. Resamples whose cut differs (a
+        rarely active neuron can be constant in some) form separate groups of the chunk."""
         from ..utils import one_blas_thread
 
         Xn = state["side"].raw.numpy()
         c = counts.cpu().numpy().astype(np.float64)
         N = c.sum(1)
+        base = {"X": state["side"].raw, "counts": counts, "groups": None}
         with one_blas_thread():
             m = (c @ Xn) / N[:, None]
             Z = (Xn[None] - m[:, None]) * np.sqrt(c)[:, :, None]
             C = np.swapaxes(Z, 1, 2) @ Z
             scale = np.abs(C).max((1, 2)) / (N - 1)
             if (scale <= 0).any():
-                return {"slow": True, "X": state["side"].raw, "counts": counts}
+                return base  # a constant resample: the per-resample path says what is wrong
             keep = np.diagonal(C, axis1=1, axis2=2) / (N - 1)[:, None] / scale[:, None] >= self.epsilon
-            if not (keep == keep[:1]).all():
-                return {"slow": True, "X": state["side"].raw, "counts": counts}
-            kp = keep[0]
-            if not kp.all():
-                C, Z, m = C[:, kp][:, :, kp], Z[:, :, kp], m[:, kp]
-            S = C / (N - 1)[:, None, None] / scale[:, None, None] + self.epsilon * np.eye(C.shape[1])
-            w, V = np.linalg.eigh(S)
-            cutoff = 1e-15 * np.abs(w).max(-1, keepdims=True)
-            inv = np.where(w > cutoff, 1.0 / np.sqrt(np.maximum(w, cutoff)), 0.0)
-            inv_sqrt = (V * inv[:, None, :]) @ np.swapaxes(V, 1, 2) / np.sqrt(scale)[:, None, None]
-        return {"slow": False, "Z": Z, "m": m, "C": C, "inv": inv_sqrt, "N": N, "k": int(kp.sum()),
-                "X": state["side"].raw, "counts": counts}
+            masks, which = np.unique(keep, axis=0, return_inverse=True)
+            groups = []
+            for j, kp in enumerate(masks):
+                pos = np.flatnonzero(which.ravel() == j)
+                Cg, Zg, mg, Ng, sg = C[pos], Z[pos], m[pos], N[pos], scale[pos]
+                if not kp.all():
+                    Cg, Zg, mg = Cg[:, kp][:, :, kp], Zg[:, :, kp], mg[:, kp]
+                S = Cg / (Ng - 1)[:, None, None] / sg[:, None, None] + self.epsilon * np.eye(Cg.shape[1])
+                w, V = np.linalg.eigh(S)
+                cutoff = 1e-15 * np.abs(w).max(-1, keepdims=True)
+                inv = np.where(w > cutoff, 1.0 / np.sqrt(np.maximum(w, cutoff)), 0.0)
+                inv_sqrt = (V * inv[:, None, :]) @ np.swapaxes(V, 1, 2) / np.sqrt(sg)[:, None, None]
+                groups.append((pos, {"Z": Zg, "m": mg, "C": Cg, "inv": inv_sqrt, "N": Ng, "k": int(kp.sum())}))
+        return {**base, "groups": groups}
 
     def boot_pair(self, bx, by):
+        n_res = len(bx["counts"])
+        if bx["groups"] is None or by["groups"] is None:
+            return {"pwcca": self._slow(bx, by, range(n_res))}
+        out = np.full(n_res, np.nan)
+        for pa, ga in bx["groups"]:
+            for pb, gb in by["groups"]:
+                common = np.intersect1d(pa, pb)
+                if len(common):
+                    out[common] = self._pair(_take(ga, pa, common), _take(gb, pb, common), bx, by, common)
+        return {"pwcca": out}
+
+    def _pair(self, gx, gy, bx, by, which):
         from ..utils import one_blas_thread
 
-        if bx["slow"] or by["slow"]:
-            return {"pwcca": self._slow(bx, by, range(len(bx["counts"])))}
-        a, b = (bx, by) if bx["k"] <= by["k"] else (by, bx)
+        a, b = (gx, gy) if gx["k"] <= gy["k"] else (gy, gx)
         N = a["N"]
-        out = np.empty(len(N))
         with one_blas_thread():
             arr = a["inv"] @ ((np.swapaxes(a["Z"], 1, 2) @ b["Z"]) / (N - 1)[:, None, None]) @ b["inv"]
             u, rho, _ = np.linalg.svd(arr)
@@ -404,11 +416,10 @@ class PwccaPlan(Plan):
                 L = np.linalg.cholesky(ut @ a["C"] @ u + nmm)
                 proj = np.linalg.solve(L, ut @ a["C"] + nmm)
             except np.linalg.LinAlgError:  # google's explicit QR: one resample at a time
-                return {"pwcca": self._slow(bx, by, range(len(N)))}
+                return self._slow(bx, by, which)
             wts = np.abs(proj).sum(2)
             wts = wts / wts.sum(1, keepdims=True)
-            out[:] = np.clip((wts[:, :rho.shape[1]] * rho).sum(1), 0.0, 1.0)
-        return {"pwcca": out}
+            return np.clip((wts[:, :rho.shape[1]] * rho).sum(1), 0.0, 1.0)
 
     @staticmethod
     def _slow(bx, by, which):
@@ -423,6 +434,14 @@ class PwccaPlan(Plan):
             except ValueError:
                 vals.append(float("nan"))
         return np.array(vals)
+
+
+def _take(g: dict, pos, common) -> dict:
+    """The resamples ``common`` of one group (holding the resamples ``pos``) of a PWCCA bootstrap side."""
+    if len(common) == len(pos):
+        return g
+    i = np.searchsorted(pos, common)
+    return {k: (v if k == "k" else v[i]) for k, v in g.items()}
 
 
 def _pwcca_null(Ac, mA, Caa, inv_a, Bc, inv_b, perms, permute_a: bool, one):
