@@ -5,7 +5,8 @@ One run, threads pinned (default 1). The grid is what ``univ run universality`` 
 debiased CKA, SVCCA and PWCCA, 1000 permutations with Besag-Clifford stopping after 20 exceedances, 1000
 bootstrap resamples + 50 jackknife groups). The zoo comes from univ's cache (trained on first use).
 
-- univ: ``analyses._universality_stages.similarity_stage`` on the whole grid (timed once), and
+- univ: ``univ.similarity.compare_grid`` on the whole grid with the similarity stage's arguments (timed once;
+  called directly, since the stage's job layer serves a rerun from its cached shards), and
   ``univ.similarity.compare`` on a sample of cells.
 - naive: for the same sampled cells, the same computations cell by cell and draw by draw: the metric on
   X and Y[p] for each permutation p (the same permutations and the same stopping rule), and on X[idx], Y[idx]
@@ -66,10 +67,19 @@ def main(argv=None) -> None:
           f"n = {n} test inputs, {cfg.n_permutations} permutations, {cfg.n_bootstrap} bootstrap resamples, "
           f"threads {args.threads}", flush=True)
 
+    # what the similarity stage computes, called directly: the stage's job layer would serve a rerun from its
+    # cached shards
+    all_pairs = S.model_pairs(entries)
+    by_id = {e.id: e for e in entries}
+    ids = list(dict.fromkeys(m for a, b in all_pairs for m in (a.id, b.id)))
     t = time.perf_counter()
-    sim = S.similarity_stage(cfg, entries, acts)
+    sim = univ.similarity.compare_grid(
+        {i: acts[i] for i in ids}, [(a.id, b.id) for a, b in all_pairs], list(cfg.metrics),
+        statistics=[(a.id, b.id) for a, b in all_pairs if a.trained and b.trained],
+        layers={i: S.hidden_layers(by_id[i]) for i in ids}, n_permutations=cfg.n_permutations,
+        n_bootstrap=cfg.n_bootstrap, seed=cfg.seed, progress=False)
     t_grid = time.perf_counter() - t
-    print(f"univ full similarity stage (incl. untrained pairs' values): {t_grid:.1f} s", flush=True)
+    print(f"univ full similarity grid (compare_grid; incl. untrained pairs' values): {t_grid:.1f} s", flush=True)
 
     # one sampled cell per distinct (width_a, width_b)
     seen, sample = set(), []
