@@ -40,7 +40,8 @@ def pair(seed):
     return rng, X, X + 0.7 * rng.standard_normal((N, D))
 
 
-FAST = settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=3, deadline=None, derandomize=True,  # the same examples in every run (CI)
+                suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.mark.parametrize("name", names())
