@@ -59,7 +59,43 @@ class StepOutput(NamedTuple):
     codes: Tensor | None  # (n, d_sae) when asked for
 
 
-class SAE(nn.Module, ABC):
+class Configured:
+    """What every dictionary module (an SAE kind, a multi-model dictionary) shares: its constructor arguments
+    as its identity (what save and fit's checkpoints record), its repr, and its dtype and device (those of
+    ``W_dec``)."""
+
+    @classmethod
+    def hparam_names(cls) -> tuple[str, ...]:
+        """The constructor arguments that define an SAE of this kind, in signature order (``dtype`` is left
+        out: cfg.json records it on its own)."""
+        params = inspect.signature(cls.__init__).parameters.values()
+        return tuple(p.name for p in params if p.name not in ("self", "dtype")
+                     and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+    def hparams(self) -> dict:
+        """{constructor argument: value} for every name in :meth:`hparam_names`, read from the attribute of
+        the same name, so that ``type(sae)(**sae.hparams(), dtype=sae.dtype)`` rebuilds this SAE."""
+        out = {}
+        for name in self.hparam_names():
+            if not hasattr(self, name):
+                raise TypeError(f"{type(self).__name__}: the constructor argument {name!r} is not stored as "
+                                f"self.{name}, which hparams() (and so save/load) reads it from")
+            out[name] = getattr(self, name)
+        return out
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.hparams().items())
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W_dec.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_dec.device
+
+
+class SAE(Configured, nn.Module, ABC):
     """Base class: parameters, normalisation, ``encode``/``decode``/``forward``, ``fit`` and what save/load
     need. Subclasses implement ``activate`` (inference codes from pre-activations) and may override
     ``training_step`` (the training loss; the default is the plain reconstruction loss of ``activate``).
@@ -108,36 +144,6 @@ class SAE(nn.Module, ABC):
                 return name
         raise ValueError(f"sae: {type(self).__name__} is not a registered SAE kind; register it with "
                          f"@univ.sae.SAE_KINDS.register(name) (known kinds: {list(SAE_KINDS)})")
-
-    @classmethod
-    def hparam_names(cls) -> tuple[str, ...]:
-        """The constructor arguments that define an SAE of this kind, in signature order (``dtype`` is left
-        out: cfg.json records it on its own)."""
-        params = inspect.signature(cls.__init__).parameters.values()
-        return tuple(p.name for p in params if p.name not in ("self", "dtype")
-                     and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
-
-    def hparams(self) -> dict:
-        """{constructor argument: value} for every name in :meth:`hparam_names`, read from the attribute of
-        the same name, so that ``type(sae)(**sae.hparams(), dtype=sae.dtype)`` rebuilds this SAE."""
-        out = {}
-        for name in self.hparam_names():
-            if not hasattr(self, name):
-                raise TypeError(f"{type(self).__name__}: the constructor argument {name!r} is not stored as "
-                                f"self.{name}, which hparams() (and so save/load) reads it from")
-            out[name] = getattr(self, name)
-        return out
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.hparams().items())
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.W_dec.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.W_dec.device
 
     # ---- what save/load read and write ----
     def export_tensors(self) -> dict[str, Tensor]:

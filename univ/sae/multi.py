@@ -22,7 +22,6 @@ Folder layout (``univ.sae.save``/``load`` dispatch here for these kinds)::
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -34,6 +33,7 @@ from torch import Tensor, nn
 from .._checks import as_matrix, check_finite, check_int, check_path, check_seed
 from ..integrity import write_file
 from . import train
+from .model import Configured
 
 MULTI_CFG, MULTI_WEIGHTS, MULTI_FORMAT = "cfg.json", "multi_weights.safetensors", 1
 MULTI_CLASSES: dict[str, type] = {}
@@ -58,7 +58,7 @@ def _is_array(x) -> bool:
     return isinstance(x, Tensor) or hasattr(x, "__array__")
 
 
-class MultiModel(nn.Module):
+class MultiModel(Configured, nn.Module):
     """Base of the multi-model dictionaries: parameters laid out as the module docstring says."""
 
     is_multi_model = True
@@ -88,28 +88,6 @@ class MultiModel(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(self.d_in, dtype=dtype))
         self.register_buffer("norm_scale", torch.ones(self.d_in, dtype=dtype))
         self.metadata: dict = {}
-
-    # ---- identity (what save and fit's checkpoints record) ----
-    @classmethod
-    def hparam_names(cls) -> tuple[str, ...]:
-        params = inspect.signature(cls.__init__).parameters.values()
-        return tuple(p.name for p in params if p.name not in ("self", "dtype")
-                     and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
-
-    def hparams(self) -> dict:
-        """{constructor argument: value}, so that ``type(m)(**m.hparams(), dtype=m.dtype)`` rebuilds it."""
-        return {name: getattr(self, name) for name in self.hparam_names()}
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.hparams().items())
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.W_dec.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.W_dec.device
 
     # ---- per-model views ----
     def split(self, t: Tensor, dim: int = -1) -> list[Tensor]:
