@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -111,6 +112,20 @@ def blas_threads(n: int):
     return _BLAS_CONTROLLER.limit(limits=max(1, int(n)), user_api="blas")
 
 
+_ONE_THREAD_DEPTH = 0
+
+
+@contextlib.contextmanager
 def one_blas_thread():
-    """One BLAS thread: for small matrices, where thread start-up costs far more than the work."""
-    return blas_threads(1)
+    """One BLAS thread: for small matrices, where thread start-up costs far more than the work. Nested uses
+    inside an outer one cost nothing (threadpoolctl's limit takes ~0.1 ms, more than a small LAPACK call)."""
+    global _ONE_THREAD_DEPTH
+    if _ONE_THREAD_DEPTH:
+        yield
+        return
+    with blas_threads(1):
+        _ONE_THREAD_DEPTH += 1
+        try:
+            yield
+        finally:
+            _ONE_THREAD_DEPTH -= 1

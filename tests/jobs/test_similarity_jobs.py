@@ -49,3 +49,17 @@ def test_a_warning_raised_in_a_chunk_is_raised_again():
 ])
 def test_bad_input_is_named(call, exc, fragment):
     assert_named_error(call, exc, fragment)
+
+
+def test_chunks_share_the_expensive_pairs():
+    # the pairs with statistics come first in the call; consecutive runs would give one chunk all of them
+    from univ.jobs.similarity import _balanced
+
+    acts = {m: acts_of(i) for i, m in enumerate("abcdefgh")}
+    pairs = [("a", "b"), ("a", "c"), ("b", "c"), ("a", "d"), ("e", "f"), ("e", "g"), ("f", "g"), ("g", "h")]
+    stats = set(pairs[:4])
+    parts = _balanced(pairs, stats, acts, None, 2, {"n_permutations": 100, "n_bootstrap": 100})
+    assert [sum(p in stats for p in part) for part in parts] == [2, 2]
+    assert sorted(p for part in parts for p in part) == sorted(pairs)
+    assert all(part == sorted(part, key=pairs.index) for part in parts)  # each chunk keeps the call's order
+    assert len(_balanced(pairs, stats, acts, None, 20, {})) == len(pairs)  # never an empty chunk

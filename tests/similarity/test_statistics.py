@@ -259,3 +259,32 @@ def test_pwcca_bootstrap_groups_resamples_whose_neuron_cut_differs():
     cheap = boot_cell(plan, sx, sy, X, Y, counts)["pwcca"]
     naive = [sim.pwcca(X[i], Y[i]) for i in (torch.repeat_interleave(torch.arange(60), c) for c in counts)]
     np.testing.assert_allclose(cheap, naive, rtol=0, atol=1e-10)
+
+
+def test_pwcca_null_and_bootstrap_on_a_rank_deficient_side_equal_naive():
+    """A side whose kept neurons span fewer directions than it has (e.g. a position-averaged patch embedding)
+    makes google's direction matrix singular; the stacked QR path still gives PWCCA draw by draw."""
+    from univ.similarity.resampling import PwccaPlan, boot_cell
+
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    X = z @ torch.randn(3, 8, generator=g, dtype=torch.float64) + 0.2  # 8 neurons, rank 3
+    Y = torch.cat([z + 0.3 * torch.randn(50, 3, generator=g, dtype=torch.float64),
+                   torch.randn(50, 9, generator=g, dtype=torch.float64)], 1)
+    from univ.similarity.cca import pwcca_side
+
+    # D D^T = u^T C u + n m m^T has rank <= 4 < 8: singular, so google's QR decides
+    assert np.linalg.matrix_rank(pwcca_side(X).scatter.numpy()) == 3
+    plan = PwccaPlan(["pwcca"])
+    sx, sy = plan.prepare(X), plan.prepare(Y)
+    perms, counts, jack = draws(5, 50, n_permutations=60, n_bootstrap=40, n_groups=5)
+    counts = torch.cat([counts, jack])  # jackknife resamples have fewer rows
+    for a, b, sa, sb in ((X, Y, sx, sy), (Y, X, sy, sx)):  # the weighting side permuted, and not
+        cheap = plan.null(sa, sb, perms)["pwcca"]
+        # stacked products round apart from single ones, and the singular side's epsilon-regularised inverse
+        # square root magnifies that (up to 1.2e-8 here; 1e-10 on full-rank sides, test_cheap_null_equals_naive)
+        np.testing.assert_allclose(cheap, [sim.pwcca(a, b[p]) for p in perms], rtol=0, atol=1e-6)
+    cheap = boot_cell(plan, sx, sy, X, Y, counts)["pwcca"]
+    naive = [sim.pwcca(X[i], Y[i]) for i in (torch.repeat_interleave(torch.arange(50), c) for c in counts)]
+    # the resamples' moments come from weights, not duplicated rows: rounding apart, magnified as above
+    np.testing.assert_allclose(cheap, naive, rtol=0, atol=1e-6)

@@ -252,7 +252,7 @@ def _pwcca(A, Ac, mA, Caa, keep, inv_a, Bc, inv_b) -> float:
     arr = inv_a @ ((Ac.T @ Bc) / (n - 1)) @ inv_b
     # numpy's LAPACK SVD: the sign of each singular vector changes the "+ mean" term of the directions
     # below, and google's numbers come from numpy's sign convention
-    u, rho, _ = np.linalg.svd(arr)
+    u, rho, _ = np.linalg.svd(arr, full_matrices=False)  # u, rho as full_matrices=True gives them, faster
     rho = np.abs(rho)
     # dirns D = u^T (A - mean)^T + mean 1^T: (ka, n). With C the centred scatter of A,
     #   D D^T = u^T C u + n m m^T  and  D A = u^T C + n m m^T,

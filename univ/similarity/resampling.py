@@ -342,13 +342,9 @@ class PwccaPlan(Plan):
         if not a_is_x:
             a, b = b, a
         with one_blas_thread():
-            def one(q):  # a draw the stacked path cannot take: the public computation on Y's permuted rows
-                ys = sy["side"]
-                return pwcca_from_sides(sx["side"], ys._replace(raw=ys.raw[q], centered=ys.centered[q]))
-
             vals = _pwcca_null(*(t.numpy() for t in (a.centered, a.mean, a.scatter, a.inv_sqrt, b.centered,
-                                                     b.inv_sqrt)), perms.cpu().numpy(), permute_a=not a_is_x,
-                               one=one)
+                                                     b.inv_sqrt)), a.raw.numpy()[:, a.keep.numpy()],
+                               perms.cpu().numpy(), permute_a=not a_is_x)
         return {"pwcca": vals}
 
 
@@ -386,7 +382,8 @@ class PwccaPlan(Plan):
                 cutoff = 1e-15 * np.abs(w).max(-1, keepdims=True)
                 inv = np.where(w > cutoff, 1.0 / np.sqrt(np.maximum(w, cutoff)), 0.0)
                 inv_sqrt = (V * inv[:, None, :]) @ np.swapaxes(V, 1, 2) / np.sqrt(sg)[:, None, None]
-                groups.append((pos, {"Z": Zg, "m": mg, "C": Cg, "inv": inv_sqrt, "N": Ng, "k": int(kp.sum())}))
+                groups.append((pos, {"Z": Zg, "m": mg, "C": Cg, "inv": inv_sqrt, "N": Ng, "k": int(kp.sum()),
+                                     "Xk": Xn[:, kp]}))
         return {**base, "groups": groups}
 
     def boot_pair(self, bx, by):
@@ -406,20 +403,21 @@ class PwccaPlan(Plan):
 
         a, b = (gx, gy) if gx["k"] <= gy["k"] else (gy, gx)
         N = a["N"]
+
+        def rows():  # the resamples' duplicated rows of the weighting side (for google's QR), by row count
+            c = bx["counts"][which].cpu().numpy()
+            out = []
+            for size in np.unique(c.sum(1)):  # bootstrap resamples have n rows, jackknife ones fewer
+                sel = np.flatnonzero(c.sum(1) == size)
+                A = a["Xk"][np.stack([np.repeat(np.arange(c.shape[1]), ci) for ci in c[sel]])]
+                out.append((sel, A - a["m"][sel][:, None, :], A))
+            return out
+
         with one_blas_thread():
             arr = a["inv"] @ ((np.swapaxes(a["Z"], 1, 2) @ b["Z"]) / (N - 1)[:, None, None]) @ b["inv"]
-            u, rho, _ = np.linalg.svd(arr)
-            rho = np.abs(rho)
-            ut = np.swapaxes(u, 1, 2)
+            u, rho, _ = np.linalg.svd(arr, full_matrices=False)
             nmm = N[:, None, None] * a["m"][:, :, None] * a["m"][:, None, :]
-            try:
-                L = np.linalg.cholesky(ut @ a["C"] @ u + nmm)
-                proj = np.linalg.solve(L, ut @ a["C"] + nmm)
-            except np.linalg.LinAlgError:  # google's explicit QR: one resample at a time
-                return self._slow(bx, by, which)
-            wts = np.abs(proj).sum(2)
-            wts = wts / wts.sum(1, keepdims=True)
-            return np.clip((wts[:, :rho.shape[1]] * rho).sum(1), 0.0, 1.0)
+            return _weighted_rho(u, np.abs(rho), a["C"], nmm, rows, a["m"])
 
     @staticmethod
     def _slow(bx, by, which):
@@ -441,13 +439,14 @@ def _take(g: dict, pos, common) -> dict:
     if len(common) == len(pos):
         return g
     i = np.searchsorted(pos, common)
-    return {k: (v if k == "k" else v[i]) for k, v in g.items()}
+    return {k: (v if k in ("k", "Xk") else v[i]) for k, v in g.items()}  # k, Xk: the group's, not per resample
 
 
-def _pwcca_null(Ac, mA, Caa, inv_a, Bc, inv_b, perms, permute_a: bool, one):
+def _pwcca_null(Ac, mA, Caa, inv_a, Bc, inv_b, A, perms, permute_a: bool):
     """PWCCA of A against B with one side's rows permuted, for every permutation at once (stacked LAPACK
-    calls; see :func:`univ.similarity.cca._pwcca`, which this follows step by step). A permutation leaves A's
-    mean and scatter unchanged, so only the cross term and what follows it are per draw."""
+    calls; see :func:`univ.similarity.cca._pwcca`, which this follows step by step; A: the weighting side's
+    uncentred kept columns). A permutation leaves A's mean and scatter unchanged, so only the cross term and
+    what follows it are per draw."""
     import numpy as np
 
     n = Ac.shape[0]
@@ -457,20 +456,31 @@ def _pwcca_null(Ac, mA, Caa, inv_a, Bc, inv_b, perms, permute_a: bool, one):
         p = perms[start:start + 50]
         cross = np.swapaxes(Bc.T @ Ac[p], 1, 2) if permute_a else Ac.T @ Bc[p]
         arr = inv_a @ (cross / (n - 1)) @ inv_b
-        u, rho, _ = np.linalg.svd(arr)
-        rho = np.abs(rho)
-        ut = np.swapaxes(u, 1, 2)
-        try:
-            L = np.linalg.cholesky(ut @ Caa @ u + nmm)
-            proj = np.linalg.solve(L, ut @ Caa + nmm)
-        except np.linalg.LinAlgError:  # a rank-deficient draw: google's explicit QR, draw by draw
-            for i, q in enumerate(p):
-                out[start + i] = one(torch.from_numpy(q))
-            continue
-        w = np.abs(proj).sum(2)
-        w = w / w.sum(1, keepdims=True)
-        out[start:start + len(p)] = np.clip((w[:, :rho.shape[1]] * rho).sum(1), 0.0, 1.0)
+        u, rho, _ = np.linalg.svd(arr, full_matrices=False)
+        out[start:start + len(p)] = _weighted_rho(
+            u, np.abs(rho), Caa, nmm, lambda: [(slice(None), Ac[p], A[p]) if permute_a else (slice(None), Ac, A)], mA)
     return out
+
+
+def _weighted_rho(u, rho, C, nmm, rows, m):
+    """google's projection weights of stacked canonical directions u: (b, k, k) and their correlations rho:
+    (b, k) -> (b,) PWCCA values. C: (b or 1, k, k) centred scatter of the weighting side, nmm = N m m^T;
+    ``rows()`` -> [(which draws, Ac, A)]: its centred and uncentred rows ((N, k) or (draws, N, k)), needed only
+    when a direction matrix is rank-deficient, where (as :func:`univ.similarity.cca._pwcca`) google's explicit
+    QR decides."""
+    ut = np.swapaxes(u, 1, 2)
+    try:
+        L = np.linalg.cholesky(ut @ C @ u + nmm)
+        proj = np.linalg.solve(L, ut @ C + nmm)
+    except np.linalg.LinAlgError:  # rank-deficient directions: the explicit QR of every draw, stacked
+        proj = np.empty_like(ut)
+        mm = np.broadcast_to(m, (len(u), m.shape[-1]))
+        for sel, Ac, A in rows():
+            P, _ = np.linalg.qr(np.swapaxes(ut[sel] @ np.swapaxes(Ac, -1, -2) + mm[sel][:, :, None], -1, -2))
+            proj[sel] = np.swapaxes(P, 1, 2) @ A
+    w = np.abs(proj).sum(2)
+    w = w / w.sum(1, keepdims=True)
+    return np.clip((w[:, :rho.shape[1]] * rho).sum(1), 0.0, 1.0)
 
 
 class NaivePlan(Plan):
