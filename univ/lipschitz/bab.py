@@ -92,14 +92,17 @@ def _interval_norm(C, R, norm: str) -> float:
     return min(spec + float(np.linalg.norm(R, 2)), float(np.linalg.norm(A, 2)))
 
 
-def _check_budget(max_nodes, max_seconds, tol):
+def check_budget(max_nodes, max_seconds=None, tol=0.0, prefix: str = "") -> None:
+    """ValueError naming the first bad budget argument of :func:`branch_and_bound` (as ``prefix`` + its
+    name, so a caller can name its own argument)."""
     if isinstance(max_nodes, bool) or not isinstance(max_nodes, (int, np.integer)) or max_nodes < 1:
-        raise ValueError(f"max_nodes: expected an integer >= 1 (nodes to expand), got {max_nodes!r}")
+        raise ValueError(f"{prefix}max_nodes: expected an integer >= 1 (nodes to expand), got {max_nodes!r}")
     if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float))
                                     or not math.isfinite(max_seconds) or max_seconds <= 0):
-        raise ValueError(f"max_seconds: expected None or a finite number of seconds > 0, got {max_seconds!r}")
+        raise ValueError(f"{prefix}max_seconds: expected None or a finite number of seconds > 0, got "
+                         f"{max_seconds!r}")
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
-        raise ValueError(f"tol: expected a finite relative gap >= 0, got {tol!r}")
+        raise ValueError(f"{prefix}tol: expected a finite relative gap >= 0, got {tol!r}")
 
 
 class _Search:
@@ -242,7 +245,7 @@ def branch_and_bound(model, norm="2", lower=None, upper=None, input_shape=None, 
     reached is returned (still certified) with status "node budget" or "time budget".
     """
     norm = check_norm(norm)
-    _check_budget(max_nodes, max_seconds, tol)
+    check_budget(max_nodes, max_seconds, tol)
     net = as_affine_net(model, input_shape)
     box = None
     if lower is not None or upper is not None:
