@@ -53,6 +53,7 @@ def ladder_stage(models: dict, data, cfg: Config, report: Report) -> None:
     rows = []
     for name, model in tqdm(nets.items(), desc="ladder"):
         df = ladder(model, data.input_shape, sdp_max_dim=cfg.sdp_max_dim, exact_max_relus=cfg.exact_max_relus,
+                    bab_max_relus=cfg.bab_max_relus, bab_max_nodes=cfg.bab_max_nodes,
                     lower_starts=data.x_test[:cfg.n_points], n_starts=cfg.lower_starts, steps=cfg.lower_steps,
                     seed=cfg.seed)
         rows.append(df.assign(model=name, tightest=df.method == tightest(df).method))
@@ -62,12 +63,15 @@ def ladder_stage(models: dict, data, cfg: Config, report: Report) -> None:
         "The certified-gap ladder: global L2 Lipschitz upper bounds of the logits, loosest first (product of "
         "the exact layer norms; univ's ReLU-splitting bound; ECLipsE-Fast, closed form; ECLipsE, one small "
         "SDP per layer; LipSDP-Layer and LipSDP-Neuron, one SDP, cvxpy with Clarabel for blocks <= 40 and "
-        "SCS above), the exact constant where the net is small enough to enumerate its activation regions, "
+        "SCS above), branch and bound over activation regions (a certified bound at any stop, exact to 0.1% "
+        "when it converges; status 'budget: ...' when its node budget stopped it), the exact constant where "
+        "the net is small enough to enumerate its activation regions, "
         "and a certified lower bound (the best exact Jacobian norm found by smoothed gradient ascent and "
         "PGD difference quotients, from random inputs and test points). over_lower: value / lower bound "
         "(the gap); SDP values are recomputed exactly from the solver's multipliers, so they are "
         f"certified. SDP rungs run when inputs + ReLUs <= {cfg.sdp_max_dim}; the exact rung when the net has "
-        f"<= {cfg.exact_max_relus} ReLUs. seconds: wall time on this machine."))
+        f"<= {cfg.exact_max_relus} ReLUs; branch and bound when it has <= {cfg.bab_max_relus} ReLUs, at most "
+        f"{cfg.bab_max_nodes} nodes. seconds: wall time on this machine."))
     report.add_figure("lipschitz_ladder", _ladder_figure(table),
                       "Each bound divided by the certified lower bound: the product bound's gap "
                       "against the SDP bounds', per network; the exact constant where computed.")

@@ -15,9 +15,10 @@ A CPU-scale rerun of "Intriguing properties of neural networks" (arXiv:1312.6199
     their product, the tighter ReLU-splitting bound and its IBP-localised version (univ.bounds), and
     the empirical local estimates (Jacobian norms, random-direction ratios) they must exceed.
 (e) The certified-gap ladder (univ.lipschitz): product, split, ECLipsE-Fast, ECLipsE, LipSDP-Layer,
-    LipSDP-Neuron, the exact constant of small nets and a certified lower bound, for FC nets of several
-    widths and depths and a pool-free CNN; and the gain of random, adversarial and worst-case
-    directions per layer, against the Frobenius estimate an uncorrelatedness assumption gives.
+    LipSDP-Neuron, branch and bound over activation regions (small nets), the exact constant of small
+    nets and a certified lower bound, for FC nets of several widths and depths and a pool-free CNN; and
+    the gain of random, adversarial and worst-case directions per layer, against the Frobenius estimate
+    an uncorrelatedness assumption gives.
 
 Differences from the paper, by design: ReLU rather than sigmoid hidden units (univ's MLP); Adam with
 ``weight_decay=lambda`` (the gradient of an L2 penalty lambda/2 ||theta||^2, biases included, on the
@@ -39,7 +40,7 @@ class Config(AnalysisConfig):
 
     QUICK: ClassVar[dict] = {"epochs": 20, "n_attack": 60, "search_steps": 8, "maxiter": 60, "n_random": 50,
                              "n_points": 8, "n_sweep": 3, "ladder_widths": ("6-6", "32-32"), "sdp_max_dim": 200,
-                             "lower_starts": 32, "lower_steps": 100}
+                             "lower_starts": 32, "lower_steps": 100, "bab_max_nodes": 500}
 
     lambdas: tuple[float, ...] = (1e-4, 1e-2, 1.0)
     """Weight decays of the FC10(lambda) softmax regressions."""
@@ -78,6 +79,12 @@ class Config(AnalysisConfig):
     """The SDP rungs (ECLipsE, LipSDP) run on nets with at most this many inputs + ReLUs."""
     exact_max_relus: int = 12
     """The exact rung (enumerating activation regions) runs on nets with at most this many ReLUs."""
+    bab_max_relus: int = 24
+    """The branch-and-bound rung runs on nets with at most this many ReLUs (its work grows with the
+    activation regions; above this it rarely closes its gap within the node budget)."""
+    bab_max_nodes: int = 2000
+    """Nodes the branch-and-bound rung expands at most per net (stopped early, its bound is still certified
+    and the table says so)."""
     lower_starts: int = 64
     """Random starts of the certified lower-bound search (beside n_points test inputs)."""
     lower_steps: int = 200
@@ -105,9 +112,10 @@ class Config(AnalysisConfig):
             if not all(p.isdigit() and int(p) >= 1 for p in parts):
                 raise SettingError("ladder_widths", f"each entry is hidden widths joined by '-' (e.g. '32-32'), got "
                                    f"{spec!r}")
-        for f in ("sdp_max_dim", "lower_starts", "lower_steps"):
+        for f in ("sdp_max_dim", "lower_starts", "lower_steps", "bab_max_nodes"):
             check_range(self, f, low=1)
         check_range(self, "exact_max_relus", low=0)
+        check_range(self, "bab_max_relus", low=0)
         check_range(self, "direction_eps", low=0, low_open=True)
 
 

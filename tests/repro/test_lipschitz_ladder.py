@@ -8,6 +8,7 @@ from torch import nn
 
 from univ.lipschitz import (
     as_affine_net,
+    branch_and_bound,
     eclipse,
     eclipse_fast,
     exact_lipschitz,
@@ -40,8 +41,9 @@ def _check_one(model, box, fast=True, found=0.9):
     lo, hi = box if box is not None else (None, None)
     for norm in ("2", "inf"):
         ex = exact_lipschitz(model, norm, lo, hi)
+        bab = branch_and_bound(model, norm, lo, hi)
         uppers = {"LipSDP-Neuron": lipsdp(model, "neuron", norm, lo, hi).value,
-                  "LipSDP-Layer": lipsdp(model, "layer", norm, lo, hi).value}
+                  "LipSDP-Layer": lipsdp(model, "layer", norm, lo, hi).value, "branch-and-bound": bab.value}
         if norm == "2" and box is None:
             uppers.update({"ECLipsE": eclipse(model).value, "ECLipsE-Fast": eclipse_fast(model).value,
                            "split": classic.split_bound(model, (2,)),
@@ -55,6 +57,9 @@ def _check_one(model, box, fast=True, found=0.9):
         # the searches are not vacuous: the lower bound finds most of the exact constant
         assert low.value >= found * ex.value, (norm, box, low, ex.value)
         assert uppers["LipSDP-Neuron"] <= uppers["LipSDP-Layer"] * (1 + 1e-4)
+        # these nets are small enough for the branch and bound to close its gap (default tol 1e-3)
+        assert bab.status == "converged" and bab.value <= ex.value * (1 + 1e-3) + 1e-12, (norm, box, bab, ex.value)
+        assert bab.lower <= ex.value * (1 + TOL)
 
 
 @pytest.mark.parametrize("widths,seed", [((6,), 0), ((4, 4), 1), ((3, 3, 3), 2)])
@@ -74,6 +79,27 @@ def test_upper_exact_lower_on_many_random_nets():
         # unbounded domains hide their steepest region far out: the search must find half of it there
         _check_one(model, None, fast=False, found=0.5)
         _check_one(model, (c - 0.3, c + 0.3), fast=False)
+
+
+def test_branch_and_bound_closes_on_the_exact_value_and_is_sound_at_every_budget():
+    model = _net((5, 4, 3), seed=100)  # the family's net the SDP bounds overshoot (LipSDP-Neuron / exact > 1.5)
+    for norm, box in (("2", None), ("inf", None), ("2", (-2.0, 2.0))):
+        lo, hi = box if box is not None else (None, None)
+        ex = exact_lipschitz(model, norm, lo, hi).value
+        full = branch_and_bound(model, norm, lo, hi, tol=0.0)
+        assert full.status == "converged"
+        assert full.value == pytest.approx(ex, rel=1e-9) and full.lower == pytest.approx(ex, rel=1e-9)
+        # stopped early, the bound reached is still an upper bound, and it never rises with more nodes
+        values = []
+        for n in (1, 2, 4, 8, 16):
+            r = branch_and_bound(model, norm, lo, hi, max_nodes=n, tol=0.0)
+            assert r.value >= ex * (1 - TOL) and r.lower <= ex * (1 + TOL)
+            assert r.status in ("node budget", "converged") and r.n_nodes <= n
+            values.append(r.value)
+        assert all(b <= a * (1 + 1e-12) for a, b in zip(values, values[1:])), values
+        assert values[0] > ex * (1 + 1e-3)  # one node is not enough: the budget is what stopped it
+    stopped = branch_and_bound(model, max_seconds=1e-9)
+    assert stopped.status == "time budget" and stopped.value >= exact_lipschitz(model).value * (1 - TOL)
 
 
 def test_exact_matches_a_dense_grid_on_one_dimensional_inputs():
@@ -96,9 +122,10 @@ def test_single_linear_layer_every_bound_is_the_spectral_norm():
     for value in (lipsdp(model).value, lipsdp(model, "layer").value, eclipse(model).value,
                   eclipse_fast(model).value, exact_lipschitz(model).value, lower_bound(model, steps=20).value,
                   lipsdp(model, lower=-1.0, upper=1.0).value, exact_lipschitz(model, "2", -1.0, 1.0).value,
-                  classic.split_bound(model, (4,))):
+                  classic.split_bound(model, (4,)), branch_and_bound(model).value):
         assert value == pytest.approx(sigma, rel=1e-9)
     assert exact_lipschitz(model, "inf").value == pytest.approx(rowsum, rel=1e-12)
+    assert branch_and_bound(model, "inf").value == pytest.approx(rowsum, rel=1e-12)
     assert lipsdp(model, norm="inf").value == pytest.approx(rowsum, rel=1e-9)
 
 
@@ -131,14 +158,19 @@ def test_ladder_orders_its_rungs():
     model = _net((4, 4), seed=11)
     df = ladder(model, (2,), n_starts=16, steps=60)
     assert list(df.method) == ["product", "split", "ECLipsE-Fast", "ECLipsE", "LipSDP-Layer", "LipSDP-Neuron",
-                               "exact", "lower bound"]
+                               "branch-and-bound", "exact", "lower bound"]
     assert (df.status == "ok").all(), df
     v = dict(zip(df.method, df.value))
-    for m in ("product", "split", "ECLipsE-Fast", "ECLipsE", "LipSDP-Layer", "LipSDP-Neuron"):
+    for m in ("product", "split", "ECLipsE-Fast", "ECLipsE", "LipSDP-Layer", "LipSDP-Neuron", "branch-and-bound"):
         assert v[m] >= v["exact"] * (1 - TOL) >= v["lower bound"] * (1 - 2 * TOL)
     assert v["split"] <= v["product"] * (1 + 1e-9) and v["LipSDP-Neuron"] <= v["LipSDP-Layer"] * (1 + 1e-4)
     assert tightest(df)["value"] == min(v[m] for m in ("product", "split", "ECLipsE-Fast", "ECLipsE",
-                                                       "LipSDP-Layer", "LipSDP-Neuron"))
+                                                       "LipSDP-Layer", "LipSDP-Neuron", "branch-and-bound"))
+    assert v["branch-and-bound"] <= v["exact"] * (1 + 1e-3)
+    capped = ladder(model, (2,), methods=("branch-and-bound",), bab_max_nodes=1).iloc[0]
+    assert capped.status.startswith("budget: stopped by the node budget (1 nodes)") and capped.value >= v["exact"]
+    skipped = ladder(model, (2,), methods=("branch-and-bound",), bab_max_relus=7).iloc[0]
+    assert skipped.status == "skipped: 8 ReLUs > bab_max_relus 7" and skipped.value != skipped.value
 
 
 def test_direction_gains_known_answers_on_a_linear_map():

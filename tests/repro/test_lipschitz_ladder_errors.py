@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tests.named_errors import assert_named_error
-from univ.lipschitz import SolverError, eclipse, exact_lipschitz, lipsdp, lower_bound
+from univ.lipschitz import SolverError, branch_and_bound, eclipse, exact_lipschitz, lipsdp, lower_bound
 from univ.lipschitz.ladder import ladder
 from univ.models import build_model
 
@@ -29,7 +29,7 @@ class _Attn(nn.Module):
         return self.out(self.fc(x))
 
 
-@pytest.mark.parametrize("call", [lipsdp, eclipse, exact_lipschitz, lower_bound])
+@pytest.mark.parametrize("call", [lipsdp, eclipse, exact_lipschitz, lower_bound, branch_and_bound])
 def test_max_pool_is_named_with_what_is_supported(call):
     model = build_model("cnn", input_shape=(1, 8, 8))
     assert_named_error(lambda: call(model), ValueError, r"layer 'pool' \(MaxPool2d\) is not supported.*Linear, Conv")
@@ -56,6 +56,29 @@ def test_bad_arguments_are_named():
     assert_named_error(lambda: lipsdp("net"), TypeError, "model: expected an nn.Module")
     assert_named_error(lambda: exact_lipschitz(m, max_regions=2), ValueError, "max_regions: the net has more than 2")
     assert_named_error(lambda: ladder(m, methods=("LipSDP",)), ValueError, r"methods: unknown \['LipSDP'\]")
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"max_nodes": 0}, r"^max_nodes: expected an integer >= 1 \(nodes to expand\), got 0"),
+    ({"max_nodes": 2.5}, "max_nodes: expected an integer >= 1.*got 2.5"),
+    ({"max_nodes": True}, "max_nodes: expected an integer >= 1.*got True"),
+    ({"max_seconds": 0}, "max_seconds: expected None or a finite number of seconds > 0, got 0"),
+    ({"max_seconds": float("nan")}, "max_seconds: .*got nan"),
+    ({"max_seconds": "1"}, "max_seconds: .*got '1'"),
+    ({"tol": -0.1}, "tol: expected a finite relative gap >= 0, got -0.1"),
+    ({"tol": float("inf")}, "tol: .*got inf"),
+])
+def test_bad_branch_and_bound_budget_is_named(kwargs, fragment):
+    assert_named_error(lambda: branch_and_bound(_small(), **kwargs), ValueError, fragment)
+
+
+def test_bad_ladder_budget_is_named():
+    m = _small()
+    assert_named_error(lambda: ladder(m, bab_max_nodes=-3), ValueError, "^bab_max_nodes: expected an integer >= 1.*-3")
+    assert_named_error(lambda: ladder(m, bab_max_seconds=-1.0), ValueError, "^bab_max_seconds: .*got -1.0")
+    assert_named_error(lambda: ladder(m, bab_max_relus=-1), ValueError, "^bab_max_relus: expected an integer >= 0")
+    assert_named_error(lambda: branch_and_bound(m, norm="1"), ValueError, "norm: expected '2' or 'inf', got '1'")
+    assert_named_error(lambda: branch_and_bound(m, lower=0.0), ValueError, "lower, upper: give both")
 
 
 def test_solver_failure_reports_the_status_never_a_number(monkeypatch):

@@ -20,7 +20,7 @@ from scipy.optimize import linprog
 
 from .network import as_affine_net, check_box, check_norm
 
-_TOL = 1e-9  # a region must hold a ball of this radius (after normalising its hyperplanes)
+REGION_TOL = 1e-9  # a region must hold a ball of this radius (after normalising its hyperplanes)
 
 
 class ExactResult(NamedTuple):
@@ -35,15 +35,16 @@ class ExactResult(NamedTuple):
     values: dict
 
 
-def _interior(rows: np.ndarray, offs: np.ndarray, bounds) -> np.ndarray | None:
-    """A point x with rows @ x + offs >= r > _TOL for the largest r <= 1 (rows normalised), within the
-    box bounds; None if no such point."""
+def interior_point(rows: np.ndarray, offs: np.ndarray, bounds) -> np.ndarray | None:
+    """A point x with rows @ x + offs >= r > REGION_TOL for the largest r <= 1 (rows: (m, n) normalised
+    hyperplanes, offs: (m,)), within the box bounds (a list of n (low, high) pairs, None: unbounded); None
+    if no such point (one linear program, scipy's HiGHS)."""
     n = rows.shape[1]
     c = np.zeros(n + 1)
     c[-1] = -1.0
     A_ub = np.hstack([-rows, np.ones((len(rows), 1))])  # r - a.x <= c
     res = linprog(c, A_ub=A_ub, b_ub=offs, bounds=list(bounds) + [(None, 1.0)], method="highs")
-    if res.status != 0 or -res.fun <= _TOL:
+    if res.status != 0 or -res.fun <= REGION_TOL:
         return None
     return res.x[:n]
 
@@ -103,11 +104,11 @@ def exact_lipschitz(model, norm="2", lower=None, upper=None, input_shape=None,
         for on in (True, False):
             sgn = 1.0 if on else -1.0
             new_rows, new_offs = np.vstack([rows, sgn * a_n]), np.append(offs, sgn * c_n)
-            if sgn * side > _TOL:
+            if sgn * side > REGION_TOL:
                 q = pt  # the known interior point is strictly on this side
             else:
                 n_lps += 1
-                q = _interior(new_rows, new_offs, bounds)
+                q = interior_point(new_rows, new_offs, bounds)
                 if q is None:
                     continue
             stack.append((k, j + 1, M, m, states + [on], new_rows, new_offs, q))

@@ -10,14 +10,16 @@ import numpy as np
 import pandas as pd
 
 from ..repro import lipschitz as _classic
+from .bab import branch_and_bound, check_budget
 from .exact import exact_lipschitz
 from .lower import lower_bound
 from .network import as_affine_net
 from .sdp import SolverError, eclipse, eclipse_fast, lipsdp
 
 #: rung order, loosest first
-METHODS = ("product", "split", "ECLipsE-Fast", "ECLipsE", "LipSDP-Layer", "LipSDP-Neuron", "exact", "lower bound")
-UPPER = METHODS[:6]
+METHODS = ("product", "split", "ECLipsE-Fast", "ECLipsE", "LipSDP-Layer", "LipSDP-Neuron", "branch-and-bound", "exact",
+           "lower bound")
+UPPER = METHODS[:7]
 
 
 def _product(model, shape):
@@ -35,20 +37,27 @@ _RUNGS = {
 
 
 def ladder(model, input_shape=None, methods=METHODS, sdp_max_dim: int = 600, exact_max_relus: int = 24,
-           exact_max_regions: int = 20_000, lower_starts=None, n_starts: int = 64, steps: int = 200,
+           exact_max_regions: int = 20_000, bab_max_relus: int = 24, bab_max_nodes: int = 2000,
+           bab_max_seconds: float | None = None, lower_starts=None, n_starts: int = 64, steps: int = 200,
            seed: int = 0) -> pd.DataFrame:
     """Global L2 Lipschitz bounds of ``model``, one row per method (see :data:`METHODS`).
 
     sdp_max_dim: the SDP rungs (ECLipsE, LipSDP) are skipped above this matrix size (inputs + ReLUs);
-    exact_max_relus / exact_max_regions: the exact rung runs only on nets this small. lower_starts:
-    inputs (n, ...) that seed the lower-bound search beside random starts.
+    exact_max_relus / exact_max_regions: the exact rung runs only on nets this small; bab_max_relus:
+    the branch-and-bound rung runs only on nets with at most this many ReLUs (its node count grows with
+    the activation regions), expanding at most bab_max_nodes nodes in at most bab_max_seconds (None: no
+    time limit). lower_starts: inputs (n, ...) that seed the lower-bound search beside random starts.
 
-    Returns: method, value, seconds, status ("ok", "skipped: ...", "unsupported: ...", "solver failed:
-    ..."), over_lower (value / lower bound), over_exact (value / exact constant, where computed).
+    Returns: method, value, seconds, status ("ok", "budget: ..." (branch and bound stopped by its budget:
+    the value is still an upper bound), "skipped: ...", "unsupported: ...", "solver failed: ..."),
+    over_lower (value / lower bound), over_exact (value / exact constant, where computed).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"methods: unknown {unknown}; known: {list(METHODS)}")
+    check_budget(bab_max_nodes, bab_max_seconds, prefix="bab_")
+    if isinstance(bab_max_relus, bool) or not isinstance(bab_max_relus, (int, np.integer)) or bab_max_relus < 0:
+        raise ValueError(f"bab_max_relus: expected an integer >= 0, got {bab_max_relus!r}")
     rows = []
     try:
         net = as_affine_net(model, input_shape)
@@ -68,6 +77,16 @@ def ladder(model, input_shape=None, methods=METHODS, sdp_max_dim: int = 600, exa
                     status = f"skipped: SDP size {size} > sdp_max_dim {sdp_max_dim}"
                 else:
                     value = _RUNGS[meth](net, None)
+            elif meth == "branch-and-bound":
+                if sum(net.widths) > bab_max_relus:
+                    status = f"skipped: {sum(net.widths)} ReLUs > bab_max_relus {bab_max_relus}"
+                else:
+                    res = branch_and_bound(net, "2", max_nodes=bab_max_nodes, max_seconds=bab_max_seconds)
+                    value = res.value
+                    if res.status != "converged":
+                        gap = res.value / res.lower if res.lower > 0 else math.inf
+                        status = (f"budget: stopped by the {res.status} ({res.n_nodes} nodes) at {gap:.3g}x "
+                                  "its best realised norm")
             elif meth == "exact":
                 if sum(net.widths) > exact_max_relus:
                     status = f"skipped: {sum(net.widths)} ReLUs > exact_max_relus {exact_max_relus}"
