@@ -382,7 +382,8 @@ class PwccaPlan(Plan):
                 cutoff = 1e-15 * np.abs(w).max(-1, keepdims=True)
                 inv = np.where(w > cutoff, 1.0 / np.sqrt(np.maximum(w, cutoff)), 0.0)
                 inv_sqrt = (V * inv[:, None, :]) @ np.swapaxes(V, 1, 2) / np.sqrt(sg)[:, None, None]
-                groups.append((pos, {"Z": Zg, "m": mg, "C": Cg, "inv": inv_sqrt, "N": Ng, "k": int(kp.sum()),
+                # W = Z S^-1/2: the whitened rows, so that a pair's google matrix is W_a^T W_b / (N - 1)
+                groups.append((pos, {"W": Zg @ inv_sqrt, "m": mg, "C": Cg, "N": Ng, "k": int(kp.sum()),
                                      "Xk": Xn[:, kp]}))
         return {**base, "groups": groups}
 
@@ -414,7 +415,7 @@ class PwccaPlan(Plan):
             return out
 
         with one_blas_thread():
-            arr = a["inv"] @ ((np.swapaxes(a["Z"], 1, 2) @ b["Z"]) / (N - 1)[:, None, None]) @ b["inv"]
+            arr = (np.swapaxes(a["W"], 1, 2) @ b["W"]) / (N - 1)[:, None, None]
             u, rho, _ = np.linalg.svd(arr, full_matrices=False)
             nmm = N[:, None, None] * a["m"][:, :, None] * a["m"][:, None, :]
             return _weighted_rho(u, np.abs(rho), a["C"], nmm, rows, a["m"])
@@ -452,10 +453,10 @@ def _pwcca_null(Ac, mA, Caa, inv_a, Bc, inv_b, A, perms, permute_a: bool):
     n = Ac.shape[0]
     out = np.empty(len(perms))
     nmm = n * np.outer(mA, mA)
+    Wa, Wb = Ac @ inv_a, Bc @ inv_b / (n - 1)  # whitened once: google's matrix is Wa^T Wb with the rows permuted
     for start in range(0, len(perms), 50):
         p = perms[start:start + 50]
-        cross = np.swapaxes(Bc.T @ Ac[p], 1, 2) if permute_a else Ac.T @ Bc[p]
-        arr = inv_a @ (cross / (n - 1)) @ inv_b
+        arr = np.swapaxes(Wb.T @ Wa[p], 1, 2) if permute_a else Wa.T @ Wb[p]
         u, rho, _ = np.linalg.svd(arr, full_matrices=False)
         out[start:start + len(p)] = _weighted_rho(
             u, np.abs(rho), Caa, nmm, lambda: [(slice(None), Ac[p], A[p]) if permute_a else (slice(None), Ac, A)], mA)
@@ -469,9 +470,10 @@ def _weighted_rho(u, rho, C, nmm, rows, m):
     when a direction matrix is rank-deficient, where (as :func:`univ.similarity.cca._pwcca`) google's explicit
     QR decides."""
     ut = np.swapaxes(u, 1, 2)
+    Cu = C @ u  # C symmetric: u^T C = (C u)^T
     try:
-        L = np.linalg.cholesky(ut @ C @ u + nmm)
-        proj = np.linalg.solve(L, ut @ C + nmm)
+        L = np.linalg.cholesky(ut @ Cu + nmm)
+        proj = np.linalg.solve(L, np.swapaxes(Cu, 1, 2) + nmm)
     except np.linalg.LinAlgError:  # rank-deficient directions: the explicit QR of every draw, stacked
         proj = np.empty_like(ut)
         mm = np.broadcast_to(m, (len(u), m.shape[-1]))
