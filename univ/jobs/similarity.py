@@ -3,15 +3,15 @@
 compare_grid's numbers for a pair do not depend on the other pairs of the call (its permutations and
 resamples depend only on (seed, n)), so the grid splits into chunks of model pairs, one job each, and the
 chunks' rows, put back in pair order, are the whole table's rows. The chunks are balanced by cost (a pair with
-the permutation null and the interval costs far more than one without), largest pairs first onto the chunk
-with the least work so far: consecutive runs of pairs would leave one worker with every expensive pair. The one table-wide number,
-``q_value`` (Benjamini-Hochberg over every p-value of the table), is recomputed over the merged table. Warnings
-the measures raise in a worker come back with its chunk and are raised again here, once each.
+the permutation null and the interval costs far more than one without), largest pairs first onto the
+chunk with the least work so far: consecutive runs of pairs would leave one worker with every expensive
+pair. The one table-wide number, ``q_value`` (Benjamini-Hochberg over every p-value of the table), is
+recomputed over the merged table. Warnings the measures raise in a worker come back with its chunk and are
+raised again here, once each.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 
 

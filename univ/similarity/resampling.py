@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ._core import center, debiased_hsic, matrix, sym_fro2
-from .cca import pwcca_from_sides, pwcca_side
+from .cca import pwcca_side
 from .cka import center_gram, rbf_gram
 from .geometry import knn_indices, rdm_upper
 
@@ -459,7 +459,8 @@ def _pwcca_null(Ac, mA, Caa, inv_a, Bc, inv_b, A, perms, permute_a: bool):
         arr = np.swapaxes(Wb.T @ Wa[p], 1, 2) if permute_a else Wa.T @ Wb[p]
         u, rho, _ = np.linalg.svd(arr, full_matrices=False)
         out[start:start + len(p)] = _weighted_rho(
-            u, np.abs(rho), Caa, nmm, lambda: [(slice(None), Ac[p], A[p]) if permute_a else (slice(None), Ac, A)], mA)
+            u, np.abs(rho), Caa, nmm, lambda p=p: [(slice(None), Ac[p], A[p]) if permute_a else (slice(None), Ac, A)],
+            mA)
     return out
 
 
