@@ -230,3 +230,34 @@ def test_model_sae_view_is_the_crosscoder_without_the_others(kind, trained, tmp_
     assert torch.allclose(view.decode(view.encode(gt.xs[m])), cc.decode(cc.encode(xs))[m], atol=1e-5)
     back = S.load(S.save(view, tmp_path / "view", hook_name="blocks.0.hook"))
     assert torch.equal(back.encode(gt.xs[m]), view.encode(gt.xs[m]))
+
+
+@pytest.mark.parametrize("kind", ["batchtopk", "topk"])
+def test_calibrated_encoder_reconstructs_at_the_least_squares_scale(kind):
+    gt = _data(n=600)
+    cc = S.Crosscoder(D_INS, 48, kind=kind, k=3, seed=1)
+    x = torch.cat(gt.xs, 1)
+    with torch.no_grad():
+        cc.b_dec.copy_(x.mean(0))
+    with torch.no_grad():
+        before = cc._training_codes(cc.pre_activations(x))
+        W0 = cc.W_enc.clone()
+        alpha = cc.calibrate_encoder(x, chunk=600)
+        after = cc._training_codes(cc.pre_activations(x))
+    assert 0 < alpha < 1  # the tied initialisation's largest projections overshoot
+    torch.testing.assert_close(cc.W_enc.detach(), alpha * W0)
+    assert torch.equal(after > 0, before > 0)  # the same latents, rescaled
+    r = (after @ cc.W_dec).detach()
+    assert float((r * (x - cc.b_dec.detach())).sum() / r.pow(2).sum()) == pytest.approx(1.0, abs=1e-5)
+    assert cc.calibrate_encoder(x, chunk=600) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_fit_calibrates_k_kinds_only():
+    gt = _data()
+    seen = {}
+    for kind in S.CROSSCODER_KINDS:
+        cc = S.Crosscoder(D_INS, 24, kind=kind, k=3, seed=2)
+        real = cc.calibrate_encoder
+        cc.calibrate_encoder = lambda xn, real=real, kind=kind: seen.setdefault(kind, real(xn))
+        cc.fit(gt.xs, max_steps=2, progress=False)
+    assert seen["l1"] == 1.0 and seen["topk"] != 1.0 and seen["batchtopk"] != 1.0
