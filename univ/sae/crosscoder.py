@@ -92,6 +92,13 @@ class Crosscoder(MultiModel):
         self.b_enc = torch.nn.Parameter(torch.zeros(self.d_sae, dtype=dtype))
         self._init_state()
 
+    @classmethod
+    def all_kind_names(cls) -> tuple[str, ...]:
+        return ("crosscoder", *(f"crosscoder-{k}" for k in CROSSCODER_KINDS))
+
+    def kind_names(self) -> tuple[str, ...]:
+        return ("crosscoder", f"crosscoder-{self.kind}")
+
     def _init_state(self) -> None:
         """Register a kind's extra buffers (saved and restored with the weights)."""
 
