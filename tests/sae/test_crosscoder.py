@@ -271,6 +271,7 @@ def test_integer_index_of_a_joined_parameter_is_a_model(name, trained):
         assert torch.equal(m.W_enc[i], m.W_encs[i]) and torch.equal(m.b_dec[i], m.split(m.b_dec)[i])
         assert torch.equal(m.W_dec[i, 5], m.W_decs[i][5])  # latent 5's decoder vector in model i
     assert torch.equal(m.W_dec[-1], m.W_decs[2])
+    assert all(torch.equal(a, b) for a, b in zip(m.folded(-1).values(), m.folded(2).values()))
     assert torch.equal(m.W_dec[3:4], m.W_dec.detach()[3:4]) and m.W_dec[[3, 4]].shape == (2, sum(D_INS))
     assert m.decoder_norms()[:, 1].allclose(m.W_dec[1].double().norm(dim=1))
     assert_named_error(lambda: m.W_dec[3], ValueError, r"model: W_dec\[3\] is model 3's block.*W_dec\[3:4\]")

@@ -266,7 +266,9 @@ class MultiModel(Configured, nn.Module):
 
 
 def check_model_index(m, n_models: int) -> int:
-    return check_int(m, "model", 0, n_models - 1, why=" (the model indices)")
+    """m as a model index in 0 .. n_models - 1; negative m counts from the end, as W_dec[m] and lists do."""
+    return check_int(m, "model", -n_models, n_models - 1, why=" (the model indices; negative ones count from the "
+                     "end)") % n_models
 
 
 class _Joined:
