@@ -12,8 +12,13 @@ The peer is written here from the published recipe (Lindsey et al. 2024's acausa
 al. 2025's BatchTopK, as in dictionary_learning's CrossCoder): W_enc (N, d, d_sae), W_dec (d_sae, N, d), dense
 einsum encoder and decoder, BatchTopK over relu(pre) * sum_m ||W_dec[:, m]|| (the k * batch largest), summed
 squared error, Adam at univ's learning rate and schedule (linear warm-up over 100 steps, linear decay over the
-last 20%), b_dec initialised at the mean. univ's side is ``Crosscoder(kind="batchtopk").fit`` (its own loop:
-sparse backward through the selected latents, AuxK, unit-norm decoder rows, geometric-median b_dec).
+last 20%), b_dec initialised at the mean, decoder free (no norm constraint). univ's side is
+``Crosscoder(kind="batchtopk").fit`` (its own loop: sparse backward through the selected latents, AuxK, unit-norm
+decoder rows, geometric-median b_dec, encoder scale fitted to the data at initialisation). Where the published
+trainer (science-of-finetuning's BatchTopKCrossCoderTrainer) differs from both: learning rate
+2e-4 / sqrt(d_sae / 2^14) with a 1000-step warm-up, gradient-norm clipping at 1, an unsquared L2 loss, AuxK
+1/32 and a geometric-median b_dec; the peer here keeps univ's learning rate and schedule so that the two sides
+differ only in what the benchmark compares (benchmarks/crosscoder.md lists the differences).
 
 Timing: steady state between the end of step ``warmup`` and the last step; the two sides alternate in
 ``rounds`` interleaved rounds (each a fresh run from its seed), and the median per side is reported, with

@@ -173,7 +173,7 @@ def test_seed_stability_and_shuffle():
     with torch.no_grad():
         perm = torch.randperm(12, generator=torch.Generator().manual_seed(0))
         b.W_dec.copy_(a.W_dec[perm])
-        b.W_dec[0] = torch.randn(sum(D_INS), generator=torch.Generator().manual_seed(5)) / sum(D_INS) ** 0.5
+        b.W_dec[[0]] = torch.randn(sum(D_INS), generator=torch.Generator().manual_seed(5)) / sum(D_INS) ** 0.5
     st = S.seed_stability(b, a)
     assert torch.equal(st.partner, perm) and st.stable.sum() == 11 and not st.stable[0]
     xs = [torch.arange(10.0)[:, None] * torch.ones(1, d) for d in (2, 3)]
@@ -230,3 +230,85 @@ def test_model_sae_view_is_the_crosscoder_without_the_others(kind, trained, tmp_
     assert torch.allclose(view.decode(view.encode(gt.xs[m])), cc.decode(cc.encode(xs))[m], atol=1e-5)
     back = S.load(S.save(view, tmp_path / "view", hook_name="blocks.0.hook"))
     assert torch.equal(back.encode(gt.xs[m]), view.encode(gt.xs[m]))
+
+
+@pytest.mark.parametrize("kind", ["batchtopk", "topk"])
+def test_calibrated_encoder_reconstructs_at_the_least_squares_scale(kind):
+    gt = _data(n=600)
+    cc = S.Crosscoder(D_INS, 48, kind=kind, k=3, seed=1)
+    x = torch.cat(gt.xs, 1)
+    with torch.no_grad():
+        cc.b_dec.copy_(x.mean(0))
+    with torch.no_grad():
+        before = cc._training_codes(cc.pre_activations(x))
+        W0 = cc.W_enc.clone()
+        alpha = cc.calibrate_encoder(x, chunk=600)
+        after = cc._training_codes(cc.pre_activations(x))
+    assert 0 < alpha < 1  # the tied initialisation's largest projections overshoot
+    torch.testing.assert_close(cc.W_enc.detach(), alpha * W0)
+    assert torch.equal(after > 0, before > 0)  # the same latents, rescaled
+    r = (after @ cc.W_dec).detach()
+    assert float((r * (x - cc.b_dec.detach())).sum() / r.pow(2).sum()) == pytest.approx(1.0, abs=1e-5)
+    assert cc.calibrate_encoder(x, chunk=600) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_fit_calibrates_k_kinds_only():
+    gt = _data()
+    seen = {}
+    for kind in S.CROSSCODER_KINDS:
+        cc = S.Crosscoder(D_INS, 24, kind=kind, k=3, seed=2)
+        real = cc.calibrate_encoder
+        cc.calibrate_encoder = lambda xn, real=real, kind=kind: seen.setdefault(kind, real(xn))
+        cc.fit(gt.xs, max_steps=2, progress=False)
+    assert seen["l1"] == 1.0 and seen["topk"] != 1.0 and seen["batchtopk"] != 1.0
+
+
+@pytest.mark.parametrize("name", ["batchtopk", "universal"])
+def test_integer_index_of_a_joined_parameter_is_a_model(name, trained):
+    m = trained[1][name]
+    for i, d in enumerate(D_INS):
+        assert torch.equal(m.W_dec[i], m.W_decs[i]) and m.W_dec[i].shape == (24, d)
+        assert torch.equal(m.W_enc[i], m.W_encs[i]) and torch.equal(m.b_dec[i], m.split(m.b_dec)[i])
+        assert torch.equal(m.W_dec[i, 5], m.W_decs[i][5])  # latent 5's decoder vector in model i
+    assert torch.equal(m.W_dec[-1], m.W_decs[2])
+    assert all(torch.equal(a, b) for a, b in zip(m.folded(-1).values(), m.folded(2).values()))
+    assert torch.equal(m.W_dec[3:4], m.W_dec.detach()[3:4]) and m.W_dec[[3, 4]].shape == (2, sum(D_INS))
+    assert m.decoder_norms()[:, 1].allclose(m.W_dec[1].double().norm(dim=1))
+    assert_named_error(lambda: m.W_dec[3], ValueError, r"model: W_dec\[3\] is model 3's block.*W_dec\[3:4\]")
+    assert_named_error(lambda: m.b_dec[-4], ValueError, r"model: b_dec\[-4\].*-3 \.\. 2")
+
+
+def test_joined_parameters_stay_blocks_through_copies_and_moves(tmp_path):
+    import copy
+
+    cc = S.Crosscoder(D_INS, 24, k=3, seed=4)
+    with torch.no_grad():
+        cc.W_dec[1] = 0.0  # model 1's block only
+        cc.b_dec[2, 0] = 7.0
+    with torch.no_grad():
+        assert float(cc.W_decs[1].abs().sum()) == 0 and float(cc.W_decs[0].abs().sum()) > 0
+        assert float(cc.b_dec[2][0]) == 7.0 and int((cc.b_dec != 0).sum()) == 1
+    for other in (copy.deepcopy(cc), cc.double(), S.load(S.save(cc, tmp_path / "cc"))):
+        assert other.W_dec[2].shape == (24, 10) and other.W_enc[0].shape == (6, 24)
+
+
+def test_load_checks_kind_and_shape_of_multi_model_folders(trained, tmp_path):
+    _, models = trained
+    cc, us = S.save(models["topk"], tmp_path / "cc"), S.save(models["universal"], tmp_path / "us")
+    assert type(S.load(cc, kind="crosscoder")) is S.TopKCrosscoder
+    assert type(S.load(cc, kind="crosscoder-topk", d_in=D_INS, d_sae=24)) is S.TopKCrosscoder
+    assert type(S.load(us, kind="universal", d_in=sum(D_INS))) is S.UniversalSAE
+    for call, fragment in [
+        (lambda: S.load(cc, kind="topk"), r"kind: expected a 'topk' SAE but .* holds a 'crosscoder-topk'.*"
+                                          r"kind='crosscoder' or 'crosscoder-topk'"),
+        (lambda: S.load(cc, kind="crosscoder-l1"), r"expected a 'crosscoder-l1' SAE but .* 'crosscoder-topk'"),
+        (lambda: S.load(us, kind="crosscoder"), r"expected a 'crosscoder' SAE but .* holds a 'universal'"),
+        (lambda: S.load(cc, d_sae=12), r"d_sae: expected 12 .* d_sae=24"),
+        (lambda: S.load(cc, d_in=[6, 8]), r"d_in: expected the widths \[6, 8\] .* d_ins=\[6, 8, 10\]"),
+        (lambda: S.load(cc, d_in=23), r"d_in: expected 23 .* joined width is 24"),
+        (lambda: S.load(cc, kind="crosscoders"), r"unknown SAE kind 'crosscoders'.*'crosscoder'"),
+    ]:
+        assert_named_error(call, ValueError, fragment)
+    single = S.save(S.TopKSAE(6, 12, k=2), tmp_path / "single")
+    assert_named_error(lambda: S.load(single, kind="crosscoder"), ValueError,
+                       r"expected a 'crosscoder' SAE but .* holds a 'topk' SAE")

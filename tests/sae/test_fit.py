@@ -194,3 +194,20 @@ def test_resume_of_a_one_shot_generator(x, tmp_path):
     again = S.JumpReluSAE(D, 16).fit((b for b in x.split(50)), **{**kw, "eval_every": 2})
     assert resumed.n_steps_ == again.n_steps_ == ref.n_steps_ == 10
     assert same_weights(resumed, again)
+
+
+@pytest.mark.parametrize("max_steps, eval_every", [(100, 10), (50, 5), (37, 4)])
+def test_a_capped_run_takes_max_steps_and_decays_to_zero(max_steps, eval_every, monkeypatch):
+    # an evaluation at exactly 80% of the cap used to start a decay of a fifth of the steps so far (16 of
+    # 100), which ended the run at 96 steps
+    x = torch.cat(id_batches())[:, 1:]
+    sae, opts, lrs = S.TopKSAE(D - 1, 16, k=2, seed=0), [], []
+    real_adam, step = torch.optim.Adam, sae.training_step
+    monkeypatch.setattr(torch.optim, "Adam", lambda *a, **kw: opts.append(real_adam(*a, **kw)) or opts[-1])
+    monkeypatch.setattr(sae, "training_step", lambda *a: lrs.append(opts[0].param_groups[0]["lr"]) or step(*a))
+    sae.fit(x, batch_size=32, max_steps=max_steps, eval_every=eval_every, patience=None, warmup_steps=2,
+            progress=False)
+    assert sae.n_steps_ == len(lrs) == max_steps
+    start = eval_every * -(-int(0.8 * max_steps) // eval_every)  # the first evaluation at or past 80%
+    assert lrs[start - 1] == pytest.approx(lrs[5]) and lrs[-1] < lrs[-2] < lrs[start - 1]
+    assert lrs[-1] == pytest.approx(lrs[5] / (max_steps - start))  # the last step of a decay to max_steps

@@ -30,6 +30,7 @@ import torch
 
 from .._checks import check_device, check_finite, check_int, check_path
 from ..integrity import write_file
+from ..registry import unknown_name_error
 from . import saelens
 from .model import SAE, SAE_KINDS
 
@@ -183,20 +184,24 @@ def load(path: str | os.PathLike, kind: str | None = None, d_in: int | None = No
     A SAELens folder (architecture standard, topk, jumprelu or gated) becomes the univ kind of that
     architecture (relu, topk, jumprelu, gated) computing SAELens's encode/decode; its metadata goes to
     ``sae.metadata``. Architectures or normalisations univ cannot compute raise ValueError naming both.
+    A folder of a multi-model dictionary (``save`` of a Crosscoder or UniversalSAE) gives that dictionary.
     kind / d_in / d_sae: what the caller expects; a file of another kind or shape raises ValueError
-    saying what was found. A damaged folder (cfg.json that is not JSON, weights that are truncated,
-    misshapen, non-finite or disagree with cfg.json) raises ValueError naming the path.
+    saying what was found. Multi-model kinds: "crosscoder" (any), "crosscoder-batchtopk" (one kind),
+    "universal"; d_in of one: its models' widths (a list) or their sum. A damaged folder (cfg.json that is
+    not JSON, weights that are truncated, misshapen, non-finite or disagree with cfg.json) raises ValueError
+    naming the path.
     """
     folder = check_path(path)
+    from .multi import MULTI_WEIGHTS, is_multi_folder, load_multi, multi_kind_names
+
     if kind is not None:
         if not isinstance(kind, str):
             raise TypeError(f"kind: expected an SAE kind name, got {type(kind).__name__} {kind!r}")
-        SAE_KINDS[kind]  # an unknown kind raises here, listing the known ones
+        if kind not in SAE_KINDS and kind not in multi_kind_names():
+            raise unknown_name_error("SAE kind", kind, [*SAE_KINDS, *multi_kind_names()])
     device = check_device(device)
-    from .multi import MULTI_WEIGHTS, is_multi_folder, load_multi
-
     if (folder / MULTI_WEIGHTS).is_file() and is_multi_folder(folder):
-        return load_multi(folder, device)
+        return load_multi(folder, device, kind=kind, d_in=d_in, d_sae=d_sae)
     if not (folder / CFG).is_file() or not (folder / WEIGHTS).is_file():
         raise ValueError(f"path: {str(folder)!r} does not hold {CFG} and {WEIGHTS}")
     cfg = _read_cfg(folder)

@@ -4,7 +4,8 @@ normalisation, per-model views of the weights, validation that names the model, 
 A multi-model dictionary (:class:`univ.sae.Crosscoder`, :class:`univ.sae.UniversalSAE`) holds its weights
 for all models concatenated along the input axis (D = sum(d_ins)): ``W_enc: (D, d_sae)``,
 ``W_dec: (d_sae, D)``, ``b_dec: (D,)``, ``norm_scale: (D,)`` (constant within a model's block). Model m's
-block is columns ``offsets[m]:offsets[m + 1]`` (``W_encs[m]``, ``W_decs[m]``, views). Joined this way, one
+block is columns ``offsets[m]:offsets[m + 1]``: ``W_dec[m]`` (= ``W_decs[m]``), ``W_enc[m]``, ``b_dec[m]``
+(views; an integer index of these joined parameters is a model, see :class:`ModelBlocks`). Joined this way, one
 input row is the N models' activations on one input, so univ's SAE training loop (``univ.sae.fit``: streams,
 resumes, converges by itself, AuxK dead-latent bookkeeping) trains it unchanged; each model's block is scaled
 to a mean norm of sqrt(d_m) (``input_scale``), so no model dominates the loss because of its units, and the
@@ -24,9 +25,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -45,6 +48,12 @@ def register_multi(cls):
     return cls
 
 
+def multi_kind_names() -> list[str]:
+    """Every ``kind=`` that ``univ.sae.load`` accepts for a multi-model folder ("crosscoder",
+    "crosscoder-batchtopk", ..., "universal")."""
+    return [name for cls in MULTI_CLASSES.values() for name in cls.all_kind_names()]
+
+
 def check_d_ins(d_ins) -> list[int]:
     if isinstance(d_ins, (str, bytes, Mapping)) or not isinstance(d_ins, Iterable):
         raise TypeError(f"d_ins: expected a list of the models' widths, got {type(d_ins).__name__} {d_ins!r}")
@@ -52,6 +61,62 @@ def check_d_ins(d_ins) -> list[int]:
     if len(d_ins) < 2:
         raise ValueError(f"d_ins: a multi-model dictionary needs at least 2 models, got {len(d_ins)}")
     return d_ins
+
+
+class ModelBlocks(nn.Parameter):
+    """A joined parameter (``W_enc``, ``W_dec``, ``b_dec``) whose integer index is a model, as for the
+    universal SAE's per-model ``b_enc``: ``W_dec[m]`` is model m's block (a view, (d_sae, d_ins[m])),
+    ``W_dec[m, i]`` latent i's decoder vector in model m, ``W_dec[-1]`` the last model's block. Any other
+    index (a slice, an index list or tensor, a mask) indexes the joined tensor as it is, so latent rows are
+    ``W_dec[i:i + 1]`` or ``W_dec[[i, j]]``. Everything else (arithmetic, autograd, optimisers, state dicts)
+    sees an ordinary parameter; results of operations on it are plain tensors."""
+
+    def __new__(cls, data: Tensor, d_ins, dim: int, name: str, requires_grad: bool = True):
+        p = super().__new__(cls, data, requires_grad)
+        p._blocks = (tuple(d_ins), dim, name)
+        return p
+
+    def _model(self, m) -> tuple[int, int]:
+        d_ins, dim, name = self._blocks
+        n = len(d_ins)
+        if not -n <= m < n:
+            rows = "latent rows" if dim == 1 else "rows"
+            raise ValueError(f"model: {name}[{m}] is model {m}'s block, but the models are -{n} .. {n - 1} (d_ins="
+                             f"{list(d_ins)}); index {rows} with a slice or a list ({name}[{m}:{m + 1}], "
+                             f"{name}[[{m}]])")
+        m %= n
+        return sum(d_ins[:m]), d_ins[m]
+
+    def _route(self, index):
+        """(the model block, the rest of the index) for an index led by an integer, else None."""
+        head, rest = (index[0], index[1:]) if isinstance(index, tuple) and index else (index, None)
+        if isinstance(head, (bool, np.bool_)) or not isinstance(head, (numbers.Integral, np.integer)):
+            return None
+        start, width = self._model(int(head))
+        return Tensor.narrow(self, self._blocks[1], start, width), rest
+
+    def __getitem__(self, index):
+        routed = self._route(index)
+        if routed is None:
+            return Tensor.__getitem__(self, index)
+        block, rest = routed
+        return block if rest is None else block[rest]
+
+    def __setitem__(self, index, value):
+        routed = self._route(index)
+        if routed is None:
+            return Tensor.__setitem__(self, index, value)
+        block, rest = routed
+        block[... if rest is None else rest] = value
+
+    def __deepcopy__(self, memo):
+        if id(self) not in memo:
+            memo[id(self)] = ModelBlocks(self.data.clone(memory_format=torch.preserve_format), *self._blocks,
+                                         requires_grad=self.requires_grad)
+        return memo[id(self)]
+
+    def __reduce_ex__(self, proto):
+        return ModelBlocks, (self.data, *self._blocks, self.requires_grad)
 
 
 def _is_array(x) -> bool:
@@ -83,11 +148,21 @@ class MultiModel(Configured, nn.Module):
         W = torch.randn(self.d_sae, self.d_in, generator=g, dtype=torch.float64)
         # every model's block starts with the same norm, 1 / sqrt(N): no latent starts out favouring a model
         W = torch.cat([b / b.norm(dim=1, keepdim=True) for b in self.split(W)], 1) / math.sqrt(self.n_models)
-        self.W_dec = nn.Parameter(W.to(dtype))  # (d_sae, D)
-        self.W_enc = nn.Parameter(W.T.clone().to(dtype))  # (D, d_sae)
-        self.b_dec = nn.Parameter(torch.zeros(self.d_in, dtype=dtype))
+        # W_dec[m], W_enc[m], b_dec[m]: model m's block (ModelBlocks)
+        self.W_dec = ModelBlocks(W.to(dtype), self.d_ins, 1, "W_dec")  # (d_sae, D)
+        self.W_enc = ModelBlocks(W.T.clone().to(dtype), self.d_ins, 0, "W_enc")  # (D, d_sae)
+        self.b_dec = ModelBlocks(torch.zeros(self.d_in, dtype=dtype), self.d_ins, 0, "b_dec")
         self.register_buffer("norm_scale", torch.ones(self.d_in, dtype=dtype))
         self.metadata: dict = {}
+
+    @classmethod
+    def all_kind_names(cls) -> tuple[str, ...]:
+        """The ``kind=`` names ``univ.sae.load`` accepts for some dictionary of this class."""
+        return (cls.__name__.lower(),)
+
+    def kind_names(self) -> tuple[str, ...]:
+        """The ``kind=`` names ``univ.sae.load`` accepts for this dictionary, the most specific last."""
+        return (type(self).__name__.lower(),)
 
     # ---- per-model views ----
     def split(self, t: Tensor, dim: int = -1) -> list[Tensor]:
@@ -191,7 +266,9 @@ class MultiModel(Configured, nn.Module):
 
 
 def check_model_index(m, n_models: int) -> int:
-    return check_int(m, "model", 0, n_models - 1, why=" (the model indices)")
+    """m as a model index in 0 .. n_models - 1; negative m counts from the end, as W_dec[m] and lists do."""
+    return check_int(m, "model", -n_models, n_models - 1, why=" (the model indices; negative ones count from the "
+                     "end)") % n_models
 
 
 class _Joined:
@@ -203,6 +280,23 @@ class _Joined:
     def __iter__(self):
         for i, b in enumerate(self._open()):
             yield self._mm.check_inputs(b, f"xs batch {i}")
+
+
+def _check_expected(model: MultiModel, folder: Path, kind, d_in, d_sae) -> None:
+    names = model.kind_names()
+    held = f"{names[-1]!r} ({type(model).__name__} over {model.n_models} models, d_ins={model.d_ins})"
+    if kind is not None and kind not in names:
+        raise ValueError(f"kind: expected a {kind!r} SAE but {str(folder)!r} holds a {held}; load it with "
+                         f"kind={' or '.join(map(repr, names))} (or kind=None)")
+    if d_sae is not None and check_int(d_sae, "d_sae", low=1) != model.d_sae:
+        raise ValueError(f"d_sae: expected {d_sae} but {str(folder)!r} holds a {held} with d_sae={model.d_sae}")
+    if d_in is not None:
+        if isinstance(d_in, (list, tuple)):
+            if list(d_in) != model.d_ins:
+                raise ValueError(f"d_in: expected the widths {list(d_in)} but {str(folder)!r} holds a {held}")
+        elif check_int(d_in, "d_in", low=1) != model.d_in:
+            raise ValueError(f"d_in: expected {d_in} but {str(folder)!r} holds a {held}, whose joined width is "
+                             f"{model.d_in}")
 
 
 # ---- save / load ----
@@ -247,8 +341,10 @@ def is_multi_folder(folder: Path) -> bool:
     return isinstance(cfg, dict) and "univ_multi" in cfg
 
 
-def load_multi(path, device=None) -> MultiModel:
-    """Rebuild the dictionary :func:`save_multi` wrote at ``path``, bit for bit."""
+def load_multi(path, device=None, kind: str | None = None, d_in=None, d_sae: int | None = None) -> MultiModel:
+    """Rebuild the dictionary :func:`save_multi` wrote at ``path``, bit for bit. kind / d_in / d_sae: what
+    the caller expects (kind: one of :func:`multi_kind_names`; d_in: the models' widths as a list, or their
+    sum); a folder holding another raises ValueError naming what it holds."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -268,6 +364,7 @@ def load_multi(path, device=None) -> MultiModel:
     except (TypeError, ValueError) as e:
         raise ValueError(f"path: {str(folder / MULTI_CFG)!r} holds hyperparameters a {info['class']} does not "
                          f"take ({e})") from None
+    _check_expected(model, folder, kind, d_in, d_sae)
     file = folder / MULTI_WEIGHTS
     try:
         with safe_open(str(file), framework="pt") as f:

@@ -6,7 +6,8 @@ for every registered kind unchanged.
 
 The schedule needs no tuning: Adam with a linear learning-rate warm-up, a constant phase that lasts until
 the (smoothed) loss stops improving by ``tol`` for ``patience`` evaluations or until 80% of ``max_steps``,
-then a linear decay to zero over a fifth of the steps taken so far. Sparsity penalties (ReLU's L1,
+then a linear decay to zero: over a fifth of the steps taken so far after a plateau, over the remaining
+steps (to exactly ``max_steps``) when the cap started it. Sparsity penalties (ReLU's L1,
 JumpReLU's L0) warm up linearly from zero; early stopping only starts counting once they are at full size.
 """
 
@@ -105,7 +106,8 @@ def fit(
         relative ``tol`` over ``patience`` evaluations (every ``eval_every`` steps); None trains to the cap.
     warmup_steps: linear lr warm-up. sparsity_warmup_steps: linear warm-up of the sparsity penalty of
         kinds that have one (``has_sparsity_penalty``: ReLU's L1, JumpReLU's L0).
-    decay_fraction: the final linear lr decay lasts this fraction of the steps taken before it.
+    decay_fraction: after a plateau, the final linear lr decay lasts this fraction of the steps taken before
+        it; without one it starts at (1 - decay_fraction) * max_steps and ends at max_steps.
     b_dec_init: "geometric_median", "mean" or "zeros". normalize: rescale inputs so the mean norm is
         sqrt(d_in) (the factor is stored in ``sae.norm_scale`` and undone on decode).
     dead_after: a latent that has not fired on this many training rows counts as dead (AuxK, metrics).
@@ -286,6 +288,9 @@ def _init_from_data(sae: nn.Module, x: Tensor, b_dec_init: str, normalize: bool)
         sae.b_dec.copy_(xn.mean(0).to(sae.dtype))
     else:
         sae.b_dec.zero_()
+    calibrate = getattr(sae, "calibrate_encoder", None)  # a kind that fits its initial code scale to the data
+    if calibrate is not None:
+        calibrate(xn.to(sae.dtype))
 
 
 def _finished(state: dict, max_steps: int) -> bool:
@@ -318,7 +323,12 @@ def _evaluate(state, parts, n, since_fired, dead_after, opt, patience, tol, warm
                 state["bad"] += 1
             if state["bad"] >= patience:
                 state["plateau"] = True
-        if state.get("plateau") or state["step"] >= int((1 - decay_fraction) * max_steps):
+        if state.get("plateau"):
             state["decay_start"] = state["step"]
             state["decay_len"] = min(max(1, int(decay_fraction * state["step"])), max_steps - state["step"])
+        elif state["step"] >= int((1 - decay_fraction) * max_steps):
+            # the cap started the decay: it runs to max_steps, so a capped run takes exactly max_steps steps
+            # (a fifth of the steps so far ended it at 96% of the cap, short of what the caller asked for)
+            state["decay_start"] = state["step"]
+            state["decay_len"] = max(1, max_steps - state["step"])
     return rec

@@ -48,6 +48,13 @@ class UniversalSAE(MultiModel):
         self.b_enc = torch.nn.Parameter(torch.zeros(self.n_models, self.d_sae, dtype=dtype))
         self.register_buffer("steps_taken", torch.zeros((), dtype=torch.long))
 
+    @classmethod
+    def all_kind_names(cls) -> tuple[str, ...]:
+        return ("universal",)
+
+    def kind_names(self) -> tuple[str, ...]:
+        return ("universal",)
+
     def _source_model(self) -> int:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.steps_taken))
         return int(torch.randint(self.n_models, (), generator=g))
