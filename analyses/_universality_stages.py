@@ -257,38 +257,49 @@ def feature_stage(cfg, entries, data, device="cpu") -> tuple[dict, pd.DataFrame,
         "x_test": data.x_test, "y_test": data.y_test, "expansion": cfg.sae_expansion, "k": cfg.sae_k,
         "steps": cfg.sae_steps, "seed": cfg.seed, "device": str(device)}, name=f"SAE {e.id}",
         resources=_device_jobs(device)) for e in entries]
-    saes, quality = {}, []
+    saes, quality, specs = {}, [], {}
     for e, res in zip(entries, run_jobs(jobs, desc="SAEs")):
         info = res["sae"]
-        sae = univ.sae.SAE_KINDS[info["kind"]](**info["hparams"])
-        sae.load_state_dict(info["state"], strict=True)
+        specs[e.id] = info
         quality.append(res["quality"])
-        saes[e.id] = {"sae": sae, "layer": res["quality"]["layer"], "test": res["test"], "matches": {}}
+        saes[e.id] = {"sae": _sae_of(info), "layer": res["quality"]["layer"], "test": res["test"], "matches": {}}
+    pairs = [(a, b) for a, b in model_pairs(entries) if a.trained == b.trained]  # trained vs own init: similarity
+    jobs = [Job("analyses._universality_stages:match_pair", {
+        "sae_a": specs[a.id], "test_a": saes[a.id]["test"], "sae_b": specs[b.id], "test_b": saes[b.id]["test"],
+        "seed": cfg.seed, "n_permutations": cfg.match_permutations}, name=f"match {a.id} {b.id}") for a, b in pairs]
     rows = []
-    for a, b in tqdm(model_pairs(entries), desc="matching"):
-        if a.trained != b.trained:
-            continue  # trained vs own init is covered by the similarity stage
-        sa, sb = saes[a.id], saes[b.id]
-        kw = {"threshold": SHARED_CORR, "seed": cfg.seed}
-        corr = univ.sae.match(sa["sae"], sa["test"], sb["sae"], sb["test"], method="correlation", **kw)
-        sa["matches"][b.id] = corr.table
-        sb["matches"][a.id] = univ.sae.match(sb["sae"], sb["test"], sa["sae"], sa["test"], method="correlation",
-                                             **kw).table
-        try:
-            sv = univ.sae.match(sa["sae"], sa["test"], sb["sae"], sb["test"], method="svcca", seed=cfg.seed,
-                                n_permutations=cfg.match_permutations).summary
-        except ValueError:  # fewer than 3 correlated feature pairs: no decoder SVCCA for this pair
-            sv = {"svcca": np.nan, "svcca_baseline": np.nan, "svcca_p": np.nan, "n_pairs": 0}
-        rows.append({"category": category(a, b), "model_a": a.id, "model_b": b.id,
-                     "shared_fraction": corr.summary["shared_fraction"],
-                     "shared_fraction_shuffled": corr.summary["baseline_shared_fraction"],
-                     "shared_calibrated": corr.summary["calibrated"],
-                     "mean_best_corr": corr.summary["mean_max_correlation"],
-                     "mean_best_corr_shuffled": corr.summary["baseline_mean_max_correlation"],
-                     "decoder_svcca": sv["svcca"], "svcca_shuffled": sv["svcca_baseline"],
-                     "decoder_svcca_calibrated": sv.get("calibrated", np.nan),
-                     "svcca_p_value": sv["svcca_p"], "n_pairs_kept": sv["n_pairs"]})
+    for (a, b), res in zip(pairs, run_jobs(jobs, desc="matching")):
+        saes[a.id]["matches"][b.id], saes[b.id]["matches"][a.id] = res["a_to_b"], res["b_to_a"]
+        rows.append({"category": category(a, b), "model_a": a.id, "model_b": b.id, **res["row"]})
     return saes, pd.DataFrame(quality), pd.DataFrame(rows)
+
+
+def _sae_of(info: dict):
+    sae = univ.sae.SAE_KINDS[info["kind"]](**info["hparams"])
+    sae.load_state_dict(info["state"], strict=True)
+    return sae
+
+
+def match_pair(sae_a: dict, test_a, sae_b: dict, test_b, seed: int, n_permutations: int) -> dict:
+    """Job: the feature matching of one model pair: correlation matches both ways and decoder SVCCA."""
+    sa, sb = _sae_of(sae_a), _sae_of(sae_b)
+    kw = {"threshold": SHARED_CORR, "seed": seed}
+    corr = univ.sae.match(sa, test_a, sb, test_b, method="correlation", **kw)
+    back = univ.sae.match(sb, test_b, sa, test_a, method="correlation", **kw).table
+    try:
+        sv = univ.sae.match(sa, test_a, sb, test_b, method="svcca", seed=seed, n_permutations=n_permutations).summary
+    except ValueError:  # fewer than 3 correlated feature pairs: no decoder SVCCA for this pair
+        sv = {"svcca": np.nan, "svcca_baseline": np.nan, "svcca_p": np.nan, "n_pairs": 0}
+    row = {"shared_fraction": corr.summary["shared_fraction"],
+           "shared_fraction_shuffled": corr.summary["baseline_shared_fraction"],
+           "shared_calibrated": corr.summary["calibrated"],
+           "mean_best_corr": corr.summary["mean_max_correlation"],
+           "mean_best_corr_shuffled": corr.summary["baseline_mean_max_correlation"],
+           "decoder_svcca": sv["svcca"], "svcca_shuffled": sv["svcca_baseline"],
+           "decoder_svcca_calibrated": sv.get("calibrated", np.nan),
+           "svcca_p_value": sv["svcca_p"], "n_pairs_kept": sv["n_pairs"]}
+    return {"a_to_b": corr.table, "b_to_a": back,
+            "row": {k: int(v) if k == "n_pairs_kept" else float(v) for k, v in row.items()}}
 
 
 DASHBOARD_TEXT = (

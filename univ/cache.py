@@ -135,6 +135,7 @@ def zoo(
         full_cfg = {"input_shape": list(data.input_shape), "n_classes": data.n_classes, **cfg}
         jobs.append(Job("univ.cache:train_zoo_member", kw, name=f"{arch}-s{seed}" + ("" if trained else "-init"),
                         key=model_key(arch, full_cfg, seed, data, kw["train_cfg"]),
+                        cost=1.0 if trained else 0.01,  # an untrained twin is only initialised
                         resources=Resources(gpus=1 if dev and dev.startswith("cuda") else 0)))
     out = []
     for (arch, seed, trained), job, res in zip(members, jobs, run_jobs(jobs, desc="zoo", progress=progress)):

@@ -188,6 +188,8 @@ def _cmd_run(name: str, argv: list[str]) -> int:
     torch.set_num_threads(ns.threads)
     t0 = time.perf_counter()
     with use_executor(make_executor(ns.executor, workers=ns.workers, address=ns.address)) as ex:
+        if ex.name == "ray":
+            ex.start()  # the cluster and its workers' imports get ready while the analysis loads its data
         report = mod.run(cfg)
         executor = ex.describe()
     elapsed = time.perf_counter() - t0

@@ -180,3 +180,18 @@ def test_killing_the_driver_mid_run_and_rerunning_finishes_only_the_missing_jobs
     rerun = [int(float(p)) for p in log.read_text().split()]
     assert len(rerun) == 8 - finished  # the finished ones are not run again
     assert len(set(rerun)) == len(rerun) and set(rerun) | done == set(range(8))
+
+
+def test_costliest_jobs_start_first_and_results_keep_their_order(tmp_path):
+    log = tmp_path / "order.log"
+    costs = [0.1, 5.0, 1.0, 5.0, 0.0]
+    jobs = [Job(f"{T}:record", {"x": i, "log": str(log)}, cost=c) for i, c in enumerate(costs)]
+    run = run_grid(jobs, progress=False)
+    assert [int(line) for line in log.read_text().split()] == [1, 3, 2, 0, 4]  # by cost, ties as given
+    assert run.results == [1, 2, 3, 4, 5]
+    assert Job(f"{T}:record", {"x": 0, "log": str(log)}, cost=9).digest() == jobs[0].digest()  # not the key
+
+
+@pytest.mark.parametrize("cost", [-1, float("nan"), "big", True])
+def test_bad_cost_is_named(cost):
+    assert_named_error(lambda: Job(f"{T}:square", {"x": 1}, cost=cost), ValueError, r"^cost: expected a number >= 0")

@@ -49,6 +49,16 @@ def execute(fn: str, kwargs: dict, shard: str, meta: dict, threads: int, cache: 
     return {"seconds": seconds, "pid": os.getpid()}
 
 
+def warm() -> int:
+    """Import what jobs need (torch, univ's models, SAEs, similarity and shard writing) on a fresh worker, so
+    that the first real jobs do not each pay for it; returns the worker's pid."""
+    import importlib
+
+    for module in ("torch", "univ.integrity", "univ.jobs.codec", "univ.models", "univ.sae", "univ.similarity"):
+        importlib.import_module(module)
+    return os.getpid()
+
+
 def _fill(folder: Path, result) -> None:
     from .codec import write_result
 
@@ -189,6 +199,9 @@ class RayExecutor(Executor):
         self._ray = ray
         self._remote = ray.remote(execute)
         self.capacity = 1 << 30  # Ray schedules by each job's resources
+        # every CPU's worker imports torch and univ now (seconds each), while the driver prepares its first grid
+        cpus = int(min(ray.cluster_resources().get("CPU", 1), 64))
+        self._warming = [ray.remote(warm).options(num_cpus=1).remote() for _ in range(max(1, cpus))]
         super().start()
 
     def submit(self, call: dict, resources):

@@ -99,7 +99,8 @@ def run_grid(jobs: Sequence[Job], *, executor=None, retries: int = 2, desc: str 
         if hit is not None:
             results[k] = hit
         state[k] = {"status": "cached" if hit is not None else "pending", "attempts": 0, "error": None}
-    todo = deque(k for k in unique if k not in results)
+    # the costliest first (stable: equal costs keep the given order); results still come back in order
+    todo = deque(sorted((k for k in unique if k not in results), key=lambda k: -unique[k].cost))
     n_cached, retried = len(results), 0
     _write_manifest(manifest, desc, ex.describe(), unique, state)
     bar = tqdm(total=len(unique), initial=n_cached, desc=desc, disable=not progress)

@@ -93,6 +93,8 @@ class Job:
     name: a label for progress and the manifest (default: fn's name).
     key: JSON that determines the result, when the caller has one (e.g. a cache key); default: the arguments.
     resources: what the job needs from a worker (:class:`Resources`).
+    cost: a relative estimate of its work (not part of the key): the grid starts the costliest jobs first, so
+        that a long job is not left alone at the end while the other workers idle.
     """
 
     fn: str
@@ -100,6 +102,7 @@ class Job:
     name: str | None = None
     key: Any = None
     resources: Resources = Resources()
+    cost: float = 1.0
 
     def __post_init__(self):
         if not isinstance(self.fn, str) or self.fn.count(":") != 1:
@@ -108,6 +111,9 @@ class Job:
             raise TypeError(f"kwargs: expected a dict of keyword arguments, got {type(self.kwargs).__name__}")
         if not isinstance(self.resources, Resources):
             raise TypeError(f"resources: expected univ.jobs.Resources, got {type(self.resources).__name__}")
+        if isinstance(self.cost, bool) or not isinstance(self.cost, (int, float)) or not self.cost >= 0:
+            raise ValueError(f"cost: expected a number >= 0 (a relative estimate of the job's work), got "
+                             f"{self.cost!r}")
 
     @property
     def label(self) -> str:

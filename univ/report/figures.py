@@ -36,8 +36,6 @@ def heatmap(matrix: pd.DataFrame | np.ndarray, title: str = "", ax=None, vmin=0.
     mean of a permutation null), drawn as a line across the colorbar. not_significant: a (rows x cols) boolean
     matrix; those cells are hatched (and the legend says so).
     """
-    import seaborn as sns
-
     plt = _plt()
     n_r, n_c = np.shape(matrix)
     if ax is None:
@@ -46,8 +44,7 @@ def heatmap(matrix: pd.DataFrame | np.ndarray, title: str = "", ax=None, vmin=0.
         fig = ax.figure
     if annot is None:
         annot = max(n_r, n_c) <= 12
-    sns.heatmap(matrix, ax=ax, vmin=vmin, vmax=vmax, cmap=cmap, annot=annot, fmt=".2f", square=False,
-                cbar_kws={"shrink": 0.85, "label": cbar_label}, annot_kws={"size": 8})
+    _cells(ax, matrix, vmin, vmax, cmap, annot, cbar_label)
     labels = [t.get_text() for t in ax.get_xticklabels()]
     ax.tick_params(labelsize=8)
     if labels and max(map(len, labels)) > 4:  # long layer names would run into each other
@@ -70,6 +67,39 @@ def heatmap(matrix: pd.DataFrame | np.ndarray, title: str = "", ax=None, vmin=0.
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
     return fig
+
+
+def _cells(ax, matrix, vmin, vmax, cmap, annot: bool, cbar_label: str) -> None:
+    """The coloured cells (row 0 at the top, missing values blank), their values written in them, tick labels
+    from a DataFrame's index and columns, and a labelled colorbar: seaborn's heatmap layout, drawn directly
+    (seaborn draws the whole figure once per heatmap to check its tick labels, so a figure of n panels cost
+    O(n^2) draws: 6 of the 9 seconds of the main job's figures)."""
+    values = np.asarray(matrix, dtype=float)
+    n_r, n_c = values.shape
+    mesh = ax.pcolormesh(np.ma.masked_invalid(values), vmin=vmin, vmax=vmax, cmap=cmap)
+    ax.set_xlim(0, n_c)
+    ax.set_ylim(n_r, 0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.tick_params(length=0)
+    if isinstance(matrix, pd.DataFrame):
+        ax.set_xticks(np.arange(n_c) + 0.5, [str(c) for c in matrix.columns], rotation=0)
+        ax.set_yticks(np.arange(n_r) + 0.5, [str(i) for i in matrix.index], rotation=0)
+        ax.set_xlabel(matrix.columns.name or "")
+        ax.set_ylabel(matrix.index.name or "")
+    else:
+        ax.set_xticks(np.arange(n_c) + 0.5, [str(c) for c in range(n_c)])
+        ax.set_yticks(np.arange(n_r) + 0.5, [str(i) for i in range(n_r)])
+    cbar = ax.figure.colorbar(mesh, ax=ax, shrink=0.85)
+    cbar.set_label(cbar_label)
+    cbar.outline.set_visible(False)
+    if annot:
+        rgb = mesh.cmap(mesh.norm(values))[..., :3]
+        lin = np.where(rgb <= 0.03928, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+        luminance = lin @ np.array([0.2126, 0.7152, 0.0722])  # dark text on light cells, as seaborn
+        for i, j in zip(*np.nonzero(np.isfinite(values))):
+            ax.text(j + 0.5, i + 0.5, f"{values[i, j]:.2f}", ha="center", va="center", size=8,
+                    color=".15" if luminance[i, j] > 0.408 else "w")
 
 
 def grid_figure(df: pd.DataFrame, metric: str, title: str | None = None, alpha: float = 0.05, **heatmap_kwargs):
