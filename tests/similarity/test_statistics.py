@@ -261,6 +261,7 @@ def test_pwcca_bootstrap_groups_resamples_whose_neuron_cut_differs():
     np.testing.assert_allclose(cheap, naive, rtol=0, atol=1e-10)
 
 
+@pytest.mark.filterwarnings("ignore:pwcca. the side it weights by")  # the naive calls warn (tested below)
 def test_pwcca_null_and_bootstrap_on_a_rank_deficient_side_equal_naive():
     """A side whose kept neurons span fewer directions than it has (e.g. a position-averaged patch embedding)
     makes google's direction matrix singular; the stacked QR path still gives PWCCA draw by draw."""
@@ -288,3 +289,18 @@ def test_pwcca_null_and_bootstrap_on_a_rank_deficient_side_equal_naive():
     naive = [sim.pwcca(X[i], Y[i]) for i in (torch.repeat_interleave(torch.arange(50), c) for c in counts)]
     # the resamples' moments come from weights, not duplicated rows: rounding apart, magnified as above
     np.testing.assert_allclose(cheap, naive, rtol=0, atol=1e-6)
+
+
+def test_pwcca_warns_when_its_weighting_side_is_rank_deficient():
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    X = z @ torch.randn(3, 8, generator=g, dtype=torch.float64) + 0.2  # 8 neurons, rank 3
+    Y = torch.randn(50, 12, generator=g, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match=r"^pwcca: the side it weights by has 8 kept neurons whose centred "
+                                            r"activations span only 3 dimensions"):
+        sim.pwcca(X, Y)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sim.pwcca(torch.randn(50, 8, generator=g, dtype=torch.float64), Y)  # full rank: no warning
