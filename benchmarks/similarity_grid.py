@@ -11,14 +11,14 @@ bootstrap resamples + 50 jackknife groups). The zoo comes from univ's cache (tra
 - naive: for the same sampled cells, the same computations cell by cell and draw by draw: the metric on
   X and Y[p] for each permutation p (the same permutations and the same stopping rule), and on X[idx], Y[idx]
   for each bootstrap and jackknife resample (the same resamples), then the same intervals.
-  The naive full-grid time is the mean naive time per sampled cell x the number of cells (the naive loop's
-  cost does not depend on which cell it is beyond the layer widths, so the sample takes one cell of each
-  width class present).
+  The naive full-grid time is stratified: one cell of every (width_a, width_b) class in the grid, its naive
+  time x the number of cells of that class (the naive loop's cost does not depend on which cell it is beyond
+  the layer widths); ``--cells K`` samples K classes instead and multiplies their mean by the cells.
 
 The ratio that is reported is measured in one run with interleaved rounds (univ, naive, univ, naive, ...) on
 the sampled cells, median per cell.
 
-    .venv/bin/python benchmarks/similarity.py --grid [--threads 1] [--rounds 3]
+    .venv/bin/python benchmarks/similarity.py --grid [--threads 1] [--rounds 3] [--cells 0]
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--cells", type=int, default=3, help="sampled cells for the like-for-like ratio")
+    p.add_argument("--cells", type=int, default=0,
+                   help="width classes sampled for the like-for-like ratio (0: every class in the grid)")
     args = p.parse_args(argv)
     for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[v] = str(args.threads)
@@ -81,15 +82,23 @@ def main(argv=None) -> None:
     t_grid = time.perf_counter() - t
     print(f"univ full similarity grid (compare_grid; incl. untrained pairs' values): {t_grid:.1f} s", flush=True)
 
-    # one sampled cell per distinct (width_a, width_b)
+    # one sampled cell per distinct (width_a, width_b), and how many cells of the grid share its widths
+    from collections import Counter
+
+    width = {}
+    for a, la, b, lb in cells:
+        width[(a.id, la, b.id, lb)] = (acts[a.id][la].shape[1], acts[b.id][lb].shape[1])
+    n_of = Counter(width.values())
     seen, sample = set(), []
     for a, la, b, lb in cells:
-        key = (acts[a.id][la].shape[1], acts[b.id][lb].shape[1])
+        key = width[(a.id, la, b.id, lb)]
         if key not in seen:
             seen.add(key)
             sample.append((a, la, b, lb))
-    rng = np.random.default_rng(0)
-    sample = [sample[i] for i in sorted(rng.choice(len(sample), min(args.cells, len(sample)), replace=False))]
+    if args.cells:
+        rng = np.random.default_rng(0)
+        sample = [sample[i] for i in sorted(rng.choice(len(sample), min(args.cells, len(sample)), replace=False))]
+    weights = np.array([n_of[width[(a.id, la, b.id, lb)]] for a, la, b, lb in sample], dtype=float)
     perms, counts, jack = draws(cfg.seed, n, cfg.n_permutations, cfg.n_bootstrap, 50)
 
     def naive_cell(X, Y):
@@ -131,11 +140,14 @@ def main(argv=None) -> None:
                   f"univ {times[i]['univ'][-1]:.2f} s, naive {times[i]['naive'][-1]:.2f} s", flush=True)
     med = {k: np.array([np.median(times[i][k]) for i in times]) for k in ("univ", "naive")}
     ratio = np.median(med["naive"] / med["univ"])
-    naive_full = float(med["naive"].mean() * len(cells))
+    # every class sampled: each class's time x its cells (stratified); a subset: the mean cell x the cells
+    full = not args.cells or args.cells >= len(n_of)
+    naive_full = float(med["naive"] @ weights if full else med["naive"].mean() * len(cells))
     print("\n| quantity | value |\n| --- | --- |")
     print(f"| cells in the grid (trained pairs x hidden-layer pairs) | {len(cells)} x {len(cfg.metrics)} metrics |")
     print(f"| univ, whole similarity stage (measured) | {t_grid:.1f} s |")
-    print(f"| naive loop, whole grid (sampled cells' mean x cells) | {naive_full:.0f} s |")
+    how = (f"each of the {len(n_of)} width classes' cell x its cells" if full else "sampled cells' mean x cells")
+    print(f"| naive loop, whole grid ({how}) | {naive_full:.0f} s |")
     print(f"| naive / univ per sampled cell (median of {args.rounds} interleaved rounds; median over cells) | "
           f"{ratio:.1f}x |")
     print(f"| naive full-grid estimate / univ whole stage | {naive_full / t_grid:.1f}x |")

@@ -264,15 +264,14 @@ def _pwcca(A, Ac, mA, Caa, keep, inv_a, Bc, inv_b) -> float:
     except np.linalg.LinAlgError:  # rank-deficient directions: the explicit QR, as google does
         P, _ = np.linalg.qr((u.T @ Ac.T + mA[:, None]).T)
         proj = P.T @ (A if keep.all() else A[:, keep])
-        rank = int(np.linalg.matrix_rank(Caa, hermitian=True))
-        if rank < Caa.shape[0] - 1:
+        if int(np.linalg.matrix_rank(Caa, hermitian=True)) < Caa.shape[0] - 1:
             import warnings
 
-            warnings.warn(f"pwcca: the side it weights by has {Caa.shape[0]} kept neurons whose centred "
-                          f"activations span only {rank} dimensions (e.g. a position-averaged embedding), so "
-                          "google's projection directions are singular and the QR of them decides part of the "
-                          "value, which can then move with rounding (by ~0.01 between two such layers); read "
-                          "CKA or SVCCA for this layer", RuntimeWarning, stacklevel=3)
+            warnings.warn(f"pwcca: the side it weights by ({Caa.shape[0]} kept neurons) is rank-deficient (e.g. a "
+                          "position-averaged embedding), so google's projection directions are singular and the "
+                          "QR of them decides part of the value, which can then move with rounding (by ~0.01 "
+                          "between two such layers); read CKA or SVCCA for this layer", RuntimeWarning,
+                          stacklevel=3)
     weights = np.abs(proj).sum(1)
     weights = weights / weights.sum()
     return float(np.clip((weights[: rho.size] * rho).sum(), 0.0, 1.0))
