@@ -34,7 +34,7 @@ from ..registry import Registry
 from ._sparse import RaggedDecode, RaggedEncode, SparseDecode, SparseEncode, ragged_selection
 from .kinds import auxk_loss
 from .model import SAE, StepOutput
-from .multi import MultiModel, check_model_index, register_multi
+from .multi import MultiModel, check_model_index, register_multi, topk_step_output
 
 CROSSCODER_KINDS = Registry("crosscoder kind")
 """Registry: kind name -> Crosscoder subclass (``Crosscoder(kind=name)`` builds one)."""
@@ -227,11 +227,7 @@ class TopKCrosscoder(Crosscoder):
         x_hat = SparseDecode.apply(vals, idx, self.W_dec) + self.b_dec
         losses = {"mse": self.reconstruction_loss(x_hat, xn),
                   "auxk": auxk_loss(self, x_c, pre, xn - x_hat, dead, self.aux_k, self.aux_coefficient)}
-        on = vals.detach() > 0
-        fired = torch.zeros(self.d_sae, dtype=torch.bool, device=xn.device)
-        fired[idx[on]] = True
-        codes = torch.zeros_like(pre).scatter(-1, idx, vals) if want_codes else None
-        return StepOutput(x_hat, losses, fired, on.sum(-1).float().mean(), codes)
+        return topk_step_output(x_hat, losses, vals, idx, pre, self.d_sae, want_codes)
 
 
 @CROSSCODER_KINDS.register("batchtopk")

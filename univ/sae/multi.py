@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from .._checks import as_matrix, check_finite, check_int, check_path, check_seed
 from ..integrity import write_file
 from . import train
-from .model import Configured
+from .model import Configured, StepOutput
 
 MULTI_CFG, MULTI_WEIGHTS, MULTI_FORMAT = "cfg.json", "multi_weights.safetensors", 1
 MULTI_CLASSES: dict[str, type] = {}
@@ -385,3 +385,13 @@ def load_multi(path, device=None, kind: str | None = None, d_in=None, d_sae: int
     model.metadata = dict(cfg.get("metadata") or {})
     model.eval()
     return model.to(device) if device is not None else model
+
+
+def topk_step_output(x_hat, losses: dict, vals, idx, pre, d_sae: int, want_codes: bool):
+    """A top-k dictionary's training-step result from its k selected codes ``vals`` at latents ``idx`` (rows x k):
+    which latents fired, the mean L0, and (``want_codes``) the dense codes shaped like ``pre``."""
+    on = vals.detach() > 0
+    fired = torch.zeros(d_sae, dtype=torch.bool, device=vals.device)
+    fired[idx[on]] = True
+    codes = torch.zeros_like(pre).scatter(-1, idx, vals) if want_codes else None
+    return StepOutput(x_hat, losses, fired, on.sum(-1).float().mean(), codes)

@@ -24,7 +24,7 @@ from .._checks import as_matrix, check_int, check_positive
 from ._sparse import SparseDecode, SparseEncode
 from .kinds import auxk_loss
 from .model import StepOutput
-from .multi import MultiModel, check_model_index, register_multi
+from .multi import MultiModel, check_model_index, register_multi, topk_step_output
 
 
 @register_multi
@@ -80,11 +80,7 @@ class UniversalSAE(MultiModel):
         view = SimpleNamespace(W_enc=W_enc, b_enc=b_enc, W_dec=self.W_dec)
         losses = {"mse": self.reconstruction_loss(x_hat, xn),
                   "auxk": auxk_loss(view, x_c, pre, xn - x_hat, dead, self.aux_k, self.aux_coefficient)}
-        on = vals.detach() > 0
-        fired = torch.zeros(self.d_sae, dtype=torch.bool, device=xn.device)
-        fired[idx[on]] = True
-        codes = torch.zeros_like(pre).scatter(-1, idx, vals) if want_codes else None
-        return StepOutput(x_hat, losses, fired, on.sum(-1).float().mean(), codes)
+        return topk_step_output(x_hat, losses, vals, idx, pre, self.d_sae, want_codes)
 
     @torch.no_grad()
     def encode(self, x, model: int | None = None) -> Tensor:
