@@ -3,7 +3,8 @@
 One run, threads pinned (default 1). The grid is what ``univ run universality`` computes with its defaults
 (digits, MLP / CNN / transformer x 3 seeds, every hidden-layer pair of every trained model pair, linear CKA,
 debiased CKA, SVCCA and PWCCA, 1000 permutations with Besag-Clifford stopping after 20 exceedances, 1000
-bootstrap resamples + 50 jackknife groups). The zoo comes from univ's cache (trained on first use).
+bootstrap resamples + 50 jackknife groups for the BCa intervals of the CKA family). The zoo comes from univ's
+cache (trained on first use).
 
 - univ: ``univ.similarity.compare_grid`` on the whole grid with the similarity stage's arguments (timed once;
   called directly, since the stage's job layer serves a rerun from its cached shards), and
@@ -51,7 +52,7 @@ def main(argv=None) -> None:
     from analyses.universality import ARCH_CFGS, Config
     from univ.cache import zoo
     from univ.similarity.compare import _BUILTIN
-    from univ.similarity.statistics import besag_clifford, draws, interval
+    from univ.similarity.statistics import _method, besag_clifford, draws, interval
     from univ.train import TrainConfig
 
     cfg = Config()
@@ -111,8 +112,8 @@ def main(argv=None) -> None:
                 if sum(z >= v for z in null) >= 20:
                     break
             besag_clifford(v, np.array(null), len(perms), 20)
-            res = []
-            for c in torch.cat([counts, jack]):
+            res = []  # the jackknife only for BCa intervals, as univ
+            for c in torch.cat([counts, jack]) if _method("auto", m) == "bca" else counts:
                 idx = torch.repeat_interleave(torch.arange(n), c)
                 try:
                     res.append(fn(X[idx], Y[idx]))

@@ -303,3 +303,45 @@ def test_pwcca_warns_when_its_weighting_side_is_rank_deficient():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sim.pwcca(torch.randn(50, 8, generator=g, dtype=torch.float64), Y)  # full rank: no warning
+
+
+def test_pwcca_bounded_null_keeps_the_exact_p_value_and_the_null_mean_of_its_full_draws():
+    """After MEAN_DRAWS draws, PWCCA's null settles a draw by its largest canonical correlation (PWCCA is at
+    most that) where it lies below the observed value: the p-value and the draws used equal the naive loop's
+    over every draw, the null mean is that of the first draws computed in full, and a draw near the observed
+    value is still computed in full."""
+    from univ.similarity.resampling import PwccaPlan
+    from univ.similarity.statistics import MEAN_DRAWS, _null
+
+    rng = np.random.default_rng(7)
+    n, total = 60, MEAN_DRAWS + 150
+    x = rng.standard_normal((n, 4))
+    y = np.concatenate([x[:, :3] + 0.5 * rng.standard_normal((n, 3)), rng.standard_normal((n, 2))], 1)
+    X, Y = torch.from_numpy(x), torch.from_numpy(y)
+    perms, _, _ = draws(11, n, n_permutations=total)
+    plan = PwccaPlan(["pwcca"])
+    sx, sy = plan.prepare(X), plan.prepare(Y)
+    naive = np.array([sim.pwcca(X, Y[p]) for p in perms])
+    top = np.array([np.linalg.svd(plan_arr, compute_uv=False).max() for plan_arr in
+                    [_whitened_cross(sx, sy, p) for p in perms[MEAN_DRAWS:]]])
+    for theta in (sim.pwcca(X, Y), float(np.quantile(naive, 0.97))):  # p near p_min, and p ~ 0.03
+        got = _null(plan, sx, sy, ("a", "b"), {"pwcca": theta}, perms, None, 100)["a", "b", "pwcca"]
+        p, used = besag_clifford(theta, naive, total, None)
+        assert got["p_value"] == pytest.approx(p, abs=1e-15) and got["n_null"] == total
+        assert got["baseline_mean"] == pytest.approx(naive[:MEAN_DRAWS].mean(), abs=1e-10)
+    # the bound decided most later draws for the observed value, and not all for the 97% quantile
+    assert (top < sim.pwcca(X, Y)).mean() > 0.9 and (top >= np.quantile(naive, 0.97)).any()
+    vals = plan.null(sx, sy, perms[MEAN_DRAWS:], below={"pwcca": float(np.quantile(naive, 0.97))})["pwcca"]
+    full = np.isfinite(vals)
+    np.testing.assert_allclose(vals[full], naive[MEAN_DRAWS:][full], rtol=0, atol=1e-10)
+    assert (naive[MEAN_DRAWS:][~full] < np.quantile(naive, 0.97)).all() and full.any() and (~full).any()
+    # settled exactly where the bound lies below the threshold
+    np.testing.assert_array_equal(~full, top < np.quantile(naive, 0.97))
+
+
+def _whitened_cross(sx, sy, p):
+    a, b = sx["side"], sy["side"]
+    if int(a.keep.sum()) > int(b.keep.sum()):
+        a, b = b, a
+    n = a.centered.shape[0]
+    return (a.centered @ a.inv_sqrt).numpy().T @ ((b.centered @ b.inv_sqrt).numpy() / (n - 1))[p.numpy()]

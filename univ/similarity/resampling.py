@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ._core import center, debiased_hsic, matrix, sym_fro2
-from .cca import pwcca_side
+from .cca import lower_solve, pwcca_side
 from .cka import center_gram, rbf_gram
 from .geometry import knn_indices, rdm_upper
 
@@ -101,7 +101,7 @@ class LinearCkaPlan(Plan):
 
     def null(self, sx, sy, perms):
         out, n = {}, sx["n"]
-        C = torch.matmul(sx["F"].T, sy["F"][perms])  # (B, r, s): a batched GEMM, ~2x einsum's speed
+        C = perm_cross(sx["F"], sy["F"], perms)  # (B, r, s): one GEMM
         xy = (C * C).sum((1, 2))
         if "linear_cka" in self.names:
             out["linear_cka"] = _ratio(xy, sx["xx"] * sy["xx"])
@@ -127,11 +127,21 @@ class LinearCkaPlan(Plan):
         k1, l1 = t["ku"] - t["dx"], t["lv"] - t["dy"]
         return (kl + k1 * l1 / ((N - 1) * (N - 2)) - 2 / (N - 2) * t["t3"]) / (N * (N - 3))
 
+    def _layer_terms(self, s, counts):
+        """(c, c K, the layer's own quadratic forms) for ``counts``, computed once per layer: a grid meets each
+        layer in many cells with the same resamples (kept on the layer's prepared state, keyed by ``counts``)."""
+        memo = s.get("boot")
+        if memo is None or memo[0] is not counts:
+            c = counts.to(s["K"].dtype)
+            cu = c @ s["K"]
+            memo = s["boot"] = (counts, c, cu, self._terms(s, s, c, cu, cu))
+        return memo[1:]
+
     def boot_batch(self, sx, sy, counts):
-        c = counts.to(sx["K"].dtype)
+        c, cu, xx = self._layer_terms(sx, counts)
+        _, cv, yy = self._layer_terms(sy, counts)
         N = c.sum(1)
-        cu, cv = c @ sx["K"], c @ sy["K"]
-        xy, xx, yy = self._terms(sx, sy, c, cu, cv), self._terms(sx, sx, c, cu, cu), self._terms(sy, sy, c, cv, cv)
+        xy = self._terms(sx, sy, c, cu, cv)
         out = {}
         for name, deb in (("linear_cka", False), ("linear_cka_debiased", True)):
             if name in self.names:
@@ -158,7 +168,7 @@ class SvccaPlan(Plan):
         return {"n": X.shape[0], "device": X64.device, "P": principal_basis(X), "X": X64}
 
     def null(self, sx, sy, perms):
-        rho = torch.linalg.svdvals(torch.matmul(sx["P"].T, sy["P"][perms])).clamp(0, 1)
+        rho = torch.linalg.svdvals(perm_cross(sx["P"], sy["P"], perms)).clamp(0, 1)
         return {"svcca": _np(rho.mean(-1))}
 
     def boot_prepare(self, state, X, counts):
@@ -169,9 +179,8 @@ class SvccaPlan(Plan):
         if d > n:  # the resample's PCA through its (N, N) Gram: per resample (rare for layer activations)
             return self._boot_prepare_slow(X, counts)
         mu = (c @ X) / N[:, None]
-        Xc = X[None] - mu[:, None]  # (b, n, d)
-        sw = c.sqrt()[:, :, None]
-        C = (Xc * sw).transpose(1, 2) @ (Xc * sw)  # (b, d, d) weighted scatter
+        Xs = (X[None] - mu[:, None]).mul_(c.sqrt()[:, :, None])  # (b, n, d): centred, weighted rows
+        C = Xs.transpose(1, 2) @ Xs  # (b, d, d) weighted scatter
         lam, V = torch.linalg.eigh(C)
         lam, V = lam.flip(-1).clamp_min(0.0), V.flip(-1)
         rank = (lam > lam[:, :1] * torch.clamp(N, min=d)[:, None] * torch.finfo(lam.dtype).eps).sum(1)
@@ -180,7 +189,7 @@ class SvccaPlan(Plan):
         keep = torch.arange(d, device=X.device)[None] < k[:, None]  # (b, d)
         W = torch.where(keep[:, None, :], V / lam.clamp_min(1e-300).sqrt()[:, None, :], torch.zeros_like(V))
         kmax = int(k.max())
-        return {"Z": (Xc * sw) @ W[:, :, :kmax], "k": k}
+        return {"Z": Xs @ W[:, :, :kmax], "k": k}
 
     def _boot_prepare_slow(self, X, counts):
         from .cca import principal_basis
@@ -220,11 +229,11 @@ class MomentPlan(Plan):
     def null(self, sx, sy, perms):
         names, out = set(self.names), {}
         if "procrustes" in names:
-            C = torch.matmul(sx["F"].T, sy["F"][perms])
+            C = perm_cross(sx["F"], sy["F"], perms)
             nuc = torch.linalg.svdvals(C).sum(-1)
             out["procrustes"] = (nuc / (sx["tot"] * sy["tot"]).sqrt()).clamp(0.0, 1.0)
         if names & {"cca", "cca_r2"}:
-            rho = torch.linalg.svdvals(torch.matmul(sx["Q"].T, sy["Q"][perms])).clamp(0, 1)
+            rho = torch.linalg.svdvals(perm_cross(sx["Q"], sy["Q"], perms)).clamp(0, 1)
             if "cca" in names:
                 out["cca"] = rho.mean(-1)
             if "cca_r2" in names:
@@ -329,12 +338,18 @@ class PwccaPlan(Plan):
     """pwcca (epsilon 1e-10): google/svcca's computation per draw from sides prepared once."""
 
     metrics = ("pwcca",)
+    bounded = True
+    """:meth:`null` takes ``below``: PWCCA = sum_i w_i rho_i with weights summing to 1 is at most the largest
+    canonical correlation, which the singular values alone give (a third of the full SVD's cost)."""
 
     def prepare(self, X):
         side = pwcca_side(X)
         return {"n": X.shape[0], "device": X.device, "side": side}
 
-    def null(self, sx, sy, perms):
+    def null(self, sx, sy, perms, below: dict | None = None):
+        """``below``: {"pwcca": t} or None. With it, a draw whose largest canonical correlation is below t
+        (so PWCCA is too) reports -inf instead of its value: it is not an exceedance of t, and the full
+        computation (the singular vectors and google's projection weights) is skipped."""
         from ..utils import one_blas_thread
 
         a, b = sx["side"], sy["side"]
@@ -344,7 +359,8 @@ class PwccaPlan(Plan):
         with one_blas_thread():
             vals = _pwcca_null(*(t.numpy() for t in (a.centered, a.mean, a.scatter, a.inv_sqrt, b.centered,
                                                      b.inv_sqrt)), a.raw.numpy()[:, a.keep.numpy()],
-                               perms.cpu().numpy(), permute_a=not a_is_x)
+                               perms.cpu().numpy(), permute_a=not a_is_x,
+                               below=None if below is None else below["pwcca"])
         return {"pwcca": vals}
 
 
@@ -364,7 +380,8 @@ class PwccaPlan(Plan):
         base = {"X": state["side"].raw, "counts": counts, "groups": None}
         with one_blas_thread():
             m = (c @ Xn) / N[:, None]
-            Z = (Xn[None] - m[:, None]) * np.sqrt(c)[:, :, None]
+            Z = Xn[None] - m[:, None]
+            Z *= np.sqrt(c)[:, :, None]
             C = np.swapaxes(Z, 1, 2) @ Z
             scale = np.abs(C).max((1, 2)) / (N - 1)
             if (scale <= 0).any():
@@ -415,7 +432,8 @@ class PwccaPlan(Plan):
             return out
 
         with one_blas_thread():
-            arr = (np.swapaxes(a["W"], 1, 2) @ b["W"]) / (N - 1)[:, None, None]
+            # torch's batched GEMM on the same memory: ~1.3x numpy's stacked one here
+            arr = (torch.from_numpy(a["W"]).mT @ torch.from_numpy(b["W"])).numpy() / (N - 1)[:, None, None]
             u, rho, _ = np.linalg.svd(arr, full_matrices=False)
             nmm = N[:, None, None] * a["m"][:, :, None] * a["m"][:, None, :]
             return _weighted_rho(u, np.abs(rho), a["C"], nmm, rows, a["m"])
@@ -443,22 +461,46 @@ def _take(g: dict, pos, common) -> dict:
     return {k: (v if k in ("k", "Xk") else v[i]) for k, v in g.items()}  # k, Xk: the group's, not per resample
 
 
-def _pwcca_null(Ac, mA, Caa, inv_a, Bc, inv_b, A, perms, permute_a: bool):
+def perm_cross(F, G, perms):
+    """(B, r, s) F^T G[p] for each permutation p of ``perms``: (B, n), F: (n, r), G: (n, s). Tensors: torch's
+    batched GEMM; numpy arrays: one (r, n) x (n, B s) product, ~1.4x the speed of numpy's B small ones at
+    r = 48 (torch's batched GEMM is ~2x faster than its one large product here)."""
+    if isinstance(F, torch.Tensor):
+        return torch.matmul(F.T, G[perms])
+    n, s = G.shape
+    B = len(perms)
+    return (F.T @ G[perms.T].reshape(n, B * s)).reshape(F.shape[1], B, s).swapaxes(0, 1)
+
+
+BOUND_MARGIN = 1e-9
+"""A null draw is settled by its bound only when the largest canonical correlation is this far below the
+threshold (the bound and the full computation come from different LAPACK calls, which round differently)."""
+
+
+def _pwcca_null(Ac, mA, Caa, inv_a, Bc, inv_b, A, perms, permute_a: bool, below: float | None = None):
     """PWCCA of A against B with one side's rows permuted, for every permutation at once (stacked LAPACK
     calls; see :func:`univ.similarity.cca._pwcca`, which this follows step by step; A: the weighting side's
     uncentred kept columns). A permutation leaves A's mean and scatter unchanged, so only the cross term and
-    what follows it are per draw."""
+    what follows it are per draw. ``below``: draws whose largest canonical correlation is below it get -inf
+    (see :meth:`PwccaPlan.null`)."""
     import numpy as np
 
     n = Ac.shape[0]
-    out = np.empty(len(perms))
+    out = np.full(len(perms), -np.inf)
     nmm = n * np.outer(mA, mA)
     Wa, Wb = Ac @ inv_a, Bc @ inv_b / (n - 1)  # whitened once: google's matrix is Wa^T Wb with the rows permuted
     for start in range(0, len(perms), 50):
         p = perms[start:start + 50]
-        arr = np.swapaxes(Wb.T @ Wa[p], 1, 2) if permute_a else Wa.T @ Wb[p]
+        arr = np.swapaxes(perm_cross(Wb, Wa, p), 1, 2) if permute_a else perm_cross(Wa, Wb, p)
+        todo = np.arange(len(p))
+        if below is not None:
+            top = np.abs(np.linalg.svd(arr, compute_uv=False)).max(1)
+            todo = np.flatnonzero(~(top < below - BOUND_MARGIN))  # NaN (a failed draw): computed in full
+            if not len(todo):
+                continue
+            arr, p = arr[todo], p[todo]
         u, rho, _ = np.linalg.svd(arr, full_matrices=False)
-        out[start:start + len(p)] = _weighted_rho(
+        out[start + todo] = _weighted_rho(
             u, np.abs(rho), Caa, nmm, lambda p=p: [(slice(None), Ac[p], A[p]) if permute_a else (slice(None), Ac, A)],
             mA)
     return out
@@ -474,7 +516,7 @@ def _weighted_rho(u, rho, C, nmm, rows, m):
     Cu = C @ u  # C symmetric: u^T C = (C u)^T
     try:
         L = np.linalg.cholesky(ut @ Cu + nmm)
-        proj = np.linalg.solve(L, np.swapaxes(Cu, 1, 2) + nmm)
+        proj = lower_solve(L, np.swapaxes(Cu, 1, 2) + nmm)
     except np.linalg.LinAlgError:  # rank-deficient directions: the explicit QR of every draw, stacked
         proj = np.empty_like(ut)
         mm = np.broadcast_to(m, (len(u), m.shape[-1]))

@@ -10,6 +10,9 @@ Definitions (one layer pair X: (n, d1), Y: (n, d2), one measure s, observed valu
   p = (1 + #{s(X, Y[p]) >= s0}) / (1 + B). Exact under the null (P(p <= u) = u at every attainable u, for a
   continuous s); the smallest reachable p is p_min = 1 / (1 + B). At least ``min_draws`` draws are made
   (for the null mean) even when the rule would stop earlier; the p-value only uses the draws up to the stop.
+  PWCCA's null computes its first :data:`MEAN_DRAWS` (200) draws in full, for the null mean; a later draw
+  whose largest canonical correlation lies below s0 cannot exceed it (PWCCA is a weighted mean of the
+  correlations) and skips the rest of the computation, so the p-value is the same as from every draw in full.
 - q-value: Benjamini & Hochberg (1995) over every p-value of the table (all layer pairs x measures):
   q_(i) = min_{j >= i} m p_(j) / j, capped at 1 (p sorted ascending, m tests).
 - calibrated = (s0 - null_mean) / (1 - null_mean): 0 at chance, 1 at the measure's maximum 1 (Gröger et al.'s
@@ -137,10 +140,16 @@ def basic_interval(theta: float, boots, ci: float = 0.95) -> tuple[float, float]
     return 2 * theta - hi, 2 * theta - lo
 
 
+def _method(method: str, metric: str) -> str:
+    """The interval method ``method`` resolves to for ``metric`` ("auto": basic or BCa, by metric)."""
+    if method == "auto":
+        return "basic" if metric in BASIC_METRICS else "bca"
+    return method
+
+
 def interval(method: str, metric: str, theta: float, boots, jack, ci: float = 0.95) -> tuple[float, float]:
     """The ``ci`` interval of ``metric``'s estimate ``theta`` by ``method`` (one of :data:`CI_METHODS`)."""
-    if method == "auto":
-        method = "basic" if metric in BASIC_METRICS else "bca"
+    method = _method(method, metric)
     if method == "bca":
         return bca_interval(theta, boots, jack, ci)
     if method == "basic":
@@ -224,7 +233,13 @@ def infer(A: dict, B: dict, cells: list, plans: list, values: dict, *, n_permuta
                     stats.update(_null(plan, sa[a], sb[b], (a, b), theta[a, b], perms, stop_after, min_draws))
                     bar.update()
             if n_bootstrap:
-                boots = _bootstrap(plan, A, B, sa, sb, cells, torch.cat([counts, jack]), bar)
+                # the jackknife only serves BCa's acceleration: a plan whose intervals are all basic or
+                # percentile skips it
+                need_jack = any(_method(ci_method, m) == "bca" for m in plan.names)
+                boots = _bootstrap(plan, A, B, sa, sb, cells, torch.cat([counts, jack]) if need_jack else counts,
+                                   bar)
+                if not need_jack:
+                    bar.update(len(jack))
                 for (a, b, m), v in boots.items():
                     bt, jk = v[:len(counts)], v[len(counts):]
                     lo, hi = interval(ci_method, m, theta[a, b][m], bt, jk, ci)
@@ -240,15 +255,27 @@ def infer(A: dict, B: dict, cells: list, plans: list, values: dict, *, n_permuta
     return out
 
 
+MEAN_DRAWS = 200
+"""Null draws a plan that can bound its measure (``plan.bounded``, PWCCA) computes in full, for the null mean;
+later draws of such a plan only decide whether they exceed the observed value (exact for the p-value)."""
+
+
 def _null(plan, sx, sy, cell, theta, perms, stop_after, min_draws) -> dict:
     total = len(perms)
     n = perms.shape[1]
     chunk = max(1, min(100, int(4e6 // (n * n))))
     got: dict[str, list] = {m: [] for m in plan.names}
-    done = 0
+    done, exact = 0, total
+    bounded = getattr(plan, "bounded", False)
     while done < total:
         step = perms[done:done + chunk]
-        for m, v in plan.null(sx, sy, step).items():
+        if bounded and done >= MEAN_DRAWS:
+            exact = min(exact, done)
+            vals = plan.null(sx, sy, step, below={m: theta[m] - 1e-12 * max(1.0, abs(theta[m]))
+                                                   for m in plan.names})
+        else:
+            vals = plan.null(sx, sy, step)
+        for m, v in vals.items():
             got[m].append(v)
         done += len(step)
         if stop_after is not None and done >= min_draws and all(
@@ -259,7 +286,7 @@ def _null(plan, sx, sy, cell, theta, perms, stop_after, min_draws) -> dict:
     for m in plan.names:
         null = np.concatenate(got[m])
         p, used = besag_clifford(theta[m], null, total, stop_after)
-        fin = null[np.isfinite(null)]
+        fin = null[:exact][np.isfinite(null[:exact])]  # a bounded plan's null mean: its fully computed draws
         res[(*cell, m)] = dict(baseline_mean=float(fin.mean()) if len(fin) else math.nan, p_value=p,
                                p_min=1.0 / (1 + total), n_null=len(null))
     return res
