@@ -140,3 +140,27 @@ def test_pwcca_same_for_one_and_two_threads():
     one, two = _pwcca_with_threads(pairs, 1), _pwcca_with_threads(pairs, 2)
     for a, b in zip(one, two):
         assert abs(a - b) <= 1e-12
+
+
+def test_pwcca_null_and_bootstrap_draws_same_for_one_and_two_threads():
+    """The batched PWCCA draws (torch GEMMs and triangular solves on numpy memory) do not depend on the thread
+    count: a p-value or interval bound is reproducible."""
+    from univ.similarity.resampling import PwccaPlan, boot_cell
+    from univ.similarity.statistics import draws
+
+    A, B = _mlp_activations(1), _mlp_activations(2)
+    X, Y = A[1][:200].double(), B[0][:200].double()
+    perms, counts, _ = draws(0, 200, n_permutations=60, n_bootstrap=40)
+    plan = PwccaPlan(["pwcca"])
+    before = torch.get_num_threads()
+    out = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with threadpool_limits(threads):
+                sx, sy = plan.prepare(X), plan.prepare(Y)
+                out.append((plan.null(sx, sy, perms)["pwcca"], boot_cell(plan, sx, sy, X, Y, counts)["pwcca"]))
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1], out[1][1])

@@ -306,15 +306,17 @@ def test_pwcca_warns_when_its_weighting_side_is_rank_deficient():
 
 
 def test_pwcca_bounded_null_keeps_the_exact_p_value_and_the_null_mean_of_its_full_draws():
-    """After MEAN_DRAWS draws, PWCCA's null settles a draw by its largest canonical correlation (PWCCA is at
+    """After min_draws draws, PWCCA's null settles a draw by its largest canonical correlation (PWCCA is at
     most that) where it lies below the observed value: the p-value and the draws used equal the naive loop's
     over every draw, the null mean is that of the first draws computed in full, and a draw near the observed
     value is still computed in full."""
     from univ.similarity.resampling import PwccaPlan
-    from univ.similarity.statistics import MEAN_DRAWS, _null
+    from univ.similarity.statistics import _null
+
+    full_draws = 100  # min_draws: the draws computed in full
 
     rng = np.random.default_rng(7)
-    n, total = 60, MEAN_DRAWS + 150
+    n, total = 60, full_draws + 150
     x = rng.standard_normal((n, 4))
     y = np.concatenate([x[:, :3] + 0.5 * rng.standard_normal((n, 3)), rng.standard_normal((n, 2))], 1)
     X, Y = torch.from_numpy(x), torch.from_numpy(y)
@@ -323,18 +325,18 @@ def test_pwcca_bounded_null_keeps_the_exact_p_value_and_the_null_mean_of_its_ful
     sx, sy = plan.prepare(X), plan.prepare(Y)
     naive = np.array([sim.pwcca(X, Y[p]) for p in perms])
     top = np.array([np.linalg.svd(plan_arr, compute_uv=False).max() for plan_arr in
-                    [_whitened_cross(sx, sy, p) for p in perms[MEAN_DRAWS:]]])
+                    [_whitened_cross(sx, sy, p) for p in perms[full_draws:]]])
     for theta in (sim.pwcca(X, Y), float(np.quantile(naive, 0.97))):  # p near p_min, and p ~ 0.03
-        got = _null(plan, sx, sy, ("a", "b"), {"pwcca": theta}, perms, None, 100)["a", "b", "pwcca"]
+        got = _null(plan, sx, sy, ("a", "b"), {"pwcca": theta}, perms, None, full_draws)["a", "b", "pwcca"]
         p, used = besag_clifford(theta, naive, total, None)
         assert got["p_value"] == pytest.approx(p, abs=1e-15) and got["n_null"] == total
-        assert got["baseline_mean"] == pytest.approx(naive[:MEAN_DRAWS].mean(), abs=1e-10)
+        assert got["baseline_mean"] == pytest.approx(naive[:full_draws].mean(), abs=1e-10)
     # the bound decided most later draws for the observed value, and not all for the 97% quantile
     assert (top < sim.pwcca(X, Y)).mean() > 0.9 and (top >= np.quantile(naive, 0.97)).any()
-    vals = plan.null(sx, sy, perms[MEAN_DRAWS:], below={"pwcca": float(np.quantile(naive, 0.97))})["pwcca"]
+    vals = plan.null(sx, sy, perms[full_draws:], below={"pwcca": float(np.quantile(naive, 0.97))})["pwcca"]
     full = np.isfinite(vals)
-    np.testing.assert_allclose(vals[full], naive[MEAN_DRAWS:][full], rtol=0, atol=1e-10)
-    assert (naive[MEAN_DRAWS:][~full] < np.quantile(naive, 0.97)).all() and full.any() and (~full).any()
+    np.testing.assert_allclose(vals[full], naive[full_draws:][full], rtol=0, atol=1e-10)
+    assert (naive[full_draws:][~full] < np.quantile(naive, 0.97)).all() and full.any() and (~full).any()
     # settled exactly where the bound lies below the threshold
     np.testing.assert_array_equal(~full, top < np.quantile(naive, 0.97))
 

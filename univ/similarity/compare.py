@@ -76,7 +76,7 @@ def compare(acts_a: dict, acts_b: dict, metrics: Iterable[str] = ("linear_cka",)
         p-value (draws stop at the ``stop_after``-th null value >= value: p = stop_after / draws; otherwise
         (1 + #{null >= value}) / (1 + n_permutations); ``stop_after=None``: always all draws); ``p_min`` =
         1 / (1 + n_permutations), the smallest reachable p (< 0.001 by default); ``n_null``: draws made;
-        ``baseline_mean``: their mean (PWCCA: of its first 200, see :mod:`univ.similarity.statistics`);
+        ``baseline_mean``: their mean (PWCCA: of its first 100, see :mod:`univ.similarity.statistics`);
         ``calibrated`` = (value - baseline_mean) / (1 - baseline_mean);
         ``q_value``: Benjamini-Hochberg over every p-value of this table (all layer pairs and metrics).
     ci (e.g. 0.95): bootstrap interval over ``n_bootstrap`` resamplings of the inputs (the same rows on both
