@@ -63,6 +63,22 @@ def test_the_key_follows_the_contents_of_tensors_and_weights():
     assert Job(f"{T}:square", {"x": 1}, key={"cache": "abc"}).digest() != Job(f"{T}:square", {"x": 1}).digest()
 
 
+def test_a_functions_job_version_is_part_of_the_key_and_its_absence_keeps_the_old_key(monkeypatch):
+    """A function whose numbers change bumps its ``job_version``: its old shards are recomputed, and the
+    shards of functions without one (trained models) keep their keys."""
+    from univ.jobs import testing
+    from univ.jobs.job import KEY_VERSION, describe
+    from univ.utils import stable_hash
+
+    job = Job(f"{T}:square", {"x": 1})
+    old = job.digest()
+    assert old == stable_hash({"fn": job.fn, "what": describe({"x": 1}), "v": KEY_VERSION}, length=20)
+    monkeypatch.setattr(testing.square, "job_version", 2, raising=False)
+    v2 = job.digest()
+    monkeypatch.setattr(testing.square, "job_version", 3, raising=False)
+    assert len({old, v2, job.digest()}) == 3
+
+
 def test_a_failed_job_is_retried_and_the_run_completes(tmp_path):
     jobs = [Job(f"{T}:fail_once", {"x": i, "marker": str(tmp_path / f"m{i}")}) for i in range(3)]
     with pytest.warns(JobWarning, match="fail_once.*attempt 1 of 3.*planned failure"):

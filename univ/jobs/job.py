@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 KEY_VERSION = 1
-"""Bumped when what a job's shard holds changes, so old shards are not reused."""
+"""Bumped when what every job's shard holds changes (the shard format), so old shards are not reused. A change
+in what one job function computes bumps that function's own ``job_version`` attribute instead (see
+:meth:`Job.digest`), so that the other functions' shards (trained models) stay valid."""
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,17 @@ class Job:
         return self.name or self.fn.split(":")[1]
 
     def digest(self) -> str:
-        """The job's key: a hash of its function's name and what determines its result."""
+        """The job's key: a hash of its function's name, what determines its result and the function's
+        ``job_version`` attribute where it has one (bumped when the function's numbers change, so a shard an
+        older univ wrote is recomputed rather than served)."""
         from ..utils import stable_hash
 
         what = describe(self.kwargs) if self.key is None else describe(self.key)
-        return stable_hash({"fn": self.fn, "what": what, "v": KEY_VERSION}, length=20)
+        body = {"fn": self.fn, "what": what, "v": KEY_VERSION}
+        try:
+            version = getattr(resolve_function(self.fn), "job_version", None)
+        except ValueError:  # not importable here: the run reports that
+            version = None
+        if version is not None:
+            body["fv"] = version
+        return stable_hash(body, length=20)

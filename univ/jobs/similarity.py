@@ -26,6 +26,10 @@ def compare_chunk(acts: dict, model_pairs: list, metrics: list, statistics, laye
     return {"table": table, "warnings": list(dict.fromkeys(str(w.message) for w in caught))}
 
 
+compare_chunk.job_version = 2
+"""2: PWCCA's null mean from its first 100 draws (``min_draws`` of univ.similarity.statistics.infer)."""
+
+
 def compare_grid_jobs(acts: dict, model_pairs, metrics, *, statistics=None, layers: dict | None = None,
                       chunks: int | None = None, desc: str = "similarity", resources=None, **options):
     """:func:`univ.similarity.compare_grid` (same arguments, same table) run as at most ``chunks`` jobs on the
