@@ -213,3 +213,64 @@ def pairwise_text(pw: pd.DataFrame) -> str:
     parts = [f"{k}: {r['shared_fraction']:.2f} (shuffled {r['shared_fraction_shuffled']:.2f})" for k, r in g.iterrows()]
     return (f"Pairwise SAE matching (Bricken et al.: a latent is shared when its best activation correlation in the "
             f"other model's SAE is >= {SHARED_CORR}), mean shared fraction by pair: " + "; ".join(parts) + ".")
+
+
+SEED_SHARED = 0.3
+"""Paulo & Belrose (2026): about 30% of SAE latents recur across seeds of one model; a seed ceiling far below it
+means the dictionary itself is not reproducible."""
+
+
+def findings_text(categories: pd.DataFrame, ceiling: pd.DataFrame, pairwise: pd.DataFrame | None) -> str:
+    """The Findings paragraph, from the tables: the seed ceiling, the shared categories against their null, how
+    much of the sharing the untrained twins carry, and the pairwise SAE matching beside it."""
+    c = categories.set_index("category")
+    ceil = ceiling.set_index("inputs")
+    paired, null = ceil.loc["paired inputs"], ceil.loc["shuffled pairing (null)"]
+    n = int(c["n_counted"].iloc[0])
+    lines = [f"- **Seed ceiling.** {paired['stable_fraction']:.1%} of the {int(paired['n_live'])} live latents "
+             f"recur in the second crosscoder (decoder cosine >= {paired['stable_cosine']:.2g}); "
+             f"{null['stable_fraction']:.1%} on shuffled pairings."
+             + (f" That is far below the ~{SEED_SHARED:.0%} Paulo & Belrose find across SAE seeds: this "
+                "crosscoder's latents are mostly not reproducible, so the counts below rest on few latents and cannot "
+                "carry a claim about shared or exclusive features." if paired["stable_fraction"] < SEED_SHARED / 3
+                else "")]
+
+    def verdict(cat):
+        r = c.loc[cat]
+        if r["count_low"] > r["null_count_high"]:
+            word = "more than"
+        elif r["count_high"] < r["null_count_low"]:
+            word = "fewer than"
+        else:
+            word = "not distinguishable from"
+        return (f"{int(r['count'])} [{r['count_low']:.0f}, {r['count_high']:.0f}], {word} the shuffled-pairing null "
+                f"({int(r['null_count'])} [{r['null_count_low']:.0f}, {r['null_count_high']:.0f}])")
+
+    lines.append(f"- **Shared by trained networks.** Of {n} counted latents, across architectures: "
+                 f"{verdict('across architectures')}; within one architecture's seeds: "
+                 f"{verdict('one architecture, several seeds')}; in all trained models: "
+                 f"{verdict('all trained models')}.")
+    shared = int(c.loc[["all trained models", "across architectures", "one architecture, several seeds",
+                        "trained with untrained twins", "untrained only"], "count"].sum())
+    twins = int(c.loc[["trained with untrained twins", "untrained only"], "count"].sum())
+    if shared:
+        lines.append(f"- **Untrained twins.** {twins} of the {shared} counted latents that live in more than one "
+                     f"model involve an untrained network"
+                     + (": most of the shared structure is there before training (the inputs and the architecture "
+                        "make it), so it is not evidence that training converges on the same features."
+                        if twins * 2 >= shared else "; most shared latents are specific to trained networks."))
+    else:
+        lines.append("- **Untrained twins.** No counted latent lives in more than one model.")
+    if pairwise is not None and len(pairwise):
+        g = pairwise.groupby("pair")[["shared_fraction", "shared_fraction_shuffled"]].mean()
+        parts = [f"{k} {r['shared_fraction']:.2f} (shuffled {r['shared_fraction_shuffled']:.2f})"
+                 for k, r in g.iterrows()]
+        across = g["shared_fraction"].get("across architectures", np.nan)
+        cc_across = int(c.loc["across architectures", "count"])
+        lines.append("- **Pairwise SAE matching** (best activation correlation >= "
+                     f"{SHARED_CORR}), mean shared fraction: " + "; ".join(parts) + "."
+                     + (f" It reads far more sharing across architectures than the crosscoder counts ({cc_across}): "
+                        "it has no seed-stability filter and matches each latent to its best partner among many, "
+                        "so read it as an upper bound." if np.isfinite(across) and across > 0.1 and n
+                        and cc_across < 0.1 * n else ""))
+    return "\n".join(lines)

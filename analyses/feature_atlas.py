@@ -96,7 +96,9 @@ def run(cfg: Config):
                       "each model (1: the model it writes to most; below the dashed line: absent).")
     report.add_figure("seed_cosines", S.cosine_figure(atlas), "Decoder cosine of each latent with its partner in "
                       "the second seed's crosscoder, shared latents against exclusive ones.")
+    pw = None
     if cfg.pairwise:
         pw = S.pairwise_stage(cfg, zoo, acts)
         report.add_table("pairwise_matching", pw, S.pairwise_text(pw))
+    report.add_findings(S.findings_text(atlas.categories, atlas.ceiling, pw))
     return report
