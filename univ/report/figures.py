@@ -6,22 +6,21 @@ import numpy as np
 import pandas as pd
 
 
-def _plt():
-    import matplotlib
+def _figure(figsize):
+    """A Figure outside pyplot: the report holds it until written, pyplot does not count it towards its
+    open-figure warning, and the caller's matplotlib backend is left as it is."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize)
 
 
 def panels(n: int, ncols: int, size: tuple[float, float]):
     """(Figure, the first ``n`` axes) of a grid of ``n`` panels, ``ncols`` wide, each ``size`` inches; the
     unused axes of the last row are hidden."""
-    plt = _plt()
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
+    fig = _figure((size[0] * ncols, size[1] * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat[n:]:
         ax.axis("off")
     return fig, list(axes.flat[:n])
@@ -36,10 +35,12 @@ def heatmap(matrix: pd.DataFrame | np.ndarray, title: str = "", ax=None, vmin=0.
     mean of a permutation null), drawn as a line across the colorbar. not_significant: a (rows x cols) boolean
     matrix; those cells are hatched (and the legend says so).
     """
-    plt = _plt()
+    from matplotlib.patches import Rectangle
+
     n_r, n_c = np.shape(matrix)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(2.0 + 0.6 * n_c, 1.4 + 0.5 * n_r))
+        fig = _figure((2.0 + 0.6 * n_c, 1.4 + 0.5 * n_r))
+        ax = fig.subplots()
     else:
         fig = ax.figure
     if annot is None:
@@ -60,7 +61,7 @@ def heatmap(matrix: pd.DataFrame | np.ndarray, title: str = "", ax=None, vmin=0.
         if ns.shape != (n_r, n_c):
             raise ValueError(f"not_significant: expected shape {(n_r, n_c)} like the matrix, got {ns.shape}")
         for i, j in zip(*np.nonzero(ns)):
-            ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, hatch="///", edgecolor="#bbbbbb", lw=0))
+            ax.add_patch(Rectangle((j, i), 1, 1, fill=False, hatch="///", edgecolor="#bbbbbb", lw=0))
         if ns.any():
             title = f"{title}\n(hatched: not significant)" if title else "hatched: not significant"
     ax.set_title(title, fontsize=10)
