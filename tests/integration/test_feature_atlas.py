@@ -34,5 +34,8 @@ def test_tables_and_figures(run_folder):
     assert 0 <= ceiling["stable_fraction"].iloc[0] <= 1
     subsets = pd.read_csv(run_folder / "subsets.csv")
     assert "shared (size>=2)" in set(subsets["subset"]) and "null_count" in subsets.columns
+    report = (run_folder / "report.md").read_text()
+    sections = [line for line in report.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## Findings" and "**Seed ceiling.**" in report and "shuffled-pairing null" in report
     models = pd.read_csv(run_folder / "models.csv")
     assert len(models) == 12 and (~models["trained"]).sum() == 6 and (models["crosscoder_fvu"] < 1).all()
