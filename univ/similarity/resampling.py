@@ -9,6 +9,8 @@ costs only the cross term:
     RBF CKA (+ debiased), RSA:            <Mx, My[p][:, p]>   (M: centred Gram, or centred RDM ranks)
     mutual kNN:                           shared neighbours of x_i and p^-1(N_y(p_i))
     PWCCA:                                its per-side statistics once, google's cross computation per draw
+                                          (after the first min_draws, only the largest canonical correlation
+                                          where it already settles that the draw cannot exceed the value)
 
 A plan is one family: ``prepare(X) -> state`` once per layer, ``null(sx, sy, perms) -> {metric: (B,)}`` for
 B permutations of Y's rows, ``resample(state, X, counts)`` for a bootstrap resample (``counts``: (n,) how often
@@ -101,7 +103,7 @@ class LinearCkaPlan(Plan):
 
     def null(self, sx, sy, perms):
         out, n = {}, sx["n"]
-        C = perm_cross(sx["F"], sy["F"], perms)  # (B, r, s): one GEMM
+        C = perm_cross(sx["F"], sy["F"], perms)  # (B, r, s): a batched GEMM, ~2x einsum's speed
         xy = (C * C).sum((1, 2))
         if "linear_cka" in self.names:
             out["linear_cka"] = _ratio(xy, sx["xx"] * sy["xx"])
